@@ -1,0 +1,56 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Only the two bridge modules (EventLoop, TLS) import C; everything above them speaks Swift types.
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "Portcullis",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "portcullis", targets: ["portcullis"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .target(name: "CPortcullisShims", dependencies: ["CLibUV", "COpenSSL"]),
+
+        // Pure Swift: no C, no sockets.
+        .target(name: "Policy", swiftSettings: strictSettings),
+        .target(name: "Config", dependencies: ["Policy"], swiftSettings: strictSettings),
+
+        // Bridges: the only modules that see libuv / OpenSSL.
+        .target(name: "EventLoop", dependencies: ["CLibUV", "CPortcullisShims"], swiftSettings: strictSettings),
+        .target(name: "TLS", dependencies: ["COpenSSL", "CPortcullisShims", "Policy"], swiftSettings: strictSettings),
+
+        .target(
+            name: "Proxy",
+            dependencies: [
+                "EventLoop", "TLS", "Policy", "Config",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "portcullis",
+            dependencies: [
+                "Proxy", "Config", "Policy", "TLS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: strictSettings),
+        .testTarget(name: "ConfigTests", dependencies: ["Config", "Policy"], swiftSettings: strictSettings),
+        .testTarget(name: "TLSTests", dependencies: ["TLS", "Policy"], swiftSettings: strictSettings),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "portcullis"], swiftSettings: strictSettings),
+    ]
+)

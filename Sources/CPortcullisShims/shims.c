@@ -1,0 +1,330 @@
+#define _GNU_SOURCE
+#include "CPortcullisShims.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/ec.h>
+
+int pc_sockaddr_make(const char *ip, int port, struct sockaddr_storage *out) {
+    memset(out, 0, sizeof(*out));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, ip, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int pc_sockaddr_format(const struct sockaddr *addr, char *buf, size_t len) {
+    char ip[INET6_ADDRSTRLEN];
+    if (addr->sa_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)addr;
+        if (!inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof ip)) return -1;
+        snprintf(buf, len, "%s:%u", ip, ntohs(v4->sin_port));
+        return 0;
+    }
+    if (addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)addr;
+        if (!inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof ip)) return -1;
+        snprintf(buf, len, "[%s]:%u", ip, ntohs(v6->sin6_port));
+        return 0;
+    }
+    return -1;
+}
+
+int pc_tcp_peer(const uv_tcp_t *handle, char *buf, size_t len) {
+    struct sockaddr_storage ss;
+    int size = (int)sizeof ss;
+    if (uv_tcp_getpeername(handle, (struct sockaddr *)&ss, &size) != 0) return -1;
+    return pc_sockaddr_format((struct sockaddr *)&ss, buf, len);
+}
+
+int pc_listen_socket(const char *ip, int port, int backlog, int reuseport, int *bound_port) {
+    struct sockaddr_storage ss;
+    int rc = pc_sockaddr_make(ip, port, &ss);
+    if (rc != 0) return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) goto fail;
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) goto fail;
+    if (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) goto fail;
+    socklen_t sl = ss.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0) goto fail;
+    if (listen(fd, backlog) != 0) goto fail;
+    if (bound_port) {
+        struct sockaddr_storage got;
+        socklen_t gl = sizeof got;
+        if (getsockname(fd, (struct sockaddr *)&got, &gl) != 0) goto fail;
+        *bound_port = got.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&got)->sin_port)
+                                               : ntohs(((struct sockaddr_in6 *)&got)->sin6_port);
+    }
+    return fd;
+fail:
+    rc = -errno;
+    close(fd);
+    return rc;
+}
+
+int pc_thread_set_name(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
+
+int pc_ssl_ctx_set_min_proto(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_min_proto_version(ctx, version); }
+int pc_ssl_ctx_set_max_proto(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_max_proto_version(ctx, version); }
+long pc_ssl_ctx_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
+long pc_ssl_ctx_set_session_cache_mode(SSL_CTX *ctx, long m) { return SSL_CTX_set_session_cache_mode(ctx, m); }
+int pc_ssl_set_sni(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
+uint64_t pc_op_no_compression(void) { return SSL_OP_NO_COMPRESSION; }
+uint64_t pc_op_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
+uint64_t pc_op_cipher_server_preference(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
+uint64_t pc_op_no_ticket(void) { return SSL_OP_NO_TICKET; }
+void pc_bio_set_mem_eof_return(BIO *bio, int value) { BIO_set_mem_eof_return(bio, value); }
+int pc_ssl_ctx_set_tmp_ecdh_auto(SSL_CTX *ctx) { (void)ctx; return 1; }
+
+int pc_general_names_count(const GENERAL_NAMES *names) { return sk_GENERAL_NAME_num(names); }
+
+int pc_general_name_at(const GENERAL_NAMES *names, int i, const unsigned char **data, int *len) {
+    const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+    *data = NULL;
+    *len = 0;
+    if (gn == NULL) return -1;
+    const ASN1_STRING *s = NULL;
+    switch (gn->type) {
+    case GEN_DNS: s = gn->d.dNSName; break;
+    case GEN_URI: s = gn->d.uniformResourceIdentifier; break;
+    case GEN_EMAIL: s = gn->d.rfc822Name; break;
+    case GEN_IPADD: s = gn->d.iPAddress; break;
+    default: break;
+    }
+    if (s != NULL) {
+        *data = ASN1_STRING_get0_data(s);
+        *len = ASN1_STRING_length(s);
+    }
+    return gn->type;
+}
+
+void pc_general_names_free(GENERAL_NAMES *names) { GENERAL_NAMES_free(names); }
+int pc_x509_stack_count(const STACK_OF(X509) *stack) { return sk_X509_num(stack); }
+X509 *pc_x509_stack_at(const STACK_OF(X509) *stack, int i) { return sk_X509_value(stack, i); }
+
+int pc_x509_subject_alt_names(X509 *cert, GENERAL_NAMES **out) {
+    *out = NULL;
+    int index = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1);
+    if (index < 0) return 0;
+    // Two SAN extensions are ambiguous: refuse rather than pick one.
+    if (X509_get_ext_by_NID(cert, NID_subject_alt_name, index) >= 0) return -1;
+    int crit = 0;
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+    if (names == NULL) return -1;
+    *out = names;
+    return 1;
+}
+
+int pc_x509_name_entry(const X509_NAME *name, int i, char *type_buf, size_t type_len, unsigned char **utf8) {
+    const X509_NAME_ENTRY *entry = X509_NAME_get_entry(name, i);
+    if (entry == NULL) return -1;
+    const ASN1_OBJECT *obj = X509_NAME_ENTRY_get_object(entry);
+    int nid = OBJ_obj2nid(obj);
+    const char *sn = nid != NID_undef ? OBJ_nid2sn(nid) : NULL;
+    if (sn != NULL) {
+        snprintf(type_buf, type_len, "%s", sn);
+    } else if (OBJ_obj2txt(type_buf, (int)type_len, obj, 1) <= 0) {
+        return -1;
+    }
+    return ASN1_STRING_to_UTF8(utf8, X509_NAME_ENTRY_get_data(entry));
+}
+
+int pc_asn1_time_to_unix(const ASN1_TIME *t, int64_t *out) {
+    struct tm tm;
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1) return -1;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+int pc_x509_spki_sha256(X509 *cert, unsigned char out[32]) {
+    unsigned char *der = NULL;
+    int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+    if (len <= 0) return -1;
+    unsigned int mdlen = 0;
+    int ok = EVP_Digest(der, (size_t)len, out, &mdlen, EVP_sha256(), NULL);
+    OPENSSL_free(der);
+    return ok == 1 && mdlen == 32 ? 0 : -1;
+}
+
+int pc_ssl_ex_index(void) {
+    return SSL_get_ex_new_index(0, "portcullis-session", NULL, NULL, NULL);
+}
+
+static pc_ticket_check_fn ticket_check_fn;
+
+static SSL_TICKET_RETURN pc_ticket_decrypt_cb(SSL *s, SSL_SESSION *ss, const unsigned char *keyname,
+                                              size_t keyname_len, SSL_TICKET_STATUS status, void *arg) {
+    (void)keyname; (void)keyname_len; (void)arg;
+    switch (status) {
+    case SSL_TICKET_SUCCESS:
+    case SSL_TICKET_SUCCESS_RENEW:
+        if (ticket_check_fn != NULL && ticket_check_fn(s, ss) != 1) return SSL_TICKET_RETURN_IGNORE_RENEW;
+        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    case SSL_TICKET_EMPTY:
+    case SSL_TICKET_NO_DECRYPT:
+        return SSL_TICKET_RETURN_IGNORE_RENEW;
+    default:
+        return SSL_TICKET_RETURN_ABORT;
+    }
+}
+
+int pc_ssl_ctx_set_ticket_check(SSL_CTX *ctx, pc_ticket_check_fn fn) {
+    // One process-wide function pointer: every context uses the same Swift entry point, which finds its
+    // owner through the SSL's ex_data; only the pointer store needs to happen once.
+    ticket_check_fn = fn;
+    return SSL_CTX_set_session_ticket_cb(ctx, NULL, pc_ticket_decrypt_cb, NULL);
+}
+
+const char *pc_verify_error_string(long code) { return X509_verify_cert_error_string(code); }
+
+EVP_PKEY *pc_generate_key(int kind) {
+    switch (kind) {
+    case 0: return EVP_EC_gen("P-256");
+    case 1: return EVP_EC_gen("P-384");
+    case 2: return EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    case 3: return EVP_RSA_gen(2048);
+    default: return NULL;
+    }
+}
+
+static int add_extension(X509 *cert, X509 *issuer, int nid, const char *value) {
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, issuer, cert, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    if (ext == NULL) return 0;
+    int ok = X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok;
+}
+
+X509 *pc_make_certificate(EVP_PKEY *key, EVP_PKEY *issuer_key, X509 *issuer_cert,
+                          const char *const *name_types, const unsigned char *const *name_values,
+                          const int *name_lengths, int name_count, const char *san, const char *eku,
+                          int is_ca, long not_before_offset, long not_after_offset, long serial) {
+    X509 *cert = X509_new();
+    if (cert == NULL) return NULL;
+    X509_NAME *name = X509_get_subject_name(cert);
+    if (!X509_set_version(cert, 2) || !ASN1_INTEGER_set(X509_get_serialNumber(cert), serial)) goto fail;
+    for (int i = 0; i < name_count; i++) {
+        if (!X509_NAME_add_entry_by_txt(name, name_types[i], MBSTRING_UTF8, name_values[i], name_lengths[i], -1, 0))
+            goto fail;
+    }
+    X509 *issuer = issuer_cert != NULL ? issuer_cert : cert;
+    if (!X509_set_issuer_name(cert, X509_get_subject_name(issuer))) goto fail;
+    if (!X509_gmtime_adj(X509_getm_notBefore(cert), not_before_offset)) goto fail;
+    if (!X509_gmtime_adj(X509_getm_notAfter(cert), not_after_offset)) goto fail;
+    if (!X509_set_pubkey(cert, key)) goto fail;
+    if (!add_extension(cert, issuer, NID_basic_constraints, is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE")) goto fail;
+    if (!add_extension(cert, issuer, NID_key_usage,
+                       is_ca ? "critical,keyCertSign,cRLSign" : "critical,digitalSignature,keyEncipherment")) goto fail;
+    if (!add_extension(cert, issuer, NID_subject_key_identifier, "hash")) goto fail;
+    if (issuer_cert != NULL && !add_extension(cert, issuer, NID_authority_key_identifier, "keyid")) goto fail;
+    if (san != NULL && !add_extension(cert, issuer, NID_subject_alt_name, san)) goto fail;
+    if (eku != NULL && !add_extension(cert, issuer, NID_ext_key_usage, eku)) goto fail;
+    EVP_PKEY *signer = issuer_key != NULL ? issuer_key : key;
+    const EVP_MD *md = EVP_PKEY_get_id(signer) == EVP_PKEY_ED25519 ? NULL : EVP_sha256();
+    if (X509_sign(cert, signer, md) <= 0) goto fail;
+    return cert;
+fail:
+    X509_free(cert);
+    return NULL;
+}
+
+static char *bio_to_string(BIO *bio) {
+    char *data = NULL;
+    long len = BIO_get_mem_data(bio, &data);
+    char *out = OPENSSL_malloc((size_t)len + 1);
+    if (out != NULL) {
+        memcpy(out, data, (size_t)len);
+        out[len] = 0;
+    }
+    BIO_free(bio);
+    return out;
+}
+
+char *pc_pem_certificate(X509 *cert) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL || !PEM_write_bio_X509(bio, cert)) { BIO_free(bio); return NULL; }
+    return bio_to_string(bio);
+}
+
+char *pc_pem_private_key(EVP_PKEY *key, const char *passphrase) {
+    BIO *bio = BIO_new(BIO_s_mem());
+    const EVP_CIPHER *cipher = passphrase != NULL ? EVP_aes_256_cbc() : NULL;
+    int ok = PEM_write_bio_PrivateKey(bio, key, cipher, (const unsigned char *)passphrase,
+                                      passphrase != NULL ? (int)strlen(passphrase) : 0, NULL, NULL);
+    if (!ok) { BIO_free(bio); return NULL; }
+    return bio_to_string(bio);
+}
+
+#include <dirent.h>
+
+static int load_ca_file(SSL_CTX *ctx, X509_STORE *store, STACK_OF(X509_NAME) *names, const char *file) {
+    BIO *bio = BIO_new_file(file, "r");
+    if (bio == NULL) return -1;
+    int count = 0;
+    X509 *cert;
+    while ((cert = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (X509_STORE_add_cert(store, cert) == 1) {
+            count++;
+            X509_NAME *name = X509_NAME_dup(X509_get_subject_name(cert));
+            if (name != NULL && sk_X509_NAME_push(names, name) <= 0) X509_NAME_free(name);
+        }
+        X509_free(cert);
+    }
+    BIO_free(bio);
+    // Reaching the end of the PEM data leaves a "no start line" entry: expected, not an error.
+    ERR_clear_error();
+    (void)ctx;
+    return count;
+}
+
+int pc_ssl_ctx_load_ca(SSL_CTX *ctx, const char *path, int is_directory) {
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+    if (names == NULL) return -1;
+    int total = 0;
+    if (!is_directory) {
+        total = load_ca_file(ctx, store, names, path);
+    } else {
+        DIR *dir = opendir(path);
+        if (dir == NULL) { sk_X509_NAME_pop_free(names, X509_NAME_free); return -1; }
+        struct dirent *entry;
+        char file[4096];
+        while ((entry = readdir(dir)) != NULL) {
+            const char *dot = strrchr(entry->d_name, '.');
+            if (dot == NULL || (strcmp(dot, ".pem") && strcmp(dot, ".crt") && strcmp(dot, ".cer"))) continue;
+            snprintf(file, sizeof file, "%s/%s", path, entry->d_name);
+            int n = load_ca_file(ctx, store, names, file);
+            if (n > 0) total += n;
+        }
+        closedir(dir);
+    }
+    if (total <= 0) { sk_X509_NAME_pop_free(names, X509_NAME_free); return total < 0 ? -1 : 0; }
+    SSL_CTX_set_client_CA_list(ctx, names);  // takes ownership
+    return total;
+}

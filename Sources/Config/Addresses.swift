@@ -1,0 +1,152 @@
+public import Policy
+
+/// Where a listener accepts connections: an IP literal and a port (0 asks the kernel for a free one).
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    /// Canonical IP literal without brackets: `0.0.0.0`, `127.0.0.1`, `::1`.
+    public var host: String
+    public var port: UInt16
+
+    public init(host: IPAddress, port: UInt16) {
+        self.host = host.description
+        self.port = port
+    }
+
+    public var address: IPAddress { IPAddress(host)! }
+
+    /// `0.0.0.0:8443`, `[::1]:8443`.
+    public var description: String { formatHostPort(host, port) }
+}
+
+/// Where plaintext goes after the handshake.
+public enum TargetAddress: Sendable, Equatable, CustomStringConvertible {
+    /// An IP literal (canonical, no brackets) or a host name, and a port 1-65535.
+    case tcp(host: String, port: UInt16)
+    /// An absolute Unix socket path.
+    case unix(path: String)
+
+    /// 127.0.0.0/8, ::1, or a Unix socket. A host name never counts (it could resolve anywhere).
+    public var isLoopback: Bool {
+        switch self {
+        case .unix: true
+        case .tcp(let host, _): isLoopbackHost(host)
+        }
+    }
+
+    /// `127.0.0.1:6379`, `[::1]:6379`, `unix:/run/app.sock`.
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port): formatHostPort(host, port)
+        case .unix(let path): "unix:" + path
+        }
+    }
+}
+
+func formatHostPort(_ host: String, _ port: UInt16) -> String {
+    host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+}
+
+func isLoopbackHost(_ host: String) -> Bool {
+    guard let address = IPAddress(host) else { return false }
+    if address.isIPv4 { return address.bytes[0] == 127 }
+    return address.bytes == [UInt8](repeating: 0, count: 15) + [1]
+}
+
+/// Longest Unix socket path: `sun_path` is 108 bytes on Linux, including the terminating NUL.
+let maximumSocketPathLength = 107
+
+extension Validate {
+    /// Parses `IPv4:PORT`, `[IPv6]:PORT`, `localhost:PORT` (→ 127.0.0.1) or `:PORT` (→ 0.0.0.0); port 0-65535.
+    public static func listenAddress(_ value: String, key: String) throws(ConfigError) -> ListenAddress {
+        let (host, port) = try splitHostPort(value, key: key, portRange: 0...65535, example: "0.0.0.0:8443 or :8443")
+        if host.isEmpty { return ListenAddress(host: IPAddress("0.0.0.0")!, port: port) }
+        if host.lowercased() == "localhost" { return ListenAddress(host: IPAddress("127.0.0.1")!, port: port) }
+        guard let address = IPAddress(host) else {
+            throw .invalid(key, value, "does not name an IP address: use an IP address, localhost, or :PORT for all interfaces")
+        }
+        return ListenAddress(host: address, port: port)
+    }
+
+    /// Parses `HOST:PORT` (port 1-65535; `localhost` → 127.0.0.1) or `unix:/absolute/path`.
+    ///
+    /// A TCP target that is not loopback is refused unless `allowNonLoopback`; the message names `unsafeKey`.
+    public static func targetAddress(
+        _ value: String, key: String, allowNonLoopback: Bool, unsafeKey: String
+    ) throws(ConfigError) -> TargetAddress {
+        if value.hasPrefix("unix:") {
+            let path = String(value.dropFirst(5))
+            guard path.hasPrefix("/") else {
+                throw .invalid(key, value, "is not an absolute socket path: use unix:/path/to/socket")
+            }
+            guard !path.utf8.contains(0) else { throw .invalid(key, value, "contains a NUL character") }
+            guard path.utf8.count <= maximumSocketPathLength else {
+                throw .invalid(key, value, "is too long: a socket path is at most \(maximumSocketPathLength) bytes")
+            }
+            return .unix(path: path)
+        }
+        let (host, port) = try splitHostPort(value, key: key, portRange: 1...65535, example: "127.0.0.1:6379 or unix:/path/to/socket")
+        let target: TargetAddress
+        if host.isEmpty {
+            throw .invalid(key, value, "has no host: use e.g. 127.0.0.1:\(port)")
+        } else if host.lowercased() == "localhost" {
+            target = .tcp(host: "127.0.0.1", port: port)
+        } else if let address = IPAddress(host) {
+            target = .tcp(host: address.description, port: port)
+        } else if isHostName(host) {
+            target = .tcp(host: host, port: port)
+        } else {
+            throw .invalid(key, value, "has an invalid host: use an IP address or a DNS name")
+        }
+        if !allowNonLoopback && !target.isLoopback {
+            throw .invalid(key, value, "is not a loopback address (use \(unsafeKey) to allow it)")
+        }
+        return target
+    }
+
+    /// Splits `host:port` / `[v6]:port`; the host comes back without brackets and may be empty.
+    private static func splitHostPort(
+        _ value: String, key: String, portRange: ClosedRange<Int>, example: String
+    ) throws(ConfigError) -> (host: String, port: UInt16) {
+        let host: Substring
+        let port: Substring
+        if value.hasPrefix("[") {
+            guard let close = value.firstIndex(of: "]") else {
+                throw .invalid(key, value, "has no closing ']': use e.g. [::1]:8443")
+            }
+            host = value[value.index(after: value.startIndex)..<close]
+            let rest = value[value.index(after: close)...]
+            guard rest.hasPrefix(":"), rest.count > 1 else { throw .invalid(key, value, "has no port: use HOST:PORT, e.g. \(example)") }
+            port = rest.dropFirst()
+            guard let address = IPAddress(String(host)), !address.isIPv4 else {
+                throw .invalid(key, value, "has brackets around something that is not an IPv6 address")
+            }
+        } else {
+            guard let colon = value.lastIndex(of: ":"), value.index(after: colon) < value.endIndex else {
+                throw .invalid(key, value, "has no port: use HOST:PORT, e.g. \(example)")
+            }
+            host = value[..<colon]
+            port = value[value.index(after: colon)...]
+            if host.contains(":") {
+                throw .invalid(key, value, "is ambiguous: put an IPv6 address in brackets, e.g. [::1]:8443")
+            }
+        }
+        guard port.utf8.count <= 5, port.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let number = Int(port),
+              portRange.contains(number)
+        else {
+            throw .invalid(key, value, "has an invalid port: use \(portRange.lowerBound)-\(portRange.upperBound)")
+        }
+        return (String(host), UInt16(number))
+    }
+
+    /// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, not all-numeric.
+    private static func isHostName(_ host: String) -> Bool {
+        guard host.utf8.count <= 253 else { return false }
+        let labels = host.split(separator: ".", omittingEmptySubsequences: false)
+        let valid = labels.allSatisfy { label in
+            (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                && label.utf8.allSatisfy { byte in
+                    (byte >= 48 && byte <= 57) || (byte | 0x20 >= 97 && byte | 0x20 <= 122) || byte == 45
+                }
+        }
+        return valid && !host.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || $0 == 46 }
+    }
+}

@@ -1,0 +1,120 @@
+import CLibUV
+import CPortcullisShims
+
+/// One libuv event loop and the per-loop resources its streams share.
+///
+/// - Warning: a loop and everything created on it are confined to the thread that runs it.
+public final class Loop {
+    let raw: UnsafeMutablePointer<uv_loop_t>
+    /// The single receive buffer every read on this loop lands in; reads are consumed synchronously.
+    let readBuffer: UnsafeMutableRawBufferPointer
+    /// Fixed-size write buffers recycled through a free list, so the data path never mallocs per chunk.
+    public let writeBuffers: BufferPool
+
+    public static let readBufferSize = 64 * 1024
+
+    public init() throws(UVError) {
+        raw = .allocate(capacity: 1)
+        let rc = uv_loop_init(raw)
+        if rc != 0 {
+            raw.deallocate()
+            throw UVError(code: rc, operation: "uv_loop_init")
+        }
+        readBuffer = .allocate(byteCount: Loop.readBufferSize, alignment: 16)
+        // Room for 64 KiB of plaintext as TLS records (4 records of 16 KiB + 22 bytes overhead each).
+        writeBuffers = BufferPool(capacity: Loop.readBufferSize + 1024)
+    }
+
+    deinit {
+        // Close whatever is left (handles already closed are skipped) so uv_loop_close succeeds.
+        uv_walk(raw, { handle, _ in
+            if let handle, uv_is_closing(handle) == 0 { uv_close(handle, nil) }
+        }, nil)
+        uv_run(raw, UV_RUN_DEFAULT)
+        uv_loop_close(raw)
+        raw.deallocate()
+        readBuffer.deallocate()
+    }
+
+    /// Runs until no active handles remain or `stop()` is called.
+    public func run() {
+        uv_run(raw, UV_RUN_DEFAULT)
+    }
+
+    /// Runs one iteration without blocking.
+    public func runOnce() {
+        uv_run(raw, UV_RUN_NOWAIT)
+    }
+
+    public func stop() {
+        uv_stop(raw)
+    }
+
+    /// The loop's cached clock in milliseconds.
+    public var now: UInt64 { uv_now(raw) }
+
+    /// A monotonic clock in nanoseconds (not cached).
+    public static var monotonicNanoseconds: UInt64 { uv_hrtime() }
+}
+
+/// A fixed-capacity buffer from a `BufferPool`, with room in front for the libuv write request.
+///
+/// Layout of one allocation: `[uv_write_t | uv_buf_t | payload…]`; the write callback finds the whole
+/// block from the request pointer and returns it to the pool, so a write costs no allocation.
+public struct WriteBuffer {
+    let block: UnsafeMutableRawPointer
+    /// The payload area.
+    public let bytes: UnsafeMutableRawBufferPointer
+
+    static let headerSize: Int = {
+        let raw = MemoryLayout<uv_write_t>.size + MemoryLayout<uv_buf_t>.size
+        return (raw + 15) & ~15
+    }()
+
+    init(block: UnsafeMutableRawPointer, capacity: Int) {
+        self.block = block
+        self.bytes = UnsafeMutableRawBufferPointer(start: block + WriteBuffer.headerSize, count: capacity)
+    }
+
+    var request: UnsafeMutablePointer<uv_write_t> { block.assumingMemoryBound(to: uv_write_t.self) }
+    var uvBuffer: UnsafeMutablePointer<uv_buf_t> {
+        (block + MemoryLayout<uv_write_t>.size).assumingMemoryBound(to: uv_buf_t.self)
+    }
+}
+
+/// A per-loop free list of `WriteBuffer`s of one capacity.
+///
+/// - Warning: call only on the owning loop's thread.
+public final class BufferPool {
+    public let capacity: Int
+    private var free: [UnsafeMutableRawPointer] = []
+    /// Buffers kept for reuse; beyond this, returned buffers are released (bounds idle memory).
+    private let maxCached: Int
+
+    init(capacity: Int, maxCached: Int = 256) {
+        self.capacity = capacity
+        self.maxCached = maxCached
+        free.reserveCapacity(maxCached)
+    }
+
+    deinit {
+        for block in free { block.deallocate() }
+    }
+
+    public func take() -> WriteBuffer {
+        let block = free.popLast()
+            ?? UnsafeMutableRawPointer.allocate(byteCount: WriteBuffer.headerSize + capacity, alignment: 16)
+        return WriteBuffer(block: block, capacity: capacity)
+    }
+
+    public func give(_ buffer: WriteBuffer) {
+        if free.count < maxCached {
+            free.append(buffer.block)
+        } else {
+            buffer.block.deallocate()
+        }
+    }
+
+    /// Buffers currently cached (for tests and metrics).
+    public var cachedCount: Int { free.count }
+}

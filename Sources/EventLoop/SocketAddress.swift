@@ -1,0 +1,78 @@
+import CLibUV
+import CPortcullisShims
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An IPv4 or IPv6 socket address.
+public struct SocketAddress: Sendable, CustomStringConvertible {
+    var storage: sockaddr_storage
+
+    /// From an IP literal and a port.
+    public init(ip: String, port: UInt16) throws(UVError) {
+        storage = sockaddr_storage()
+        let rc = pc_sockaddr_make(ip, Int32(port), &storage)
+        if rc != 0 { throw UVError(code: rc, operation: "address '\(ip)'") }
+    }
+
+    /// Resolves a host name (blocking; for startup and reload only).
+    public static func resolve(host: String, port: UInt16) throws(UVError) -> [SocketAddress] {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &result)
+        if rc != 0 {
+            throw UVError(code: UV_EAI_NONAME.rawValue, operation: "resolve '\(host)': \(String(cString: gai_strerror(rc)))")
+        }
+        defer { freeaddrinfo(result) }
+        var addresses: [SocketAddress] = []
+        var cursor = result
+        while let info = cursor {
+            if let sa = info.pointee.ai_addr, info.pointee.ai_family == AF_INET || info.pointee.ai_family == AF_INET6 {
+                var storage = sockaddr_storage()
+                withUnsafeMutableBytes(of: &storage) { dst in
+                    dst.copyMemory(from: UnsafeRawBufferPointer(start: sa, count: Int(info.pointee.ai_addrlen)))
+                }
+                addresses.append(SocketAddress(storage: storage))
+            }
+            cursor = info.pointee.ai_next
+        }
+        return addresses
+    }
+
+    init(storage: sockaddr_storage) {
+        self.storage = storage
+    }
+
+    public var description: String {
+        var copy = storage
+        var buffer = [CChar](repeating: 0, count: 64)
+        let rc = withUnsafePointer(to: &copy) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pc_sockaddr_format($0, &buffer, buffer.count) }
+        }
+        return rc == 0 ? buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : "?"
+    }
+}
+
+/// A bound, listening socket file descriptor, ready to hand to a loop's `TCPListener`.
+public struct ListeningSocket: Sendable {
+    public let fd: Int32
+    public let port: UInt16
+
+    /// Binds and listens. With `reusePort`, several sockets can share the port (one per worker loop).
+    public static func bind(ip: String, port: UInt16, backlog: Int32 = 1024, reusePort: Bool) throws(UVError) -> ListeningSocket {
+        var bound: Int32 = 0
+        let fd = pc_listen_socket(ip, Int32(port), backlog, reusePort ? 1 : 0, &bound)
+        if fd < 0 {
+            // pc_listen_socket returns -errno; libuv codes are -errno on Unix.
+            throw UVError(code: fd, operation: "listen on \(ip.contains(":") ? "[\(ip)]" : ip):\(port)")
+        }
+        return ListeningSocket(fd: fd, port: UInt16(bound))
+    }
+
+    /// Closes the descriptor (when it was never handed to a loop).
+    public func close() {
+        _ = Glibc.close(fd)
+    }
+}

@@ -1,0 +1,207 @@
+import CLibUV
+import CPortcullisShims
+
+/// Events of a `StreamSocket`, delivered on its loop's thread.
+public protocol StreamSocketDelegate: AnyObject {
+    /// Bytes received; valid only during the call (they live in the loop's shared read buffer).
+    func socket(_ socket: StreamSocket, didRead bytes: UnsafeRawBufferPointer)
+    /// The peer shut down its write side (TCP FIN).
+    func socketDidReadEOF(_ socket: StreamSocket)
+    func socket(_ socket: StreamSocket, didFailReading error: UVError)
+    /// A write finished (its buffer is back in the pool); `error` is set when it failed or was cancelled.
+    func socket(_ socket: StreamSocket, didWrite byteCount: Int, error: UVError?)
+    func socket(_ socket: StreamSocket, didConnect error: UVError?)
+    func socketDidShutdown(_ socket: StreamSocket, error: UVError?)
+    /// The handle is closed and freed; no further events follow.
+    func socketDidClose(_ socket: StreamSocket)
+}
+
+/// A TCP or Unix-domain stream on one loop.
+///
+/// Ownership: the libuv handle is heap-allocated and its `data` holds a *retained* reference to this
+/// object, so the object lives at least until `close()` completes; the close callback frees the handle
+/// and releases that reference. The socket keeps its delegate strongly until then.
+///
+/// - Warning: call only on the loop's thread.
+public final class StreamSocket {
+    public enum Kind { case tcp, pipe }
+
+    public let kind: Kind
+    unowned let loop: Loop
+    let handle: UnsafeMutableRawPointer
+    public var delegate: (any StreamSocketDelegate)?
+    public private(set) var isReading = false
+    public private(set) var isClosing = false
+
+    static let handleSize = max(uv_handle_size(UV_TCP), uv_handle_size(UV_NAMED_PIPE))
+
+    public init(loop: Loop, kind: Kind) throws(UVError) {
+        self.loop = loop
+        self.kind = kind
+        handle = .allocate(byteCount: StreamSocket.handleSize, alignment: 16)
+        let rc: Int32
+        switch kind {
+        case .tcp: rc = uv_tcp_init(loop.raw, handle.assumingMemoryBound(to: uv_tcp_t.self))
+        case .pipe: rc = uv_pipe_init(loop.raw, handle.assumingMemoryBound(to: uv_pipe_t.self), 0)
+        }
+        if rc != 0 {
+            handle.deallocate()
+            throw UVError(code: rc, operation: kind == .tcp ? "uv_tcp_init" : "uv_pipe_init")
+        }
+        pc_handle(handle).pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    var stream: UnsafeMutablePointer<uv_stream_t> { pc_stream(handle) }
+
+    /// The loop's pool of write buffers.
+    public var writeBuffers: BufferPool { loop.writeBuffers }
+
+    static func from(_ handle: UnsafeMutableRawPointer) -> StreamSocket {
+        Unmanaged<StreamSocket>.fromOpaque(pc_handle(handle).pointee.data).takeUnretainedValue()
+    }
+
+    // MARK: reading
+
+    public func startReading() {
+        guard !isReading, !isClosing else { return }
+        let rc = uv_read_start(stream, { handle, _, buf in
+            let socket = StreamSocket.from(UnsafeMutableRawPointer(handle!))
+            buf!.pointee = uv_buf_init(socket.loop.readBuffer.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                       UInt32(socket.loop.readBuffer.count))
+        }, { stream, nread, buf in
+            StreamSocket.from(UnsafeMutableRawPointer(stream!)).didRead(nread, buf!.pointee.base)
+        })
+        if rc == 0 {
+            isReading = true
+        } else {
+            delegate?.socket(self, didFailReading: UVError(code: rc, operation: "uv_read_start"))
+        }
+    }
+
+    public func stopReading() {
+        guard isReading else { return }
+        uv_read_stop(stream)
+        isReading = false
+    }
+
+    private func didRead(_ nread: Int, _ base: UnsafeMutablePointer<CChar>?) {
+        if nread > 0 {
+            delegate?.socket(self, didRead: UnsafeRawBufferPointer(start: base, count: nread))
+        } else if nread == Int(UV_EOF.rawValue) {
+            stopReading()
+            delegate?.socketDidReadEOF(self)
+        } else if nread < 0 {
+            stopReading()
+            delegate?.socket(self, didFailReading: UVError(code: Int32(nread), operation: "read"))
+        }
+    }
+
+    // MARK: writing
+
+    /// Queues `count` bytes of `buffer`; the buffer returns to the pool when the write completes.
+    /// Returns an error (and recycles the buffer) if the write could not be queued.
+    @discardableResult
+    public func write(_ buffer: WriteBuffer, count: Int) -> UVError? {
+        precondition(count > 0 && count <= buffer.bytes.count, "write of \(count) bytes")
+        buffer.uvBuffer.pointee = uv_buf_init(buffer.bytes.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                              UInt32(count))
+        let rc = uv_write(buffer.request, stream, buffer.uvBuffer, 1) { request, status in
+            let request = request!
+            // Read everything needed from the request before the block goes back to the pool.
+            let socket = StreamSocket.from(UnsafeMutableRawPointer(request.pointee.handle!))
+            let block = UnsafeMutableRawPointer(request)
+            let buffer = WriteBuffer(block: block, capacity: socket.loop.writeBuffers.capacity)
+            let count = Int(buffer.uvBuffer.pointee.len)
+            socket.loop.writeBuffers.give(buffer)
+            socket.delegate?.socket(socket, didWrite: count,
+                                    error: status < 0 ? UVError(code: status, operation: "write") : nil)
+        }
+        if rc != 0 {
+            loop.writeBuffers.give(buffer)
+            return UVError(code: rc, operation: "uv_write")
+        }
+        return nil
+    }
+
+    /// Shuts down the write side once queued writes are flushed (sends FIN).
+    public func shutdown() {
+        guard !isClosing else { return }
+        let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
+        let rc = uv_shutdown(request, stream) { request, status in
+            let request = request!
+            let socket = StreamSocket.from(UnsafeMutableRawPointer(request.pointee.handle!))
+            request.deallocate()
+            socket.delegate?.socketDidShutdown(socket, error: status < 0 ? UVError(code: status, operation: "shutdown") : nil)
+        }
+        if rc != 0 {
+            request.deallocate()
+            delegate?.socketDidShutdown(self, error: UVError(code: rc, operation: "uv_shutdown"))
+        }
+    }
+
+    // MARK: connecting
+
+    /// Connects a TCP socket; the delegate hears `didConnect`.
+    public func connect(to address: SocketAddress) {
+        precondition(kind == .tcp)
+        let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
+        var storage = address.storage
+        let rc = withUnsafePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                uv_tcp_connect(request, handle.assumingMemoryBound(to: uv_tcp_t.self), sa, StreamSocket.connectDone)
+            }
+        }
+        if rc != 0 {
+            request.deallocate()
+            delegate?.socket(self, didConnect: UVError(code: rc, operation: "connect"))
+        }
+    }
+
+    /// Connects a Unix-domain socket at `path`.
+    public func connect(toPath path: String) {
+        precondition(kind == .pipe)
+        let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
+        uv_pipe_connect(request, handle.assumingMemoryBound(to: uv_pipe_t.self), path, StreamSocket.connectDone)
+    }
+
+    private static let connectDone: uv_connect_cb = { request, status in
+        let request = request!
+        let socket = StreamSocket.from(UnsafeMutableRawPointer(request.pointee.handle!))
+        request.deallocate()
+        socket.delegate?.socket(socket, didConnect: status < 0 ? UVError(code: status, operation: "connect") : nil)
+    }
+
+    // MARK: options and addresses
+
+    /// Disables Nagle: a proxy must not add latency to small writes.
+    public func setNoDelay() {
+        if kind == .tcp { uv_tcp_nodelay(handle.assumingMemoryBound(to: uv_tcp_t.self), 1) }
+    }
+
+    /// The remote address as `ip:port` (TCP only).
+    public var peerAddress: String {
+        guard kind == .tcp else { return "unix" }
+        var buffer = [CChar](repeating: 0, count: 64)
+        let rc = pc_tcp_peer(handle.assumingMemoryBound(to: uv_tcp_t.self), &buffer, buffer.count)
+        return rc == 0 ? buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : "unknown"
+    }
+
+    // MARK: closing
+
+    /// Closes the handle; queued writes are cancelled (call `shutdown()` first to flush them).
+    public func close() {
+        guard !isClosing else { return }
+        isClosing = true
+        isReading = false
+        uv_close(pc_handle(handle)) { handle in
+            let handle = handle!
+            let socket = Unmanaged<StreamSocket>.fromOpaque(handle.pointee.data).takeRetainedValue()
+            socket.delegate?.socketDidClose(socket)
+            socket.delegate = nil
+            UnsafeMutableRawPointer(handle).deallocate()
+        }
+    }
+
+    /// Number of bytes libuv still holds in its write queue (excludes synchronously completed writes).
+    public var writeQueueSize: Int { uv_stream_get_write_queue_size(stream) }
+}

@@ -1,0 +1,134 @@
+public import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How log lines are written: `text` for people, `json` (one object per line) for collectors.
+public enum LogStyle: Sendable { case text, json }
+
+/// A swift-log handler writing one line per event to stderr with a single `write(2)`.
+///
+/// Messages are constant; data travels in metadata with dotted keys (`conn.peer`, `tls.version`, …).
+/// In JSON every metadata value is a string, so collectors need no per-key schema.
+public struct LineLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level
+    let style: LogStyle
+    let label: String
+
+    public init(label: String, style: LogStyle, level: Logger.Level) {
+        self.label = label
+        self.style = style
+        self.logLevel = level
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var merged = metadata
+        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
+        let keys = merged.keys.sorted()
+        var line: String
+        switch style {
+        case .json:
+            line = "{\"ts\":\"\(timestamp())\",\"level\":\"\(event.level)\",\"msg\":\(jsonString(event.message.description))"
+            for key in keys {
+                line += ",\(jsonString(key)):\(jsonString(render(merged[key]!)))"
+            }
+            line += "}\n"
+        case .text:
+            line = "\(timestamp()) \(event.level) \(event.message)"
+            for key in keys {
+                let value = render(merged[key]!)
+                let needsQuotes = value.isEmpty || value.contains(where: { $0 == " " || $0 == "\"" || $0 == "=" })
+                line += " \(key)=" + (needsQuotes ? jsonString(value) : value)
+            }
+            line += "\n"
+        }
+        var bytes = Array(line.utf8)
+        _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+    }
+
+    private func render(_ value: Logger.MetadataValue) -> String {
+        switch value {
+        case .string(let s): return s
+        case .stringConvertible(let c): return c.description
+        case .array(let items): return items.map(render).joined(separator: ",")
+        case .dictionary(let d): return d.keys.sorted().map { "\($0)=\(render(d[$0]!))" }.joined(separator: ",")
+        }
+    }
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+func timestamp() -> String {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    var seconds = now.tv_sec
+    var parts = tm()
+    gmtime_r(&seconds, &parts)
+    func pad(_ value: Int32, _ width: Int) -> String {
+        let s = String(value)
+        return String(repeating: "0", count: max(0, width - s.count)) + s
+    }
+    return "\(parts.tm_year + 1900)-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+        + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
+}
+
+/// JSON string literal with the required escapes (control characters as \u00XX).
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    out.reserveCapacity(s.utf8.count + 2)
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7f {
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}
+
+/// Bounds how many lines of one kind a loop writes: a scan or a flood of failing handshakes must not
+/// flood the log. A token bucket per worker; suppressed lines are counted and reported with the next one.
+/// - Warning: confined to one loop thread.
+final class LogRateLimiter {
+    private let ratePerSecond: Double
+    private let burst: Double
+    private var tokens: Double
+    private var lastRefill: UInt64
+    private(set) var suppressed = 0
+
+    init(ratePerSecond: Double = 10, burst: Double = 20, now: UInt64) {
+        self.ratePerSecond = ratePerSecond
+        self.burst = burst
+        self.tokens = burst
+        self.lastRefill = now
+    }
+
+    /// Returns the number of lines suppressed since the last admitted one, or nil to suppress this one.
+    func admit(now: UInt64) -> Int? {
+        let elapsed = Double(now &- lastRefill) / 1000
+        lastRefill = now
+        tokens = min(burst, tokens + elapsed * ratePerSecond)
+        guard tokens >= 1 else {
+            suppressed += 1
+            return nil
+        }
+        tokens -= 1
+        defer { suppressed = 0 }
+        return suppressed
+    }
+}

@@ -1,0 +1,220 @@
+import COpenSSL
+import CPortcullisShims
+public import Policy
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a TLS context is made of. Paths are read when the context is created (and again on reload).
+public struct TLSConfiguration: Sendable {
+    public enum Role: Sendable { case server, client }
+    public enum ProtocolVersion: Sendable { case tls12, tls13 }
+
+    public var role: Role
+    public var certificatePath: String?
+    public var keyPath: String?
+    public var keyPassphrasePath: String?
+    /// PEM file, or a directory of PEM files, with the CA certificates peers must chain to.
+    public var caPath: String?
+    public var minimumVersion: ProtocolVersion = .tls13
+    public var sessionTickets = true
+    /// Distinguishes this listener's sessions, so resumption works with client verification.
+    public var sessionIDContext = "portcullis"
+    /// Client role: the name sent as SNI and required in the server certificate (DNS or IP SAN).
+    public var serverName: String?
+
+    public init(role: Role) {
+        self.role = role
+    }
+}
+
+/// An immutable `SSL_CTX` plus the access policy its handshakes enforce.
+///
+/// Shared read-only by every worker loop (OpenSSL contexts are thread-safe once configured); the context
+/// is freed when the last session using it goes away, since each session holds a strong reference.
+public final class TLSContext: @unchecked Sendable {
+    let raw: OpaquePointer
+    public let configuration: TLSConfiguration
+    /// Server role: decides which client identities are admitted. Client role: which servers are accepted.
+    public let policy: AccessPolicy?
+    /// Identity of our own certificate (subject, notAfter), for logs and status.
+    public let certificateIdentity: PeerIdentity?
+    /// Number of CA certificates loaded from `caPath`.
+    public let caCertificateCount: Int
+
+    public init(configuration: TLSConfiguration, policy: AccessPolicy?) throws(TLSSetupError) {
+        OpenSSLError.clearQueue()
+        let method = configuration.role == .server ? TLS_server_method() : TLS_client_method()
+        guard let ctx = SSL_CTX_new(method) else {
+            throw TLSSetupError(item: .other, path: "", reason: OpenSSLError.drain("SSL_CTX_new").description)
+        }
+        raw = ctx
+        self.configuration = configuration
+        self.policy = policy
+        var ownIdentity: PeerIdentity?
+        var caCount = 0
+        do {
+            try TLSContext.configureProtocol(ctx, configuration)
+            if let certificatePath = configuration.certificatePath {
+                ownIdentity = try TLSContext.loadCertificate(ctx, certificatePath)
+                try TLSContext.loadKey(ctx, configuration.keyPath ?? certificatePath, configuration.keyPassphrasePath)
+            }
+            if let caPath = configuration.caPath {
+                caCount = try TLSContext.loadCA(ctx, caPath)
+            }
+        } catch {
+            SSL_CTX_free(ctx)
+            throw error
+        }
+        certificateIdentity = ownIdentity
+        caCertificateCount = caCount
+
+        let verifyMode = configuration.role == .server
+            ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER
+        SSL_CTX_set_verify(ctx, verifyMode, TLSSession.verifyCallback)
+        if configuration.role == .server {
+            _ = pc_ssl_ctx_set_ticket_check(ctx, TLSSession.ticketCheckCallback)
+        }
+    }
+
+    deinit {
+        SSL_CTX_free(raw)
+    }
+
+    private static func configureProtocol(_ ctx: OpaquePointer, _ configuration: TLSConfiguration) throws(TLSSetupError) {
+        let minimum = configuration.minimumVersion == .tls13 ? TLS1_3_VERSION : TLS1_2_VERSION
+        guard pc_ssl_ctx_set_min_proto(ctx, minimum) == 1 else {
+            throw TLSSetupError(item: .other, path: "", reason: "cannot set the minimum TLS version")
+        }
+        var options = pc_op_no_compression() | pc_op_no_renegotiation()
+        if configuration.role == .server { options |= pc_op_cipher_server_preference() }
+        if !configuration.sessionTickets { options |= pc_op_no_ticket() }
+        SSL_CTX_set_options(ctx, options)
+        // TLS 1.2 (only when allowed): forward-secret AEAD suites only.
+        SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20")
+        if configuration.role == .server {
+            // Stateless tickets only: every resumption passes the ticket check, which re-authorizes the peer.
+            _ = pc_ssl_ctx_set_session_cache_mode(ctx, 0)
+            SSL_CTX_set_num_tickets(ctx, configuration.sessionTickets ? 2 : 0)
+            let context = Array(configuration.sessionIDContext.utf8.prefix(Int(SSL_MAX_SID_CTX_LENGTH)))
+            SSL_CTX_set_session_id_context(ctx, context, UInt32(context.count))
+        }
+    }
+
+    private static func loadCertificate(_ ctx: OpaquePointer, _ path: String) throws(TLSSetupError) -> PeerIdentity {
+        guard SSL_CTX_use_certificate_chain_file(ctx, path) == 1 else {
+            throw TLSSetupError(item: .certificate, path: path, reason: "cannot load certificate: "
+                + describe(OpenSSLError.drainReasons(), path: path))
+        }
+        guard let cert = SSL_CTX_get0_certificate(ctx) else {
+            throw TLSSetupError(item: .certificate, path: path, reason: "cannot load certificate: no certificate found")
+        }
+        return IdentityExtractor.extract(cert)
+    }
+
+    private static func loadKey(_ ctx: OpaquePointer, _ path: String, _ passphrasePath: String?) throws(TLSSetupError) {
+        var passphrase: [UInt8]?
+        if let passphrasePath {
+            guard let contents = readFile(passphrasePath) else {
+                throw TLSSetupError(item: .keyPassphrase, path: passphrasePath, reason: "cannot read passphrase file")
+            }
+            // One trailing newline is the file's, not the passphrase's.
+            var bytes = contents
+            if bytes.last == 0x0a { bytes.removeLast() }
+            if bytes.last == 0x0d { bytes.removeLast() }
+            passphrase = bytes
+        }
+        defer {
+            // Do not leave the passphrase in memory longer than needed.
+            if passphrase != nil { for i in passphrase!.indices { passphrase![i] = 0 } }
+        }
+        guard let bio = BIO_new_file(path, "r") else {
+            throw TLSSetupError(item: .key, path: path, reason: "cannot open key file: "
+                + describe(OpenSSLError.drainReasons(), path: path))
+        }
+        defer { BIO_free(bio) }
+        let key: OpaquePointer? = passphrase.withUnsafeMutableBufferPointerIfPresent { userdata in
+            PEM_read_bio_PrivateKey(bio, nil, { buffer, size, _, userdata in
+                guard let buffer, let userdata else { return -1 }  // no passphrase given
+                let secret = userdata.assumingMemoryBound(to: PassphraseBox.self).pointee
+                guard secret.count <= Int(size) else { return -1 }
+                secret.bytes.withUnsafeBytes { raw in
+                    UnsafeMutableRawPointer(buffer).copyMemory(from: raw.baseAddress!, byteCount: secret.count)
+                }
+                return Int32(secret.count)
+            }, userdata)
+        }
+        guard let key else {
+            let reasons = OpenSSLError.drainReasons()
+            let encrypted = (readFile(path).map { String(decoding: $0, as: UTF8.self).contains("ENCRYPTED") }) ?? false
+            let reason: String
+            if encrypted && passphrase == nil {
+                reason = "the private key is encrypted and no passphrase file was given"
+            } else if encrypted {
+                reason = "cannot decrypt the private key: wrong passphrase"
+            } else {
+                reason = "cannot load private key: " + describe(reasons, path: path)
+            }
+            throw TLSSetupError(item: .key, path: path, reason: reason)
+        }
+        defer { EVP_PKEY_free(key) }
+        guard SSL_CTX_use_PrivateKey(ctx, key) == 1, SSL_CTX_check_private_key(ctx) == 1 else {
+            OpenSSLError.clearQueue()
+            throw TLSSetupError(item: .key, path: path, reason: "the private key does not match the certificate")
+        }
+    }
+
+    private static func loadCA(_ ctx: OpaquePointer, _ path: String) throws(TLSSetupError) -> Int {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw TLSSetupError(item: .caBundle, path: path, reason: "cannot read CA bundle: \(String(cString: strerror(errno)))")
+        }
+        let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
+        let count = pc_ssl_ctx_load_ca(ctx, path, isDirectory ? 1 : 0)
+        guard count > 0 else {
+            let reasons = OpenSSLError.drainReasons()
+            throw TLSSetupError(item: .caBundle, path: path, reason: isDirectory
+                ? "no CA certificate found in directory (*.pem, *.crt, *.cer)"
+                : "no CA certificate found" + (reasons.isEmpty ? "" : ": " + reasons.joined(separator: "; ")))
+        }
+        return Int(count)
+    }
+
+    private static func describe(_ reasons: [String], path: String) -> String {
+        if reasons.contains(where: { $0.contains("no start line") }) { return "no PEM data found" }
+        if reasons.contains(where: { $0.contains("system lib") || $0.contains("No such file") }) {
+            return String(cString: strerror(errno))
+        }
+        return reasons.isEmpty ? "unknown error" : reasons.joined(separator: "; ")
+    }
+
+    static func readFile(_ path: String) -> [UInt8]? {
+        guard let file = fopen(path, "rb") else { return nil }
+        defer { fclose(file) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, file)
+            if n > 0 { out += chunk[0..<n] }
+            if n < chunk.count { break }
+        }
+        return out
+    }
+}
+
+/// Passphrase bytes handed to OpenSSL's PEM callback through its userdata pointer.
+struct PassphraseBox {
+    var bytes: [UInt8]
+    var count: Int { bytes.count }
+}
+
+extension Optional where Wrapped == [UInt8] {
+    /// Calls `body` with a pointer to a `PassphraseBox` holding the bytes, or with nil.
+    fileprivate func withUnsafeMutableBufferPointerIfPresent<R>(_ body: (UnsafeMutableRawPointer?) -> R) -> R {
+        guard let bytes = self else { return body(nil) }
+        var box = PassphraseBox(bytes: bytes)
+        defer { box.bytes = [UInt8](repeating: 0, count: box.bytes.count) }
+        return withUnsafeMutablePointer(to: &box) { body(UnsafeMutableRawPointer($0)) }
+    }
+}

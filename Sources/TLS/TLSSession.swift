@@ -1,0 +1,308 @@
+import COpenSSL
+import CPortcullisShims
+public import Policy
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a handshake or record operation failed, classified for logs and (later) metrics.
+public struct TLSFailure: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case noCertificate = "no-certificate"
+        case unknownCA = "unknown-ca"
+        case expired = "expired"
+        case revoked = "revoked"
+        case badCertificate = "bad-certificate"
+        case denied = "denied"
+        case protocolError = "protocol"
+    }
+
+    public let kind: Kind
+    public let detail: String
+
+    public init(kind: Kind, detail: String) {
+        self.kind = kind
+        self.detail = detail
+    }
+
+    public var description: String { "\(kind.rawValue): \(detail)" }
+}
+
+/// One TLS connection as a pump between two memory BIOs: ciphertext in (`receive`), plaintext out (`read`),
+/// plaintext in (`write`), ciphertext out (`readOutput`). It never touches a socket, so it is testable in
+/// memory and usable from any event loop.
+///
+/// Ownership: owns its `SSL` (which owns both BIOs) and frees it in `deinit`; holds its context strongly.
+/// The `SSL`'s ex_data points back at this object *unretained*: valid because the SSL dies with it.
+/// - Warning: confined to one thread.
+public final class TLSSession {
+    public let context: TLSContext
+    let ssl: OpaquePointer
+    let inputBIO: OpaquePointer
+    let outputBIO: OpaquePointer
+
+    /// The peer certificate's identity (set during the handshake or from a resumed session).
+    public private(set) var peerIdentity: PeerIdentity?
+    /// The policy's decision about the peer (nil when the context has no policy).
+    public private(set) var decision: PolicyDecision?
+    private var verifyFailure: (code: Int32, depth: Int32)?
+    private var sentCloseNotify = false
+
+    public enum HandshakeProgress {
+        case complete
+        case needsInput
+        case failed(TLSFailure)
+    }
+
+    public enum ReadResult {
+        case bytes(Int)
+        case needsInput
+        /// The peer sent close_notify.
+        case closed
+        case failed(TLSFailure)
+    }
+
+    static let exIndex: Int32 = pc_ssl_ex_index()
+
+    public init(context: TLSContext) throws(OpenSSLError) {
+        self.context = context
+        guard let ssl = SSL_new(context.raw) else { throw OpenSSLError.drain("SSL_new") }
+        guard let input = BIO_new(BIO_s_mem()), let output = BIO_new(BIO_s_mem()) else {
+            SSL_free(ssl)
+            throw OpenSSLError.drain("BIO_new")
+        }
+        // An empty input BIO means "no data yet", not EOF.
+        pc_bio_set_mem_eof_return(input, -1)
+        pc_bio_set_mem_eof_return(output, -1)
+        SSL_set_bio(ssl, input, output)
+        self.ssl = ssl
+        inputBIO = input
+        outputBIO = output
+        if context.configuration.role == .server {
+            SSL_set_accept_state(ssl)
+        } else {
+            SSL_set_connect_state(ssl)
+            if let name = context.configuration.serverName {
+                _ = pc_ssl_set_sni(ssl, name)
+                if IPAddress(name) != nil {
+                    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name)
+                } else {
+                    X509_VERIFY_PARAM_set1_host(SSL_get0_param(ssl), name, 0)
+                }
+            }
+        }
+        SSL_set_ex_data(ssl, TLSSession.exIndex, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    deinit {
+        SSL_free(ssl)
+    }
+
+    // MARK: pumping
+
+    /// Hands ciphertext from the network to OpenSSL (copied; the memory BIO grows as needed).
+    public func receive(_ ciphertext: UnsafeRawBufferPointer) {
+        guard let base = ciphertext.baseAddress, !ciphertext.isEmpty else { return }
+        BIO_write(inputBIO, base, Int32(ciphertext.count))
+    }
+
+    /// Ciphertext received but not yet consumed by OpenSSL.
+    public var bufferedInputCount: Int { Int(BIO_ctrl_pending(inputBIO)) }
+
+    /// Ciphertext waiting to be sent to the peer.
+    public var pendingOutputCount: Int { Int(BIO_ctrl_pending(outputBIO)) }
+
+    /// Moves up to `buffer.count` bytes of pending ciphertext into `buffer`; returns the count.
+    public func readOutput(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        let n = BIO_read(outputBIO, buffer.baseAddress, Int32(buffer.count))
+        return n > 0 ? Int(n) : 0
+    }
+
+    public func handshake() -> HandshakeProgress {
+        OpenSSLError.clearQueue()
+        let rc = SSL_do_handshake(ssl)
+        if rc == 1 { return finishHandshake() }
+        let error = SSL_get_error(ssl, rc)
+        if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE { return .needsInput }
+        return .failed(classifyFailure(error))
+    }
+
+    public var isHandshakeComplete: Bool { SSL_is_init_finished(ssl) == 1 }
+
+    /// Decrypts into `buffer`.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) -> ReadResult {
+        OpenSSLError.clearQueue()
+        var count = 0
+        if SSL_read_ex(ssl, buffer.baseAddress, buffer.count, &count) == 1 { return .bytes(count) }
+        let error = SSL_get_error(ssl, 0)
+        switch error {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE: return .needsInput
+        case SSL_ERROR_ZERO_RETURN: return .closed
+        default: return .failed(classifyFailure(error))
+        }
+    }
+
+    /// Encrypts all of `plaintext` into pending output (memory BIOs never block, so this always completes
+    /// unless the connection failed).
+    public func write(_ plaintext: UnsafeRawBufferPointer) -> TLSFailure? {
+        var offset = 0
+        while offset < plaintext.count {
+            OpenSSLError.clearQueue()
+            var written = 0
+            let rc = SSL_write_ex(ssl, plaintext.baseAddress! + offset, plaintext.count - offset, &written)
+            if rc != 1 { return classifyFailure(SSL_get_error(ssl, 0)) }
+            offset += written
+        }
+        return nil
+    }
+
+    /// Queues close_notify in the output (once). Reading may continue afterwards (TLS 1.3 half-close).
+    public func sendCloseNotify() {
+        guard !sentCloseNotify else { return }
+        sentCloseNotify = true
+        OpenSSLError.clearQueue()
+        _ = SSL_shutdown(ssl)
+        OpenSSLError.clearQueue()
+    }
+
+    // MARK: connection facts
+
+    public var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
+
+    public var cipherName: String {
+        guard let cipher = SSL_get_current_cipher(ssl) else { return "" }
+        return String(cString: SSL_CIPHER_get_name(cipher))
+    }
+
+    public var isResumed: Bool { SSL_session_reused(ssl) == 1 }
+
+    public var serverNameIndication: String? {
+        guard let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else { return nil }
+        return String(cString: name)
+    }
+
+    // MARK: verification hooks
+
+    private func finishHandshake() -> HandshakeProgress {
+        if peerIdentity == nil, let cert = SSL_get0_peer_certificate(ssl) {
+            // Resumed without a ticket check (should not happen on the server) or client role: decide now.
+            let identity = IdentityExtractor.extract(cert)
+            peerIdentity = identity
+            if let policy = context.policy { decision = policy.evaluate(identity) }
+        }
+        if let decision, !decision.isAllowed {
+            return .failed(TLSFailure(kind: .denied, detail: decision.description))
+        }
+        if context.configuration.role == .server, peerIdentity == nil {
+            return .failed(TLSFailure(kind: .noCertificate, detail: "peer did not present a certificate"))
+        }
+        return .complete
+    }
+
+    /// X509 error reported to OpenSSL for a policy denial. It is absent from OpenSSL's error→alert table,
+    /// so the peer receives `certificate_unknown`; the real reason stays in our log.
+    static let policyDenialCode: Int32 = X509_V_ERR_SUBJECT_ISSUER_MISMATCH
+
+    static let verifyCallback: @convention(c) (Int32, OpaquePointer?) -> Int32 = { preverifyOK, store in
+        guard let store,
+              let sslPointer = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()),
+              let sessionPointer = SSL_get_ex_data(OpaquePointer(sslPointer), TLSSession.exIndex)
+        else { return 0 }
+        return Unmanaged<TLSSession>.fromOpaque(sessionPointer).takeUnretainedValue()
+            .verify(preverifyOK: preverifyOK, store: store)
+    }
+
+    private func verify(preverifyOK: Int32, store: OpaquePointer) -> Int32 {
+        let depth = X509_STORE_CTX_get_error_depth(store)
+        if preverifyOK != 1 {
+            if verifyFailure == nil { verifyFailure = (X509_STORE_CTX_get_error(store), depth) }
+            return 0
+        }
+        guard depth == 0 else { return 1 }
+        guard let cert = X509_STORE_CTX_get_current_cert(store) else { return 0 }
+        // Authorization inside the handshake: the identity is extracted once and judged here, so a denied
+        // peer gets an alert and never reaches the backend.
+        let identity = IdentityExtractor.extract(cert)
+        peerIdentity = identity
+        if let policy = context.policy {
+            let verdict = policy.evaluate(identity)
+            decision = verdict
+            if !verdict.isAllowed {
+                X509_STORE_CTX_set_error(store, TLSSession.policyDenialCode)
+                return 0
+            }
+        }
+        return 1
+    }
+
+    /// Resumption re-authorizes: a ticket is used only if its peer certificate is still within validity and
+    /// still admitted by this context's policy; otherwise the ticket is ignored and a full handshake follows.
+    static let ticketCheckCallback: pc_ticket_check_fn = { ssl, sslSession in
+        guard let ssl, let sslSession,
+              let sessionPointer = SSL_get_ex_data(ssl, TLSSession.exIndex),
+              let cert = SSL_SESSION_get0_peer(sslSession)
+        else { return 0 }
+        let session = Unmanaged<TLSSession>.fromOpaque(sessionPointer).takeUnretainedValue()
+        let identity = IdentityExtractor.extract(cert)
+        let now = Int64(time(nil))
+        guard identity.notAfter > now, identity.notBefore <= now else { return 0 }
+        if let policy = session.context.policy {
+            let verdict = policy.evaluate(identity)
+            guard verdict.isAllowed else { return 0 }
+            session.decision = verdict
+        }
+        session.peerIdentity = identity
+        return 1
+    }
+
+    private func classifyFailure(_ sslError: Int32) -> TLSFailure {
+        let reasons = OpenSSLError.drainReasons()
+        if let decision, !decision.isAllowed {
+            return TLSFailure(kind: .denied, detail: decision.description)
+        }
+        if let (code, depth) = verifyFailure {
+            let text = String(cString: X509_verify_cert_error_string(Int(code)))
+            let detail = "\(text) (depth \(depth))"
+            switch code {
+            case X509_V_ERR_CERT_HAS_EXPIRED:
+                return TLSFailure(kind: .expired, detail: detail)
+            case X509_V_ERR_CERT_REVOKED:
+                return TLSFailure(kind: .revoked, detail: detail)
+            case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+                 X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
+                 X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, X509_V_ERR_CERT_UNTRUSTED:
+                return TLSFailure(kind: .unknownCA, detail: detail)
+            default:
+                return TLSFailure(kind: .badCertificate, detail: detail)
+            }
+        }
+        if reasons.contains(where: { $0.contains("peer did not return a certificate") }) {
+            return TLSFailure(kind: .noCertificate, detail: "peer did not return a certificate")
+        }
+        if sslError == SSL_ERROR_SYSCALL || sslError == SSL_ERROR_ZERO_RETURN, reasons.isEmpty {
+            return TLSFailure(kind: .protocolError, detail: "connection closed during the handshake")
+        }
+        return TLSFailure(kind: .protocolError, detail: reasons.isEmpty ? "TLS error \(sslError)" : reasons.joined(separator: "; "))
+    }
+}
+
+extension TLSSession {
+    /// Client role: the negotiated session for later resumption (owned by the caller's `ResumableSession`).
+    public func copySession() -> ResumableSession? {
+        guard let session = SSL_get1_session(ssl) else { return nil }
+        return ResumableSession(raw: session)
+    }
+
+    /// Client role: offer `session` for resumption; call before the first `handshake()`.
+    public func resume(_ session: ResumableSession) {
+        SSL_set_session(ssl, session.raw)
+    }
+}
+
+/// A client-side TLS session that can be offered for resumption. Owns one `SSL_SESSION` reference.
+public final class ResumableSession: @unchecked Sendable {
+    let raw: OpaquePointer
+    init(raw: OpaquePointer) { self.raw = raw }
+    deinit { SSL_SESSION_free(raw) }
+}

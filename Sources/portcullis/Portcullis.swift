@@ -1,0 +1,65 @@
+import ArgumentParser
+import Logging
+import Proxy
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Portcullis: ParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "portcullis",
+        abstract: "An mTLS sidecar: TLS 1.3 with required client certificates in front of plaintext services.",
+        version: version,
+        subcommands: [ServerCommand.self, DemoCommand.self, VersionCommand.self]
+    )
+}
+
+struct VersionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version and the libraries in use.")
+
+    func run() {
+        print("portcullis \(Portcullis.version)")
+        print(Proxy.libraryVersions)
+    }
+}
+
+/// Writes one line to stderr (Swift 6 forbids touching the global `stderr`).
+func printError(_ message: String) {
+    let flattened = message.split(separator: "\n", omittingEmptySubsequences: true).joined(separator: " ")
+    var line = Array((flattened + "\n").utf8)
+    _ = line.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+}
+
+/// Parses and runs, reporting any usage error as one line (the flag, the value, the fix) instead of a usage dump.
+@main
+enum Main {
+    static func main() {
+        do {
+            var command = try Portcullis.parseAsRoot()
+            try command.run()
+        } catch let exit as ExitCode {
+            Glibc.exit(exit.rawValue)
+        } catch let failure as CommandFailure {
+            printError("portcullis: \(failure.message)")
+            Glibc.exit(failure.code)
+        } catch {
+            let code = Portcullis.exitCode(for: error)
+            if code == .success {
+                print(Portcullis.fullMessage(for: error))
+                Glibc.exit(0)
+            }
+            let message = Portcullis.message(for: error)
+            printError("portcullis: \(message.isEmpty ? "\(error)" : message) (see 'portcullis --help')")
+            Glibc.exit(code.rawValue)
+        }
+    }
+}
+
+/// A failure already phrased for the user: one line, and the exit code.
+struct CommandFailure: Error {
+    let message: String
+    var code: Int32 = 1
+}

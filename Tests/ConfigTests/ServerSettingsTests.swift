@@ -1,0 +1,232 @@
+import Testing
+import Config
+import Policy
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Throwaway PEM-named files (contents do not matter here: Config only checks that they can be read).
+final class Files: Sendable {
+    let directory: String
+    var cert: String { directory + "/server.pem" }
+    var key: String { directory + "/server.key" }
+    var passphrase: String { directory + "/passphrase.txt" }
+    var ca: String { directory + "/ca.pem" }
+    var caDirectory: String { directory + "/ca.d" }
+
+    init() throws {
+        directory = NSTemporaryDirectory() + "portcullis-config-tests-" + UUID().uuidString
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: directory + "/ca.d", withIntermediateDirectories: true)
+        for path in [directory + "/server.pem", directory + "/server.key", directory + "/passphrase.txt", directory + "/ca.pem"] {
+            #expect(manager.createFile(atPath: path, contents: Data("test\n".utf8)))
+        }
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    /// Flags that validate: the base every error test changes one thing in.
+    func validFlags() -> ServerFlags {
+        ServerFlags(listen: ":8443", target: "127.0.0.1:6379", cert: cert, key: key, cacert: ca, allowCN: ["app-1"])
+    }
+}
+
+typealias Edit = @Sendable (inout ServerFlags) -> Void
+
+@Suite("Server settings from flags")
+struct ServerSettingsTests {
+    let files: Files
+
+    init() throws { files = try Files() }
+
+    @Test func defaultsApplyWhenOnlyTheRequiredFlagsAreGiven() throws {
+        let settings = try ServerSettings(flags: files.validFlags())
+        #expect(settings.name == "server")
+        #expect(settings.listen == ListenAddress(host: IPAddress("0.0.0.0")!, port: 8443))
+        #expect(settings.target == .tcp(host: "127.0.0.1", port: 6379))
+        #expect(settings.tls == TLSFiles(certificatePath: files.cert, keyPath: files.key, keyPassphrasePath: nil, caPath: files.ca))
+        #expect(settings.minTLSVersion == .tls13)
+        #expect(settings.timeouts == Timeouts(handshake: 10_000, connect: 10_000, idle: 0, close: 60_000, shutdown: 300_000))
+        #expect(settings.timeouts == .defaults)
+        #expect(settings.maxConnections == 0)
+        #expect(settings.workers == Validate.defaultWorkers)
+        #expect((1...256).contains(settings.workers))
+        #expect(settings.logFormat == .text)
+        #expect(settings.logLevel == "info")
+        #expect(settings.sessionTickets)
+        #expect(settings.policy.rules.map(\.name) == ["cn=app-1"])
+        #expect(!settings.policy.allowAll)
+    }
+
+    @Test func everyFlagIsCarriedThrough() throws {
+        var flags = files.validFlags()
+        flags.listen = "[::1]:0"
+        flags.target = "unix:/run/app.sock"
+        flags.keyPassphraseFile = files.passphrase
+        flags.cacert = files.caDirectory
+        flags.minTLS = "1.2"
+        flags.handshakeTimeout = "250ms"
+        flags.connectTimeout = "2s"
+        flags.idleTimeout = "1m30s"
+        flags.closeTimeout = "0"
+        flags.shutdownTimeout = "1h"
+        flags.maxConcurrentConns = "10000"
+        flags.workers = "3"
+        flags.logFormat = "json"
+        flags.logLevel = "debug"
+        flags.sessionTickets = false
+        let settings = try ServerSettings(flags: flags)
+        #expect(settings.listen.description == "[::1]:0")
+        #expect(settings.target == .unix(path: "/run/app.sock"))
+        #expect(settings.tls.keyPassphrasePath == files.passphrase)
+        #expect(settings.tls.caPath == files.caDirectory)
+        #expect(settings.minTLSVersion == .tls12)
+        #expect(settings.timeouts == Timeouts(handshake: 250, connect: 2_000, idle: 90_000, close: 0, shutdown: 3_600_000))
+        #expect(settings.maxConnections == 10_000)
+        #expect(settings.workers == 3)
+        #expect(settings.logFormat == .json)
+        #expect(settings.logLevel == "debug")
+        #expect(!settings.sessionTickets)
+    }
+
+    @Test func unsafeTargetAllowsANonLoopbackBackend() throws {
+        var flags = files.validFlags()
+        flags.target = "10.0.0.5:6379"
+        flags.unsafeTarget = true
+        #expect(try ServerSettings(flags: flags).target == .tcp(host: "10.0.0.5", port: 6379))
+    }
+
+    @Test func eachAllowValueBecomesOneRuleInFlagOrder() throws {
+        var flags = files.validFlags()
+        flags.allowCN = ["app-1", "app-2"]
+        flags.allowOU = ["payments"]
+        flags.allowO = ["Example"]
+        flags.allowDNS = ["*.internal"]
+        flags.allowURI = ["spiffe://example.org/ns/prod/*"]
+        flags.allowEmail = ["*@example.com"]
+        flags.allowIP = ["10.0.0.0/8"]
+        flags.allowFingerprint = ["SHA256:" + String(repeating: "AB", count: 32)]
+        flags.allowSPKI = ["sha256:" + String(repeating: "cd", count: 32)]
+        let policy = try ServerSettings(flags: flags).policy
+        #expect(policy.rules.map(\.name) == [
+            "cn=app-1", "cn=app-2", "ou=payments", "o=Example", "dns=*.internal", "uri=spiffe://example.org/ns/prod/*",
+            "email=*@example.com", "ip=10.0.0.0/8", "fingerprint=sha256:" + String(repeating: "ab", count: 32),
+            "spki=sha256:" + String(repeating: "cd", count: 32),
+        ])
+        #expect(policy.rules.allSatisfy { $0.matchers.count == 1 })
+        let client = PeerIdentity(subject: DistinguishedName([.init(type: "CN", value: "app-2")]))
+        #expect(policy.evaluate(client).description == "allowed by rule 'cn=app-2' (cn=app-2)")
+    }
+
+    @Test func allowAllBuildsAnAllowAllPolicy() throws {
+        var flags = files.validFlags()
+        flags.allowCN = []
+        flags.allowAll = true
+        let policy = try ServerSettings(flags: flags).policy
+        #expect(policy.allowAll)
+        #expect(policy.rules.isEmpty)
+    }
+
+    @Test func aCADirectoryIsAccepted() throws {
+        var flags = files.validFlags()
+        flags.cacert = files.caDirectory
+        #expect(try ServerSettings(flags: flags).tls.caPath == files.caDirectory)
+    }
+
+    static let errors: [(String, Edit)] = [
+        ("--listen is required: give the address to accept TLS connections on, e.g. 0.0.0.0:8443", { $0.listen = nil }),
+        ("--listen '0.0.0.0:70000' has an invalid port: use 0-65535", { $0.listen = "0.0.0.0:70000" }),
+        ("--target is required: give the backend to forward to, e.g. 127.0.0.1:6379 or unix:/run/app.sock", { $0.target = nil }),
+        ("--target '10.0.0.5:6379' is not a loopback address (use --unsafe-target to allow it)", { $0.target = "10.0.0.5:6379" }),
+        ("--target 'db.internal:5432' is not a loopback address (use --unsafe-target to allow it)", { $0.target = "db.internal:5432" }),
+        ("--cert is required: give the server certificate chain (PEM) that clients verify", { $0.cert = nil }),
+        ("--cert '/nonexistent/server.pem': no such file", { $0.cert = "/nonexistent/server.pem" }),
+        ("--cert '': no such file", { $0.cert = "" }),
+        ("--cert '/tmp': is a directory, not a file", { $0.cert = "/tmp" }),
+        ("--key is required: give the private key (PEM) for --cert", { $0.key = nil }),
+        ("--key '/nonexistent/server.key': no such file", { $0.key = "/nonexistent/server.key" }),
+        ("--key-passphrase-file '/nonexistent/pass': no such file", { $0.keyPassphraseFile = "/nonexistent/pass" }),
+        ("--cacert is required: server mode verifies every client certificate against it", { $0.cacert = nil }),
+        ("--cacert '/nonexistent/ca.pem': no such file", { $0.cacert = "/nonexistent/ca.pem" }),
+        ("--allow-cn 'a**b' is not a valid pattern: '**' only spans labels or path segments; use '*' here", { $0.allowCN = ["ok", "a**b"] }),
+        ("--allow-ou '' is not a valid pattern: the pattern is empty", { $0.allowOU = [""] }),
+        ("--allow-dns 'a..example.com' is not a valid pattern: it contains an empty label", { $0.allowDNS = ["a..example.com"] }),
+        ("--allow-uri '*spiffe' is not a valid pattern: the scheme must be literal", { $0.allowURI = ["*spiffe"] }),
+        ("--allow-email 'example.com' is not a valid pattern: an email pattern needs an '@', e.g. '*@example.com'", { $0.allowEmail = ["example.com"] }),
+        ("--allow-ip '10.0.0.0/33' is not a valid IP address or CIDR range: the prefix length must be 0-32", { $0.allowIP = ["10.0.0.0/33"] }),
+        ("--allow-fingerprint 'abc' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.allowFingerprint = ["abc"] }),
+        ("--allow-spki 'sha256:xyz' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.allowSPKI = ["sha256:xyz"] }),
+        ("no access rule given: add --allow-cn/--allow-ou/--allow-dns/--allow-uri/… to admit clients, or --allow-all to admit every client whose certificate chains to --cacert",
+         { $0.allowCN = [] }),
+        ("--allow-all and --allow-cn 'app-1' are mutually exclusive: drop --allow-all to admit only the listed clients", { $0.allowAll = true }),
+        ("--allow-all and --allow-uri 'spiffe://x/y' are mutually exclusive: drop --allow-all to admit only the listed clients",
+         { $0.allowCN = []; $0.allowURI = ["spiffe://x/y"]; $0.allowAll = true }),
+        ("--min-tls '1.1' is not allowed: use 1.2 or 1.3", { $0.minTLS = "1.1" }),
+        ("--min-tls 'TLSv1.3' is not a TLS version: use 1.2 or 1.3", { $0.minTLS = "TLSv1.3" }),
+        ("--handshake-timeout '0' must be greater than zero: use e.g. 10s", { $0.handshakeTimeout = "0" }),
+        ("--connect-timeout '0s' must be greater than zero: use e.g. 10s", { $0.connectTimeout = "0s" }),
+        ("--idle-timeout '10 sec' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.idleTimeout = "10 sec" }),
+        ("--close-timeout '-1s' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.closeTimeout = "-1s" }),
+        ("--shutdown-timeout '5' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.shutdownTimeout = "5" }),
+        ("--max-concurrent-conns 'lots' is not a number: use 0 (unlimited) or a positive count", { $0.maxConcurrentConns = "lots" }),
+        ("--workers '0' is out of range: use 1-256", { $0.workers = "0" }),
+        ("--workers '257' is out of range: use 1-256", { $0.workers = "257" }),
+        ("--log-format 'xml' is not a log format: use text or json", { $0.logFormat = "xml" }),
+        ("--log-level 'verbose' is not a log level: use trace, debug, info, notice, warning, error or critical", { $0.logLevel = "verbose" }),
+    ]
+
+    @Test("each bad flag gets one exact line", arguments: errors)
+    func flagError(message: String, edit: Edit) {
+        var flags = files.validFlags()
+        edit(&flags)
+        do {
+            _ = try ServerSettings(flags: flags)
+            Issue.record("accepted; expected: \(message)")
+        } catch {
+            #expect(error.description == message)
+        }
+    }
+
+    @Test func theFirstProblemInFlagOrderIsReported() {
+        var flags = files.validFlags()
+        flags.workers = "0"
+        flags.idleTimeout = "soon"
+        flags.minTLS = "1.0"
+        flags.cacert = nil
+        flags.target = "10.9.9.9:1"
+        #expect(throws: ConfigError(key: "--target", message: "--target '10.9.9.9:1' is not a loopback address (use --unsafe-target to allow it)")) {
+            try ServerSettings(flags: flags)
+        }
+        flags.target = "127.0.0.1:1"
+        #expect(throws: ConfigError(key: "--cacert", message: "--cacert is required: server mode verifies every client certificate against it")) {
+            try ServerSettings(flags: flags)
+        }
+        flags.cacert = files.ca
+        #expect(throws: ConfigError(key: "--min-tls", message: "--min-tls '1.0' is not allowed: use 1.2 or 1.3")) {
+            try ServerSettings(flags: flags)
+        }
+        flags.minTLS = nil
+        #expect(throws: ConfigError(key: "--idle-timeout", message: "--idle-timeout 'soon' is not a duration: use e.g. 500ms, 10s, 5m, 1h")) {
+            try ServerSettings(flags: flags)
+        }
+    }
+
+    @Test(.enabled(if: getuid() != 0, "root reads every file"))
+    func unreadableFileIsPermissionDenied() throws {
+        chmod(files.key, 0)
+        var flags = files.validFlags()
+        flags.key = files.key
+        #expect(throws: ConfigError(key: "--key", message: "--key '\(files.key)': permission denied")) {
+            try ServerSettings(flags: flags)
+        }
+    }
+
+    @Test func configErrorsAreOneLineEvenForHostileValues() {
+        var flags = files.validFlags()
+        flags.target = "evil\n:80"
+        #expect(throws: ConfigError(key: "--target", message: "--target 'evil\\n:80' has an invalid host: use an IP address or a DNS name")) {
+            try ServerSettings(flags: flags)
+        }
+    }
+}

@@ -1,0 +1,589 @@
+"""Helpers for the Portcullis end-to-end tests: ports, backends, the proxy process, TLS clients.
+
+Everything started here is stopped by PID (never by name), and every wait has a deadline.
+conftest.py wraps these in pytest fixtures with finalizers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIN = REPO_ROOT / ".build" / "debug" / "portcullis"
+LISTEN_TIMEOUT = 20.0
+
+# Signals we send to stop things ourselves; a process that dies of anything else crashed.
+_OUR_SIGNALS = {signal.SIGTERM, signal.SIGKILL, signal.SIGINT}
+
+
+def binary_path() -> Path:
+    p = Path(os.environ.get("PORTCULLIS_BIN", str(DEFAULT_BIN)))
+    return p if p.is_absolute() else (REPO_ROOT / p)
+
+
+def asan_log_dir() -> str | None:
+    return os.environ.get("PORTCULLIS_ASAN_LOG_DIR") or None
+
+
+# ----------------------------------------------------------------------------------------------
+# Ports
+# ----------------------------------------------------------------------------------------------
+_handed_out: set[int] = set()
+_port_lock = threading.Lock()
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now and that this session has not handed out before."""
+    with _port_lock:
+        for _ in range(200):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            finally:
+                s.close()
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise RuntimeError("no free port")
+
+
+def wait_until(pred, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ----------------------------------------------------------------------------------------------
+# Plaintext backends (the proxy's target)
+# ----------------------------------------------------------------------------------------------
+class Backend:
+    """Threaded plaintext server that counts everything.
+
+    mode "echo":    echo bytes back; on EOF shut down write and close.
+    mode "trailer": echo bytes back; on EOF wait 0.2 s, send b"BYE <n>\\n" (n = bytes received), close.
+    mode "sink":    read and discard; on EOF close.
+    mode "banner":  send b"HELLO FROM TARGET\n" at once, then shut down write and close (target ends first).
+    unix_path: listen on a unix socket instead of 127.0.0.1:<free port>.
+    """
+
+    def __init__(self, mode: str = "echo", unix_path: str | None = None):
+        assert mode in ("echo", "trailer", "sink", "banner")
+        self.mode = mode
+        self.unix_path = unix_path
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.eofs = 0  # connections on which the backend saw EOF from the proxy
+        self.conns: list[socket.socket] = []
+        self.eof_event = threading.Event()
+        self._closed = False
+        if unix_path:
+            try:
+                os.unlink(unix_path)
+            except FileNotFoundError:
+                pass
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(unix_path)
+            self.address = f"unix:{unix_path}"
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("127.0.0.1", 0))
+            self.port = self.sock.getsockname()[1]
+            self.address = f"127.0.0.1:{self.port}"
+        self.sock.listen(128)
+        self.sock.settimeout(0.2)
+        self.thread = threading.Thread(target=self._accept_loop, name="backend-accept", daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self):
+        while not self._closed:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), name="backend-conn", daemon=True).start()
+
+    def _serve(self, c: socket.socket):
+        c.settimeout(120)
+        total = 0
+        try:
+            if self.mode == "banner":
+                c.sendall(b"HELLO FROM TARGET\n")
+                c.shutdown(socket.SHUT_WR)
+                time.sleep(0.5)
+                return
+            while True:
+                data = c.recv(262144)
+                if not data:
+                    break
+                total += len(data)
+                with self.lock:
+                    self.bytes_in += len(data)
+                if self.mode in ("echo", "trailer"):
+                    c.sendall(data)
+                    with self.lock:
+                        self.bytes_out += len(data)
+            with self.lock:
+                self.eofs += 1
+            self.eof_event.set()
+            if self.mode == "trailer":
+                time.sleep(0.2)
+                c.sendall(b"BYE %d\n" % total)
+            try:
+                c.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def reset_all(self):
+        """Abort every accepted connection with a TCP RST (SO_LINGER 0)."""
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self._closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.thread.join(timeout=2)
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except OSError:
+                pass
+
+
+# ----------------------------------------------------------------------------------------------
+# The proxy process
+# ----------------------------------------------------------------------------------------------
+class ProcessDied(AssertionError):
+    pass
+
+
+class Portcullis:
+    """One `portcullis server` process. stderr is parsed as JSON lines by a reader thread.
+
+    .lines     all stderr lines (str);  .records  parsed JSON objects ({"raw": line} for non-JSON)
+    .logs(msg=None, **where)      records with that msg whose keys equal the given values
+                                  (pass dotted keys via a dict: .logs("connection closed", **{"conn.peer": p}))
+    .wait_log(msg, timeout, pred=None, **where)   first matching record, waiting for it
+    .send_signal(sig) / .stop(timeout) / .wait(timeout) / .alive() / .rss_kb()
+    """
+
+    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None, name: str = "portcullis"):
+        self.args = [str(a) for a in args]
+        self.port = port
+        self.name = name
+        self.lines: list[str] = []
+        self.records: list[dict] = []
+        self.stdout_lines: list[str] = []
+        self.cond = threading.Condition()
+        self.signals_sent: list[int] = []
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        adir = asan_log_dir()
+        if adir:
+            full_env["ASAN_OPTIONS"] = f"detect_leaks=1:log_path={adir}/asan"
+        self.cmd = [str(binary_path())] + self.args
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=full_env, start_new_session=True)
+        self.pid = self.proc.pid
+        self._t_err = threading.Thread(target=self._read_stderr, daemon=True)
+        self._t_out = threading.Thread(target=self._read_stdout, daemon=True)
+        self._t_err.start()
+        self._t_out.start()
+
+    # -- output ---------------------------------------------------------------------------------
+    def _read_stderr(self):
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    rec = {"raw": line}
+            except ValueError:
+                rec = {"raw": line}
+            with self.cond:
+                self.lines.append(line)
+                self.records.append(rec)
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def _read_stdout(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            self.stdout_lines.append(raw.decode("utf-8", errors="replace").rstrip("\n"))
+
+    @staticmethod
+    def _matches(rec: dict, msg, where: dict, pred) -> bool:
+        if msg is not None and rec.get("msg") != msg:
+            return False
+        for k, v in where.items():
+            if rec.get(k) != v:
+                return False
+        return pred(rec) if pred else True
+
+    def logs(self, msg: str | None = None, pred=None, **where) -> list[dict]:
+        with self.cond:
+            return [r for r in self.records if self._matches(r, msg, where, pred)]
+
+    def wait_log(self, msg: str | None = None, timeout: float = 5.0, pred=None, **where) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for r in self.records:
+                    if self._matches(r, msg, where, pred):
+                        return r
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"no log line msg={msg!r} {where} within {timeout}s; last lines:\n" + self.tail())
+                if self.proc.poll() is not None and not self._t_err.is_alive():
+                    raise ProcessDied(f"portcullis exited ({self.proc.returncode}) before logging "
+                                      f"msg={msg!r} {where}:\n" + self.tail())
+                self.cond.wait(min(left, 0.2))
+
+    def tail(self, n: int = 40) -> str:
+        with self.cond:
+            return "\n".join(self.lines[-n:])
+
+    def wait_listening(self, timeout: float = LISTEN_TIMEOUT) -> dict:
+        rec = self.wait_log("listening", timeout=timeout)
+        if self.port is not None:
+            addr = rec.get("listen.address", "")
+            assert addr.endswith(f":{self.port}"), f"listen.address {addr!r} is not port {self.port}"
+        return rec
+
+    # -- process control ------------------------------------------------------------------------
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send_signal(self, sig: int):
+        if self.alive():
+            self.signals_sent.append(sig)
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        self._t_err.join(timeout=2)
+        return rc
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        if self.alive():
+            self.send_signal(signal.SIGTERM)
+            try:
+                return self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.send_signal(signal.SIGKILL)
+                return self.wait(10)
+        return self.wait(5)
+
+    def crashed(self) -> str | None:
+        """Why the process died on its own (a signal we did not send), or None."""
+        rc = self.proc.poll()
+        if rc is not None and rc < 0 and -rc not in self.signals_sent:
+            return f"died of signal {signal.Signals(-rc).name}"
+        return None
+
+    def rss_kb(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+
+def run_portcullis_once(args: list[str], timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """Run the binary to completion (bad-flag tests). Text output."""
+    env = dict(os.environ)
+    adir = asan_log_dir()
+    if adir:
+        env["ASAN_OPTIONS"] = f"detect_leaks=1:log_path={adir}/asan"
+    return subprocess.run([str(binary_path())] + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env=env)
+
+
+# ----------------------------------------------------------------------------------------------
+# TLS clients
+# ----------------------------------------------------------------------------------------------
+REFUSAL_ERRORS = (ssl.SSLError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+def client_context(pki, cred: str | None = "allowed", *, ca: str | None = None,
+                   min_version: ssl.TLSVersion | None = None,
+                   max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """PROTOCOL_TLS_CLIENT context trusting the test CA, checking hostname 'localhost', with a client cert."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(ca or pki.ca)
+    if cred:
+        c = pki[cred]
+        ctx.load_cert_chain(c.cert, c.key, password=c.password)
+    if min_version:
+        ctx.minimum_version = min_version
+    if max_version:
+        ctx.maximum_version = max_version
+    return ctx
+
+
+def tls_connect(port: int, ctx: ssl.SSLContext, *, timeout: float = 5.0, session=None,
+                host: str = "127.0.0.1", suppress_ragged_eofs: bool = True) -> ssl.SSLSocket:
+    """Connected, handshaken SSLSocket. suppress_ragged_eofs=False makes a TCP EOF without close_notify
+    raise SSLEOFError instead of reading as b""."""
+    raw = socket.create_connection((host, port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname="localhost", session=session,
+                               suppress_ragged_eofs=suppress_ragged_eofs)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def recv_exact(s, n: int, timeout: float = 10.0) -> bytes:
+    s.settimeout(timeout)
+    buf = bytearray()
+    while len(buf) < n:
+        d = s.recv(min(n - len(buf), 262144))
+        if not d:
+            raise AssertionError(f"EOF after {len(buf)} of {n} bytes")
+        buf += d
+    return bytes(buf)
+
+
+def echo_roundtrip(s, payload: bytes, timeout: float = 10.0) -> bytes:
+    s.sendall(payload)
+    return recv_exact(s, len(payload), timeout)
+
+
+def read_until_closed(s, timeout: float = 5.0) -> tuple[bytes, str]:
+    """Read until EOF or an error; returns (data, how) where how is 'eof' or the error text.
+
+    Raises AssertionError if the connection is still open after `timeout`.
+    """
+    s.settimeout(timeout)
+    data = bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            raise AssertionError(f"connection still open after {timeout}s (got {len(data)} bytes)")
+        except REFUSAL_ERRORS as e:
+            return bytes(data), f"{type(e).__name__}: {e}"
+        except OSError as e:
+            return bytes(data), f"{type(e).__name__}: {e}"
+        if not d:
+            return bytes(data), "eof"
+        data += d
+        if time.monotonic() > deadline:
+            raise AssertionError(f"connection still open after {timeout}s")
+
+
+class Refusal:
+    def __init__(self, stage: str, text: str):
+        self.stage = stage  # "connect", "handshake" or "first-read"
+        self.text = text
+
+    @property
+    def lower(self) -> str:
+        return self.text.lower()
+
+    def __repr__(self):
+        return f"Refusal({self.stage}: {self.text})"
+
+
+def expect_refused(port: int, ctx: ssl.SSLContext, *, read_timeout: float = 3.0) -> Refusal:
+    """Connect, handshake and read once; assert the peer refused us. Returns what the client saw.
+
+    In TLS 1.3 the server checks the client certificate after the client considers the handshake done,
+    so the alert only shows on the first read (LIBUV-OPENSSL-NOTES pitfall 14). We never write first.
+    """
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError as e:
+        return Refusal("connect", f"{type(e).__name__}: {e}")
+    try:
+        try:
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+        except REFUSAL_ERRORS as e:
+            return Refusal("handshake", f"{type(e).__name__}: {e}")
+        except OSError as e:  # e.g. EOF during handshake
+            return Refusal("handshake", f"{type(e).__name__}: {e}")
+        s.settimeout(read_timeout)
+        try:
+            d = s.recv(1)
+        except socket.timeout:
+            raise AssertionError(f"not refused: connection still open after {read_timeout}s "
+                                 f"(peer cert {s.getpeercert().get('subject')}, {s.version()})")
+        except REFUSAL_ERRORS as e:
+            return Refusal("first-read", f"{type(e).__name__}: {e}")
+        except OSError as e:
+            return Refusal("first-read", f"{type(e).__name__}: {e}")
+        finally:
+            s.close()
+        if d == b"":
+            return Refusal("first-read", "EOF")
+        raise AssertionError(f"not refused: received {d!r}")
+    finally:
+        raw.close()
+
+
+def peer_cn(s: ssl.SSLSocket) -> str | None:
+    for rdn in s.getpeercert().get("subject", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                return v
+    return None
+
+
+class BioClient:
+    """TLS client over a plain socket with memory BIOs, so that
+
+    * the TCP write side can be shut down while TLS reading continues (SSLSocket.shutdown drops the SSL
+      object), or a close_notify can be sent without waiting for the peer's;
+    * one thread can send while another receives: the SSL object is guarded by a lock and socket I/O
+      happens outside it (an SSLSocket must not be used from two threads at once).
+    """
+
+    def __init__(self, port: int, ctx: ssl.SSLContext, timeout: float = 10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
+        self._ssl_lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._handshake()
+
+    def _pull(self) -> bool:
+        d = self.sock.recv(262144)
+        with self._ssl_lock:
+            if d:
+                self.inc.write(d)
+            else:
+                self.inc.write_eof()
+        return bool(d)
+
+    def _flush(self, blocking: bool = True):
+        if not self._send_lock.acquire(blocking=blocking):
+            return  # the sender holds it and will flush pending output with its next write
+        try:
+            with self._ssl_lock:
+                data = self.out.read()
+            if data:
+                self.sock.sendall(data)
+        finally:
+            self._send_lock.release()
+
+    def _handshake(self):
+        while True:
+            try:
+                with self._ssl_lock:
+                    self.obj.do_handshake()
+                self._flush()
+                return
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._pull():
+                    with self._ssl_lock:
+                        self.obj.do_handshake()  # raises the real error (EOF) now
+                    return
+
+    def version(self):
+        return self.obj.version()
+
+    def send(self, data: bytes):
+        view = memoryview(data)
+        with self._send_lock:
+            for off in range(0, len(view), 65536):
+                with self._ssl_lock:
+                    self.obj.write(view[off:off + 65536])
+                    out = self.out.read()
+                self.sock.sendall(out)
+
+    def recv(self, n: int = 262144) -> bytes:
+        """Plaintext bytes, b"" at close_notify or TCP EOF. TLS errors (alerts) raise ssl.SSLError."""
+        while True:
+            with self._ssl_lock:
+                try:
+                    data = self.obj.read(n)
+                except ssl.SSLWantReadError:
+                    data = None
+                except ssl.SSLZeroReturnError:
+                    return b""
+                except ssl.SSLEOFError:
+                    return b""
+            if data is not None:
+                self._flush(blocking=False)
+                return data
+            self._flush(blocking=False)
+            self._pull()
+
+    def send_close_notify(self):
+        """Send our close_notify (TLS half-close) without waiting for the peer's."""
+        with self._send_lock:
+            with self._ssl_lock:
+                try:
+                    self.obj.unwrap()
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    pass
+                out = self.out.read()
+            if out:
+                self.sock.sendall(out)
+
+    def shutdown_write(self):
+        """TCP half-close: FIN without close_notify."""
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def read_all(self, timeout: float = 10.0) -> bytes:
+        self.sock.settimeout(timeout)
+        buf = bytearray()
+        while True:
+            d = self.recv()
+            if not d:
+                return bytes(buf)
+            buf += d
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -1,0 +1,201 @@
+"""A throw-away test PKI, made at test time with the openssl CLI (modelled on ghostunnel tests/common.py).
+
+Layout (all under one directory):
+  ca.pem / ca.key                 "Portcullis Test CA" (ECDSA P-256)
+  ca-dir/                         the CA certificate in a hashed directory (`openssl rehash`), for --cacert DIR
+  otherca.pem / otherca.key       an unrelated CA (ECDSA P-256)
+  <name>.pem / <name>.key         leaf certificates, see LEAVES below
+  server-enc.key + server-enc.pass  the server key encrypted with AES-256, passphrase in a file
+
+Every leaf has a `Cred` with paths plus facts the tests assert on (RFC 2253 subject, fingerprints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+CA_SUBJECT = "/O=Portcullis Test/CN=Portcullis Test CA"
+OTHER_CA_SUBJECT = "/O=Somebody Else/CN=Other Test CA"
+PASSPHRASE = "correct horse battery staple"
+
+# name: (key type, subject, extended key usage, subjectAltName or None, signing CA, expired?)
+LEAVES = {
+    "server": ("ec256", "/O=Portcullis Test/CN=localhost", "serverAuth",
+               "DNS:localhost,IP:127.0.0.1", "ca", False),
+    "server2": ("ec256", "/O=Portcullis Test/CN=portcullis-reloaded", "serverAuth",
+                "DNS:localhost,IP:127.0.0.1", "ca", False),
+    "allowed": ("ec256", "/O=Portcullis Test/OU=payments/CN=client-allowed", "clientAuth",
+                "DNS:client.payments.example.org,email:client@payments.example.org,IP:10.1.2.3", "ca", False),
+    "denied": ("ec256", "/O=Elsewhere Inc/OU=marketing/CN=client-denied", "clientAuth",
+               "DNS:client.marketing.example.net", "ca", False),
+    "other-ca": ("ec256", "/O=Portcullis Test/OU=payments/CN=client-allowed", "clientAuth",
+                 "DNS:client.payments.example.org", "otherca", False),
+    "expired": ("ec256", "/O=Portcullis Test/OU=payments/CN=client-allowed", "clientAuth", None, "ca", True),
+    "rsa": ("rsa2048", "/O=Portcullis Test/CN=client-rsa", "clientAuth", None, "ca", False),
+    "p384": ("ec384", "/O=Portcullis Test/CN=client-p384", "clientAuth", None, "ca", False),
+    "ed25519": ("ed25519", "/O=Portcullis Test/CN=client-ed25519", "clientAuth", None, "ca", False),
+    "spiffe": ("ec256", "/O=Portcullis Test/CN=worker", "clientAuth",
+               "URI:spiffe://example.org/ns/prod/sa/worker", "ca", False),
+    "two-cn": ("ec256", "/O=Portcullis Test/CN=client-allowed/CN=evil", "clientAuth", None, "ca", False),
+    "server-eku": ("ec256", "/O=Portcullis Test/OU=payments/CN=client-allowed", "serverAuth", None, "ca", False),
+}
+
+CA_CNF = """\
+[ca]
+default_ca = CA_default
+[CA_default]
+dir = {dir}
+database = {dir}/index.txt
+new_certs_dir = {dir}/newcerts
+serial = {dir}/serial
+default_md = sha256
+policy = policy_any
+unique_subject = no
+copy_extensions = none
+email_in_dn = no
+[policy_any]
+commonName = supplied
+organizationName = optional
+organizationalUnitName = optional
+"""
+
+
+@dataclasses.dataclass
+class Cred:
+    name: str
+    cert: str
+    key: str
+    subject_rfc2253: str = ""
+    fingerprint: str = ""  # "sha256:<lowercase hex of DER certificate>"
+    spki: str = ""  # "sha256:<lowercase hex of DER SubjectPublicKeyInfo>"
+    password: str | None = None
+    passphrase_file: str | None = None
+
+
+def _run(args, cwd, **kw):
+    r = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60, **kw)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return r.stdout
+
+
+class PKI:
+    def __init__(self, root: str | os.PathLike):
+        self.dir = Path(root)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.creds: dict[str, Cred] = {}
+        self.ca = str(self.dir / "ca.pem")
+        self.ca_dir = str(self.dir / "ca-dir")
+        self.other_ca = str(self.dir / "otherca.pem")
+        self._build()
+
+    # -- public helpers -------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Cred:
+        return self.creds[name]
+
+    def verify(self, name: str, ca: str | None = None) -> tuple[int, str]:
+        """`openssl verify` a leaf against its CA; returns (exit code, combined output)."""
+        c = self.creds[name]
+        r = subprocess.run(["openssl", "verify", "-CAfile", ca or self.ca, c.cert],
+                           capture_output=True, text=True, timeout=30)
+        return r.returncode, r.stdout + r.stderr
+
+    # -- construction ---------------------------------------------------------------------------
+    def _genkey(self, kind: str, path: Path):
+        algo = {
+            "ec256": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            "ec384": ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+            "rsa2048": ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            "ed25519": ["-algorithm", "ED25519"],
+        }[kind]
+        _run(["openssl", "genpkey", *algo, "-out", str(path)], self.dir)
+        os.chmod(path, 0o600)
+
+    def _make_ca(self, stem: str, subject: str):
+        key, cert = self.dir / f"{stem}.key", self.dir / f"{stem}.pem"
+        self._genkey("ec256", key)
+        _run(["openssl", "req", "-x509", "-new", "-key", str(key), "-subj", subject, "-days", "3650",
+              "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+              "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+              "-addext", "subjectKeyIdentifier=hash", "-out", str(cert)], self.dir)
+        cadb = self.dir / f"{stem}-db"
+        (cadb / "newcerts").mkdir(parents=True, exist_ok=True)
+        (cadb / "index.txt").write_text("")
+        (cadb / "serial").write_text("1000\n")
+        (cadb / "ca.cnf").write_text(CA_CNF.format(dir=cadb))
+
+    def _make_leaf(self, name, kind, subject, eku, san, ca_stem, expired):
+        key, csr, cert = self.dir / f"{name}.key", self.dir / f"{name}.csr", self.dir / f"{name}.pem"
+        ext = self.dir / f"{name}.ext"
+        ku = "digitalSignature,keyEncipherment" if kind == "rsa2048" else "digitalSignature"
+        lines = ["[v3]", "basicConstraints=critical,CA:FALSE", f"keyUsage=critical,{ku}",
+                 f"extendedKeyUsage={eku}", "subjectKeyIdentifier=hash", "authorityKeyIdentifier=keyid"]
+        if san:
+            lines.append(f"subjectAltName={san}")
+        ext.write_text("\n".join(lines) + "\n")
+        self._genkey(kind, key)
+        _run(["openssl", "req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr)], self.dir)
+        ca_cert, ca_key = self.dir / f"{ca_stem}.pem", self.dir / f"{ca_stem}.key"
+        if expired:
+            # openssl 3.0 `x509 -days` cannot go negative; `openssl ca` takes explicit dates.
+            cadb = self.dir / f"{ca_stem}-db"
+            _run(["openssl", "ca", "-batch", "-config", str(cadb / "ca.cnf"), "-cert", str(ca_cert),
+                  "-keyfile", str(ca_key), "-in", str(csr), "-out", str(cert), "-notext", "-preserveDN",
+                  "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
+                  "-extfile", str(ext), "-extensions", "v3"], self.dir)
+        else:
+            _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+                  "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "825", "-sha256",
+                  "-extfile", str(ext), "-extensions", "v3", "-out", str(cert)], self.dir)
+        self.creds[name] = self._describe(name, cert, key)
+
+    def _describe(self, name, cert: Path, key: Path) -> Cred:
+        subj = _run(["openssl", "x509", "-in", str(cert), "-noout", "-subject", "-nameopt", "RFC2253"], self.dir)
+        subj = subj.strip().removeprefix("subject=").strip()
+        der = _run_bytes(["openssl", "x509", "-in", str(cert), "-outform", "DER"], self.dir)
+        pub = _run(["openssl", "x509", "-in", str(cert), "-noout", "-pubkey"], self.dir)
+        spki = _run_bytes(["openssl", "pkey", "-pubin", "-outform", "DER"], self.dir, input=pub.encode())
+        return Cred(name=name, cert=str(cert), key=str(key), subject_rfc2253=subj,
+                    fingerprint="sha256:" + hashlib.sha256(der).hexdigest(),
+                    spki="sha256:" + hashlib.sha256(spki).hexdigest())
+
+    def _build(self):
+        self._make_ca("ca", CA_SUBJECT)
+        self._make_ca("otherca", OTHER_CA_SUBJECT)
+        for name, spec in LEAVES.items():
+            self._make_leaf(name, *spec)
+        # CA directory for --cacert DIR.
+        Path(self.ca_dir).mkdir(exist_ok=True)
+        shutil.copy(self.ca, Path(self.ca_dir) / "ca.pem")
+        _run(["openssl", "rehash", self.ca_dir], self.dir)
+        # Encrypted copy of the server key; passphrase file ends with a newline, like `echo pw > file`.
+        passfile = self.dir / "server-enc.pass"
+        passfile.write_text(PASSPHRASE + "\n")
+        enc = self.dir / "server-enc.key"
+        _run(["openssl", "pkey", "-in", self.creds["server"].key, "-aes256", "-passout", f"file:{passfile}",
+              "-out", str(enc)], self.dir)
+        os.chmod(enc, 0o600)
+        base = self.creds["server"]
+        self.creds["server-enc"] = dataclasses.replace(base, name="server-enc", key=str(enc),
+                                                       password=PASSPHRASE, passphrase_file=str(passfile))
+
+
+def _run_bytes(args, cwd, input=None) -> bytes:
+    r = subprocess.run(args, cwd=cwd, capture_output=True, timeout=60, input=input)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {r.stderr.decode(errors='replace')}")
+    return r.stdout
+
+
+if __name__ == "__main__":  # manual check: python3 pki.py /tmp/pki
+    import sys
+    p = PKI(sys.argv[1] if len(sys.argv) > 1 else "/tmp/portcullis-pki")
+    for n, c in p.creds.items():
+        ca = p.other_ca if n == "other-ca" else p.ca
+        rc, out = p.verify(n, ca)
+        print(f"{n:12} rc={rc} {c.subject_rfc2253!r} {out.strip().splitlines()[-1]}")
