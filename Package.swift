@@ -51,6 +51,6 @@ let package = Package(
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: strictSettings),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Policy"], swiftSettings: strictSettings),
         .testTarget(name: "TLSTests", dependencies: ["TLS", "Policy"], swiftSettings: strictSettings),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "portcullis"], swiftSettings: strictSettings),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSettings),
     ]
 )

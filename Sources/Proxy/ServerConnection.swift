@@ -146,9 +146,7 @@ final class ServerConnection: StreamSocketDelegate {
         guard state == .connecting else { return }
         if let error {
             worker.noteTargetConnectFailure()
-            session.sendCloseNotify()
-            flushToClient()
-            close(reason: "target connect failed: \(error.message)")
+            closeGracefully(reason: "target connect failed: \(error.message)")
             return
         }
         state = .relaying
@@ -162,8 +160,9 @@ final class ServerConnection: StreamSocketDelegate {
 
     func socketDidShutdown(_ socket: StreamSocket, error: UVError?) {
         if socket === client { clientShutDown = true } else { backendShutDown = true }
-        if state == .handshaking || handshakeFailure != nil {
-            close(reason: closeReason.isEmpty ? "handshake failed" : closeReason)
+        if state == .closing {
+            // A graceful close (alert or close_notify, then FIN) has reached the client's kernel.
+            close(reason: closeReason)
             return
         }
         if clientFinished && backendFinished && clientShutDown && backendShutDown {
@@ -184,12 +183,7 @@ final class ServerConnection: StreamSocketDelegate {
             flushToClient()
         case .failed(let failure):
             failHandshake(failure, kind: failure.kind.rawValue)
-            flushToClient()  // the alert
-            closeReason = "handshake failed"
-            state = .closing
-            client.stopReading()
-            // Let the alert reach the client before closing; the handshake timer still bounds this.
-            client.shutdown()
+            closeGracefully(reason: "handshake failed")  // flushes the alert first
         case .complete:
             handshakeCompleted = true
             flushToClient()  // Finished-related output and session tickets
@@ -197,7 +191,7 @@ final class ServerConnection: StreamSocketDelegate {
             client.stopReading()
             timer.start(after: settings.connectTimeoutMs) { [unowned self] in
                 self.worker.noteTargetConnectFailure()
-                self.close(reason: "target connect failed: timeout")
+                self.closeGracefully(reason: "target connect failed: timeout")
             }
             connectBackend()
         }
@@ -216,7 +210,7 @@ final class ServerConnection: StreamSocketDelegate {
                 socket.connect(toPath: path)
             }
         } catch {
-            close(reason: "target connect failed: \(error)")
+            closeGracefully(reason: "target connect failed: \(error)")
         }
     }
 
@@ -355,6 +349,20 @@ final class ServerConnection: StreamSocketDelegate {
     }
 
     // MARK: closing
+
+    /// Ends the connection after telling the client: close_notify (if the handshake finished) and FIN are
+    /// flushed before the sockets close. A short timer bounds the wait for a client that reads nothing.
+    private func closeGracefully(reason: String) {
+        guard state != .closing else { return }
+        if closeReason.isEmpty { closeReason = reason }
+        state = .closing
+        client.stopReading()
+        backend?.close()
+        if handshakeCompleted { session.sendCloseNotify() }
+        flushToClient()
+        timer.start(after: 1000) { [unowned self] in self.close(reason: self.closeReason) }
+        client.shutdown()
+    }
 
     /// Closes both sockets now (queued writes are cancelled). Idempotent; the first reason wins.
     func close(reason: String) {

@@ -77,11 +77,12 @@ class Backend:
     mode "trailer": echo bytes back; on EOF wait 0.2 s, send b"BYE <n>\\n" (n = bytes received), close.
     mode "sink":    read and discard; on EOF close.
     mode "banner":  send b"HELLO FROM TARGET\n" at once, then shut down write and close (target ends first).
+    mode "hold":    echo; on EOF keep its own side open (never answers the half-close) until close().
     unix_path: listen on a unix socket instead of 127.0.0.1:<free port>.
     """
 
     def __init__(self, mode: str = "echo", unix_path: str | None = None):
-        assert mode in ("echo", "trailer", "sink", "banner")
+        assert mode in ("echo", "trailer", "sink", "banner", "hold")
         self.mode = mode
         self.unix_path = unix_path
         self.lock = threading.Lock()
@@ -125,9 +126,9 @@ class Backend:
             threading.Thread(target=self._serve, args=(c,), name="backend-conn", daemon=True).start()
 
     def _serve(self, c: socket.socket):
-        c.settimeout(120)
         total = 0
         try:
+            c.settimeout(120)
             if self.mode == "banner":
                 c.sendall(b"HELLO FROM TARGET\n")
                 c.shutdown(socket.SHUT_WR)
@@ -140,7 +141,7 @@ class Backend:
                 total += len(data)
                 with self.lock:
                     self.bytes_in += len(data)
-                if self.mode in ("echo", "trailer"):
+                if self.mode in ("echo", "trailer", "hold"):
                     c.sendall(data)
                     with self.lock:
                         self.bytes_out += len(data)
@@ -150,11 +151,15 @@ class Backend:
             if self.mode == "trailer":
                 time.sleep(0.2)
                 c.sendall(b"BYE %d\n" % total)
+            elif self.mode == "hold":
+                while not self._closed:
+                    time.sleep(0.1)
+                return
             try:
                 c.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-        except OSError:
+        except (OSError, ValueError):  # reset by the proxy, or closed by close() at test end
             pass
         finally:
             c.close()

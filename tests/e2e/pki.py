@@ -4,6 +4,7 @@ Layout (all under one directory):
   ca.pem / ca.key                 "Portcullis Test CA" (ECDSA P-256)
   ca-dir/                         the CA certificate in a hashed directory (`openssl rehash`), for --cacert DIR
   otherca.pem / otherca.key       an unrelated CA (ECDSA P-256)
+  intermediate.pem / .key         an intermediate CA under ca.pem; signs "chained" (cert file = leaf + intermediate)
   <name>.pem / <name>.key         leaf certificates, see LEAVES below
   server-enc.key + server-enc.pass  the server key encrypted with AES-256, passphrase in a file
 
@@ -43,6 +44,8 @@ LEAVES = {
                "URI:spiffe://example.org/ns/prod/sa/worker", "ca", False),
     "two-cn": ("ec256", "/O=Portcullis Test/CN=client-allowed/CN=evil", "clientAuth", None, "ca", False),
     "server-eku": ("ec256", "/O=Portcullis Test/OU=payments/CN=client-allowed", "serverAuth", None, "ca", False),
+    # signed by an intermediate CA (itself signed by ca); chained.pem holds leaf + intermediate
+    "chained": ("ec256", "/O=Portcullis Test/CN=client-chained", "clientAuth", None, "intermediate", False),
 }
 
 CA_CNF = """\
@@ -75,6 +78,7 @@ class Cred:
     spki: str = ""  # "sha256:<lowercase hex of DER SubjectPublicKeyInfo>"
     password: str | None = None
     passphrase_file: str | None = None
+    cert_only: str | None = None  # for "chained": the leaf alone (cert is leaf + intermediate)
 
 
 def _run(args, cwd, **kw):
@@ -101,7 +105,8 @@ class PKI:
     def verify(self, name: str, ca: str | None = None) -> tuple[int, str]:
         """`openssl verify` a leaf against its CA; returns (exit code, combined output)."""
         c = self.creds[name]
-        r = subprocess.run(["openssl", "verify", "-CAfile", ca or self.ca, c.cert],
+        chain = ["-untrusted", str(self.dir / "intermediate.pem"), c.cert_only] if c.cert_only else [c.cert]
+        r = subprocess.run(["openssl", "verify", "-CAfile", ca or self.ca, *chain],
                            capture_output=True, text=True, timeout=30)
         return r.returncode, r.stdout + r.stderr
 
@@ -116,13 +121,23 @@ class PKI:
         _run(["openssl", "genpkey", *algo, "-out", str(path)], self.dir)
         os.chmod(path, 0o600)
 
-    def _make_ca(self, stem: str, subject: str):
+    def _make_ca(self, stem: str, subject: str, parent: str | None = None):
         key, cert = self.dir / f"{stem}.key", self.dir / f"{stem}.pem"
         self._genkey("ec256", key)
-        _run(["openssl", "req", "-x509", "-new", "-key", str(key), "-subj", subject, "-days", "3650",
-              "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
-              "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-              "-addext", "subjectKeyIdentifier=hash", "-out", str(cert)], self.dir)
+        if parent is None:
+            _run(["openssl", "req", "-x509", "-new", "-key", str(key), "-subj", subject, "-days", "3650",
+                  "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                  "-addext", "subjectKeyIdentifier=hash", "-out", str(cert)], self.dir)
+        else:
+            csr, ext = self.dir / f"{stem}.csr", self.dir / f"{stem}.ext"
+            ext.write_text("[v3]\nbasicConstraints=critical,CA:TRUE,pathlen:0\n"
+                           "keyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n"
+                           "authorityKeyIdentifier=keyid\n")
+            _run(["openssl", "req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr)], self.dir)
+            _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(self.dir / f"{parent}.pem"),
+                  "-CAkey", str(self.dir / f"{parent}.key"), "-set_serial", "4242", "-days", "3650",
+                  "-sha256", "-extfile", str(ext), "-extensions", "v3", "-out", str(cert)], self.dir)
         cadb = self.dir / f"{stem}-db"
         (cadb / "newcerts").mkdir(parents=True, exist_ok=True)
         (cadb / "index.txt").write_text("")
@@ -167,8 +182,14 @@ class PKI:
     def _build(self):
         self._make_ca("ca", CA_SUBJECT)
         self._make_ca("otherca", OTHER_CA_SUBJECT)
+        self._make_ca("intermediate", "/O=Portcullis Test/CN=Portcullis Test Intermediate", parent="ca")
         for name, spec in LEAVES.items():
             self._make_leaf(name, *spec)
+        # The client presents leaf + intermediate; only the root is in --cacert.
+        chain = self.dir / "chained-fullchain.pem"
+        chain.write_text(Path(self.creds["chained"].cert).read_text() + (self.dir / "intermediate.pem").read_text())
+        self.creds["chained"].cert_only = self.creds["chained"].cert
+        self.creds["chained"].cert = str(chain)
         # CA directory for --cacert DIR.
         Path(self.ca_dir).mkdir(exist_ok=True)
         shutil.copy(self.ca, Path(self.ca_dir) / "ca.pem")

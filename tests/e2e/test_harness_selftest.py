@@ -18,7 +18,7 @@ pytestmark = pytest.mark.selftest
 
 def test_selftest_pki_chains_verify(pki):
     for name in ("server", "server2", "allowed", "denied", "rsa", "p384", "ed25519", "spiffe", "two-cn",
-                 "server-eku"):
+                 "server-eku", "chained"):
         rc, out = pki.verify(name)
         assert rc == 0, f"{name}: {out}"
     rc, out = pki.verify("other-ca", pki.other_ca)

@@ -113,6 +113,37 @@ def test_half_close_propagates(proxy, tls, backend, how):
         c.close()
 
 
+def test_close_timeout_ends_half_closed_connection(proxy, tls, backend):
+    """Client half-closes, target never finishes: --close-timeout bounds how long the rest may stay open."""
+    b = backend("hold")
+    p = proxy(target=b.address, extra=["--close-timeout", "1s"])
+    c = tls.bio(p.port)
+    try:
+        c.send(b"x")
+        assert c.recv() == b"x"
+        c.send_close_notify()
+        assert b.eof_event.wait(5), "target never saw EOF"
+        t0 = time.monotonic()
+        try:
+            c.read_all(timeout=8)
+        except ssl.SSLError:
+            pass
+        elapsed = time.monotonic() - t0
+    finally:
+        c.close()
+    assert elapsed < 5, f"half-closed connection lingered {elapsed:.1f}s with --close-timeout 1s"
+    p.wait_log("connection closed", timeout=5)
+
+
+def test_client_with_intermediate_chain(proxy, tls):
+    """The client sends leaf + intermediate; only the root is in --cacert."""
+    p = proxy(allow=["--allow-cn", "client-chained"])
+    with tls.connect(p.port, "chained") as s:
+        assert echo_roundtrip(s, b"chain") == b"chain"
+    rec = p.wait_log("connection closed", timeout=5)
+    assert rec["tls.peer.subject"] == "CN=client-chained,O=Portcullis Test", rec
+
+
 def test_target_close_propagates_to_client_with_close_notify(proxy, tls, backend):
     """Target speaks first and closes -> client gets the bytes, then a clean TLS end (close_notify)."""
     b = backend("banner")
