@@ -16,6 +16,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
@@ -24,7 +25,7 @@ let package = Package(
 
         // Pure Swift: no C, no sockets.
         .target(name: "Policy", swiftSettings: strictSettings),
-        .target(name: "Config", dependencies: ["Policy"], swiftSettings: strictSettings),
+        .target(name: "Config", dependencies: ["Policy", .product(name: "Yams", package: "Yams")], swiftSettings: strictSettings),
 
         // Bridges: the only modules that see libuv / OpenSSL.
         .target(name: "EventLoop", dependencies: ["CLibUV", "CPortcullisShims"], swiftSettings: strictSettings),

@@ -92,6 +92,7 @@ int pc_ssl_ctx_set_max_proto(SSL_CTX *ctx, int version) { return (int)SSL_CTX_se
 long pc_ssl_ctx_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx, mode); }
 long pc_ssl_ctx_set_session_cache_mode(SSL_CTX *ctx, long m) { return SSL_CTX_set_session_cache_mode(ctx, m); }
 int pc_ssl_set_sni(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
+int pc_ssl_ctx_set_groups(SSL_CTX *ctx, const char *groups) { return (int)SSL_CTX_set1_groups_list(ctx, groups); }
 uint64_t pc_op_no_compression(void) { return SSL_OP_NO_COMPRESSION; }
 uint64_t pc_op_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
 uint64_t pc_op_cipher_server_preference(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
@@ -175,14 +176,27 @@ int pc_ssl_ex_index(void) {
 
 static pc_ticket_check_fn ticket_check_fn;
 
+static int pc_ticket_generate_cb(SSL *s, void *arg) {
+    uint64_t generation = (uint64_t)(uintptr_t)arg;
+    SSL_SESSION *session = SSL_get_session(s);
+    return session != NULL && SSL_SESSION_set1_ticket_appdata(session, &generation, sizeof generation) == 1;
+}
+
 static SSL_TICKET_RETURN pc_ticket_decrypt_cb(SSL *s, SSL_SESSION *ss, const unsigned char *keyname,
                                               size_t keyname_len, SSL_TICKET_STATUS status, void *arg) {
-    (void)keyname; (void)keyname_len; (void)arg;
+    (void)keyname; (void)keyname_len;
     switch (status) {
     case SSL_TICKET_SUCCESS:
-    case SSL_TICKET_SUCCESS_RENEW:
-        if (ticket_check_fn != NULL && ticket_check_fn(s, ss) != 1) return SSL_TICKET_RETURN_IGNORE_RENEW;
-        return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    case SSL_TICKET_SUCCESS_RENEW: {
+        uint64_t issued = 0;
+        void *data = NULL;
+        size_t len = 0;
+        int same = SSL_SESSION_get0_ticket_appdata(ss, &data, &len) == 1 && len == sizeof issued &&
+                   (memcpy(&issued, data, sizeof issued), issued == (uint64_t)(uintptr_t)arg);
+        if (ticket_check_fn == NULL || ticket_check_fn(s, ss, same) != 1) return SSL_TICKET_RETURN_IGNORE_RENEW;
+        // A ticket from an older generation is replaced by a fresh one stamped with the current generation.
+        return status == SSL_TICKET_SUCCESS && same ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+    }
     case SSL_TICKET_EMPTY:
     case SSL_TICKET_NO_DECRYPT:
         return SSL_TICKET_RETURN_IGNORE_RENEW;
@@ -191,11 +205,155 @@ static SSL_TICKET_RETURN pc_ticket_decrypt_cb(SSL *s, SSL_SESSION *ss, const uns
     }
 }
 
-int pc_ssl_ctx_set_ticket_check(SSL_CTX *ctx, pc_ticket_check_fn fn) {
+int pc_ssl_ctx_set_ticket_check(SSL_CTX *ctx, pc_ticket_check_fn fn, uint64_t generation) {
     // One process-wide function pointer: every context uses the same Swift entry point, which finds its
-    // owner through the SSL's ex_data; only the pointer store needs to happen once.
+    // owner through the SSL's ex_data.
     ticket_check_fn = fn;
-    return SSL_CTX_set_session_ticket_cb(ctx, NULL, pc_ticket_decrypt_cb, NULL);
+    return SSL_CTX_set_session_ticket_cb(ctx, pc_ticket_generate_cb, pc_ticket_decrypt_cb,
+                                         (void *)(uintptr_t)generation);
+}
+
+// ---- shared ticket keys ---------------------------------------------------------------------------------
+
+#include <openssl/core_names.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+
+#define PC_TICKET_KEYS 3  /* current + two previous: a ticket stays usable for two rotation periods */
+
+typedef struct {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    int valid;
+} pc_ticket_key;
+
+static pc_ticket_key ticket_keys[PC_TICKET_KEYS];  /* [0] is current */
+static pthread_rwlock_t ticket_keys_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+int pc_ticket_keys_rotate(void) {
+    pc_ticket_key fresh;
+    if (RAND_bytes(fresh.name, sizeof fresh.name) != 1 || RAND_priv_bytes(fresh.aes, sizeof fresh.aes) != 1 ||
+        RAND_priv_bytes(fresh.hmac, sizeof fresh.hmac) != 1)
+        return 0;
+    fresh.valid = 1;
+    pthread_rwlock_wrlock(&ticket_keys_lock);
+    OPENSSL_cleanse(&ticket_keys[PC_TICKET_KEYS - 1], sizeof ticket_keys[0]);
+    memmove(&ticket_keys[1], &ticket_keys[0], sizeof ticket_keys[0] * (PC_TICKET_KEYS - 1));
+    ticket_keys[0] = fresh;
+    pthread_rwlock_unlock(&ticket_keys_lock);
+    OPENSSL_cleanse(&fresh, sizeof fresh);
+    return 1;
+}
+
+static int set_ticket_ciphers(const pc_ticket_key *key, unsigned char *iv, EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
+                              int enc) {
+    OSSL_PARAM params[3];
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)key->hmac, sizeof key->hmac);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"sha256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, key->aes, iv, enc) != 1) return 0;
+    return EVP_MAC_CTX_set_params(hctx, params) == 1;
+}
+
+static int pc_ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                            EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc) {
+    (void)s;
+    int rc = 0;
+    pthread_rwlock_rdlock(&ticket_keys_lock);
+    if (enc) {
+        if (ticket_keys[0].valid && RAND_bytes(iv, 16) == 1) {
+            memcpy(key_name, ticket_keys[0].name, 16);
+            rc = set_ticket_ciphers(&ticket_keys[0], iv, cctx, hctx, 1) ? 1 : -1;
+        } else {
+            rc = -1;
+        }
+    } else {
+        for (int i = 0; i < PC_TICKET_KEYS; i++) {
+            if (ticket_keys[i].valid && memcmp(key_name, ticket_keys[i].name, 16) == 0) {
+                // 2 = valid but issued under an older key: OpenSSL then issues a renewed ticket.
+                rc = set_ticket_ciphers(&ticket_keys[i], iv, cctx, hctx, 0) ? (i == 0 ? 1 : 2) : -1;
+                break;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&ticket_keys_lock);
+    return rc;
+}
+
+int pc_ssl_ctx_use_shared_ticket_keys(SSL_CTX *ctx) {
+    pthread_rwlock_rdlock(&ticket_keys_lock);
+    int have = ticket_keys[0].valid;
+    pthread_rwlock_unlock(&ticket_keys_lock);
+    if (!have && !pc_ticket_keys_rotate()) return 0;
+    return (int)SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, pc_ticket_key_cb);
+}
+
+// ---- CRLs and re-verification -----------------------------------------------------------------------------
+
+int pc_ssl_ctx_load_crl_file(SSL_CTX *ctx, const char *path, int64_t *next_update_min) {
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    BIO *bio = BIO_new_file(path, "rb");
+    if (bio == NULL) return -1;
+    int count = 0;
+    *next_update_min = 0;
+    X509_CRL *crl;
+    while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+        int64_t next = 0;
+        if (pc_asn1_time_to_unix(X509_CRL_get0_nextUpdate(crl), &next) == 0 &&
+            (*next_update_min == 0 || next < *next_update_min))
+            *next_update_min = next;
+        if (X509_STORE_add_crl(store, crl) == 1) count++;
+        X509_CRL_free(crl);
+    }
+    if (count == 0) {
+        // Not PEM: try one DER CRL.
+        ERR_clear_error();
+        (void)BIO_reset(bio);
+        crl = d2i_X509_CRL_bio(bio, NULL);
+        if (crl != NULL) {
+            int64_t next = 0;
+            if (pc_asn1_time_to_unix(X509_CRL_get0_nextUpdate(crl), &next) == 0) *next_update_min = next;
+            if (X509_STORE_add_crl(store, crl) == 1) count++;
+            X509_CRL_free(crl);
+        }
+    }
+    BIO_free(bio);
+    if (count > 0) ERR_clear_error();
+    return count > 0 ? count : -1;
+}
+
+void pc_ssl_ctx_enable_crl_check(SSL_CTX *ctx, int whole_chain) {
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    unsigned long flags = X509_V_FLAG_CRL_CHECK | (whole_chain ? X509_V_FLAG_CRL_CHECK_ALL : 0);
+    X509_STORE_set_flags(store, flags);
+}
+
+static int reverify_tolerant_cb(int ok, X509_STORE_CTX *ctx) {
+    if (!ok) {
+        int err = X509_STORE_CTX_get_error(ctx);
+        if (err == X509_V_ERR_CRL_HAS_EXPIRED) return 1;
+    }
+    return ok;
+}
+
+int pc_reverify(SSL_CTX *ctx, X509 *leaf, STACK_OF(X509) *chain, int tolerate_expired_crl, int *error, int *depth) {
+    X509_STORE_CTX *store_ctx = X509_STORE_CTX_new();
+    if (store_ctx == NULL) { *error = X509_V_ERR_OUT_OF_MEM; *depth = 0; return 0; }
+    int ok = 0;
+    if (X509_STORE_CTX_init(store_ctx, SSL_CTX_get_cert_store(ctx), leaf, chain) == 1) {
+        X509_STORE_CTX_set_purpose(store_ctx, X509_PURPOSE_SSL_CLIENT);
+        if (tolerate_expired_crl) X509_STORE_CTX_set_verify_cb(store_ctx, reverify_tolerant_cb);
+        ok = X509_verify_cert(store_ctx) == 1;
+        *error = X509_STORE_CTX_get_error(store_ctx);
+        *depth = X509_STORE_CTX_get_error_depth(store_ctx);
+    } else {
+        *error = X509_V_ERR_UNSPECIFIED;
+        *depth = 0;
+    }
+    X509_STORE_CTX_free(store_ctx);
+    ERR_clear_error();
+    return ok;
 }
 
 const char *pc_verify_error_string(long code) { return X509_verify_cert_error_string(code); }
@@ -327,4 +485,38 @@ int pc_ssl_ctx_load_ca(SSL_CTX *ctx, const char *path, int is_directory) {
     if (total <= 0) { sk_X509_NAME_pop_free(names, X509_NAME_free); return total < 0 ? -1 : 0; }
     SSL_CTX_set_client_CA_list(ctx, names);  // takes ownership
     return total;
+}
+
+char *pc_make_crl_pem(EVP_PKEY *issuer_key, X509 *issuer_cert, const char *const *serials_hex, int count,
+                      long last_update_offset, long next_update_offset) {
+    X509_CRL *crl = X509_CRL_new();
+    ASN1_TIME *last = X509_gmtime_adj(NULL, last_update_offset);
+    ASN1_TIME *next = X509_gmtime_adj(NULL, next_update_offset);
+    ASN1_TIME *revoked_at = X509_gmtime_adj(NULL, last_update_offset);
+    char *out = NULL;
+    if (crl == NULL || last == NULL || next == NULL || revoked_at == NULL) goto done;
+    if (!X509_CRL_set_version(crl, 1) || !X509_CRL_set_issuer_name(crl, X509_get_subject_name(issuer_cert)) ||
+        !X509_CRL_set1_lastUpdate(crl, last) || !X509_CRL_set1_nextUpdate(crl, next))
+        goto done;
+    for (int i = 0; i < count; i++) {
+        BIGNUM *bn = NULL;
+        X509_REVOKED *revoked = X509_REVOKED_new();
+        if (revoked == NULL || !BN_hex2bn(&bn, serials_hex[i])) { X509_REVOKED_free(revoked); BN_free(bn); goto done; }
+        ASN1_INTEGER *serial = BN_to_ASN1_INTEGER(bn, NULL);
+        BN_free(bn);
+        int ok = serial != NULL && X509_REVOKED_set_serialNumber(revoked, serial) &&
+                 X509_REVOKED_set_revocationDate(revoked, revoked_at) && X509_CRL_add0_revoked(crl, revoked);
+        ASN1_INTEGER_free(serial);
+        if (!ok) { X509_REVOKED_free(revoked); goto done; }
+    }
+    X509_CRL_sort(crl);
+    if (!X509_CRL_sign(crl, issuer_key, EVP_PKEY_get_id(issuer_key) == EVP_PKEY_ED25519 ? NULL : EVP_sha256())) goto done;
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio != NULL && PEM_write_bio_X509_CRL(bio, crl)) out = bio_to_string(bio); else BIO_free(bio);
+done:
+    X509_CRL_free(crl);
+    ASN1_TIME_free(last);
+    ASN1_TIME_free(next);
+    ASN1_TIME_free(revoked_at);
+    return out;
 }

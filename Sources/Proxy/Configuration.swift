@@ -25,6 +25,7 @@ public struct ProxyConfiguration: Sendable {
         public var key = "--key"
         public var keyPassphrase = "--key-passphrase-file"
         public var caBundle = "--cacert"
+        public var crl = "--crl"
         public init() {}
     }
 

@@ -169,6 +169,7 @@ public final class ServerRuntime {
             case .key: flag = names.key
             case .keyPassphrase: flag = names.keyPassphrase
             case .caBundle: flag = names.caBundle
+            case .crl: flag = names.crl
             case .other: flag = "tls"
             }
             throw StartupError("\(flag) \(error.description)")

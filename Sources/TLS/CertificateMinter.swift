@@ -102,6 +102,19 @@ public enum CertificateMinter {
         return try Issued(key: key, certificate: certificate)
     }
 
+    /// A PEM CRL from `issuer` revoking `serials` (hex). Validity offsets are seconds from now.
+    public static func makeCRL(issuer: Issued, revokedSerials serials: [String], validFrom: Int = -60,
+                               validUntil: Int = 86400) throws(OpenSSLError) -> String {
+        let strings = serials.map { strdup($0) }
+        defer { strings.forEach { free($0) } }
+        let pointers: [UnsafePointer<CChar>?] = strings.map { UnsafePointer($0) }
+        guard let pem = pc_make_crl_pem(issuer.key, issuer.certificate, pointers, Int32(pointers.count), validFrom, validUntil) else {
+            throw OpenSSLError.drain("CRL creation")
+        }
+        defer { CRYPTO_free(pem, #fileID, #line) }
+        return String(cString: pem)
+    }
+
     /// Extracts the identity of a PEM certificate (the same extraction the handshake uses).
     public static func identity(ofPEM pem: String) throws(OpenSSLError) -> PeerIdentity {
         guard let bio = BIO_new_mem_buf(pem, Int32(pem.utf8.count)) else { throw OpenSSLError.drain("BIO_new_mem_buf") }

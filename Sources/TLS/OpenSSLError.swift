@@ -36,7 +36,7 @@ public struct OpenSSLError: Error, CustomStringConvertible, Sendable {
 
 /// Why a certificate, key or CA file could not be loaded; the caller adds the flag or key name.
 public struct TLSSetupError: Error, CustomStringConvertible, Sendable {
-    public enum Item: Sendable { case certificate, key, keyPassphrase, caBundle, other }
+    public enum Item: Sendable { case certificate, key, keyPassphrase, caBundle, crl, other }
     public let item: Item
     public let path: String
     public let reason: String

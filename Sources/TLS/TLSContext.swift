@@ -23,6 +23,18 @@ public struct TLSConfiguration: Sendable {
     public var sessionIDContext = "portcullis"
     /// Client role: the name sent as SNI and required in the server certificate (DNS or IP SAN).
     public var serverName: String?
+    /// TLS 1.3 cipher suites (OpenSSL syntax, e.g. `TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384`).
+    public var cipherSuites: String?
+    /// Key-exchange groups (e.g. `X25519:P-256`).
+    public var groups: String?
+    /// Certificate revocation lists (PEM with one or more CRLs, or DER), checked in every handshake.
+    public var crlPaths: [String] = []
+    public enum CRLScope: Sendable { case leaf, chain }
+    public var crlScope = CRLScope.chain
+    /// Accept peers when a CRL is past its nextUpdate (logged loudly); by default that fails closed.
+    public var tolerateExpiredCRL = false
+    /// Configuration generation, stamped into session tickets so resumption is re-checked after a change.
+    public var generation: UInt64 = 1
 
     public init(role: Role) {
         self.role = role
@@ -42,6 +54,9 @@ public final class TLSContext: @unchecked Sendable {
     public let certificateIdentity: PeerIdentity?
     /// Number of CA certificates loaded from `caPath`.
     public let caCertificateCount: Int
+    /// Number of CRLs loaded, and the earliest nextUpdate among them (Unix seconds), if any.
+    public let crlCount: Int
+    public let crlNextUpdate: Int64?
 
     public init(configuration: TLSConfiguration, policy: AccessPolicy?) throws(TLSSetupError) {
         OpenSSLError.clearQueue()
@@ -54,6 +69,7 @@ public final class TLSContext: @unchecked Sendable {
         self.policy = policy
         var ownIdentity: PeerIdentity?
         var caCount = 0
+        var crls = (count: 0, nextUpdate: Int64?.none)
         do {
             try TLSContext.configureProtocol(ctx, configuration)
             if let certificatePath = configuration.certificatePath {
@@ -63,19 +79,29 @@ public final class TLSContext: @unchecked Sendable {
             if let caPath = configuration.caPath {
                 caCount = try TLSContext.loadCA(ctx, caPath)
             }
+            crls = try TLSContext.loadCRLs(ctx, configuration)
         } catch {
             SSL_CTX_free(ctx)
             throw error
         }
         certificateIdentity = ownIdentity
         caCertificateCount = caCount
+        crlCount = crls.count
+        crlNextUpdate = crls.nextUpdate
 
         let verifyMode = configuration.role == .server
             ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER
         SSL_CTX_set_verify(ctx, verifyMode, TLSSession.verifyCallback)
         if configuration.role == .server {
-            _ = pc_ssl_ctx_set_ticket_check(ctx, TLSSession.ticketCheckCallback)
+            _ = pc_ssl_ctx_set_ticket_check(ctx, TLSSession.ticketCheckCallback, configuration.generation)
+            if configuration.sessionTickets { _ = pc_ssl_ctx_use_shared_ticket_keys(ctx) }
         }
+    }
+
+    /// Starts a new session-ticket key; tickets under the two previous keys still resume (and are renewed).
+    /// Call periodically (the runtime does, hourly) so a leaked key exposes only a bounded window.
+    public static func rotateTicketKeys() {
+        _ = pc_ticket_keys_rotate()
     }
 
     deinit {
@@ -93,6 +119,14 @@ public final class TLSContext: @unchecked Sendable {
         SSL_CTX_set_options(ctx, options)
         // TLS 1.2 (only when allowed): forward-secret AEAD suites only.
         SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20")
+        if let suites = configuration.cipherSuites, SSL_CTX_set_ciphersuites(ctx, suites) != 1 {
+            OpenSSLError.clearQueue()
+            throw TLSSetupError(item: .other, path: suites, reason: "no usable TLS 1.3 cipher suite in the list")
+        }
+        if let groups = configuration.groups, pc_ssl_ctx_set_groups(ctx, groups) != 1 {
+            OpenSSLError.clearQueue()
+            throw TLSSetupError(item: .other, path: groups, reason: "unknown key-exchange group in the list")
+        }
         if configuration.role == .server {
             // Stateless tickets only: every resumption passes the ticket check, which re-authorizes the peer.
             _ = pc_ssl_ctx_set_session_cache_mode(ctx, 0)
@@ -179,6 +213,26 @@ public final class TLSContext: @unchecked Sendable {
                 : "no CA certificate found" + (reasons.isEmpty ? "" : ": " + reasons.joined(separator: "; ")))
         }
         return Int(count)
+    }
+
+    private static func loadCRLs(_ ctx: OpaquePointer, _ configuration: TLSConfiguration) throws(TLSSetupError) -> (count: Int, nextUpdate: Int64?) {
+        guard !configuration.crlPaths.isEmpty else { return (0, nil) }
+        var total = 0
+        var earliest: Int64?
+        for path in configuration.crlPaths {
+            var nextUpdate: Int64 = 0
+            let count = pc_ssl_ctx_load_crl_file(ctx, path, &nextUpdate)
+            guard count > 0 else {
+                let reasons = OpenSSLError.drainReasons()
+                throw TLSSetupError(item: .crl, path: path, reason: "cannot load CRL: "
+                    + (readFile(path) == nil ? String(cString: strerror(errno)) : "no PEM or DER CRL found")
+                    + (reasons.isEmpty ? "" : " (\(reasons.joined(separator: "; ")))"))
+            }
+            total += Int(count)
+            if nextUpdate > 0 { earliest = min(earliest ?? nextUpdate, nextUpdate) }
+        }
+        pc_ssl_ctx_enable_crl_check(ctx, configuration.crlScope == .chain ? 1 : 0)
+        return (total, earliest)
     }
 
     private static func describe(_ reasons: [String], path: String) -> String {

@@ -13,6 +13,8 @@ public struct TLSFailure: Error, Sendable, CustomStringConvertible {
         case unknownCA = "unknown-ca"
         case expired = "expired"
         case revoked = "revoked"
+        /// No usable CRL (missing for a chain member, expired, not yet valid): fail closed.
+        case crl = "crl"
         case badCertificate = "bad-certificate"
         case denied = "denied"
         case protocolError = "protocol"
@@ -47,6 +49,8 @@ public final class TLSSession {
     /// The policy's decision about the peer (nil when the context has no policy).
     public private(set) var decision: PolicyDecision?
     private var verifyFailure: (code: Int32, depth: Int32)?
+    /// Set when a peer was accepted although a CRL had expired (`tolerateExpiredCRL`); the log says so.
+    public private(set) var expiredCRLTolerated = false
     private var sentCloseNotify = false
 
     public enum HandshakeProgress {
@@ -215,6 +219,11 @@ public final class TLSSession {
 
     private func verify(preverifyOK: Int32, store: OpaquePointer) -> Int32 {
         let depth = X509_STORE_CTX_get_error_depth(store)
+        if preverifyOK != 1 && context.configuration.tolerateExpiredCRL
+            && X509_STORE_CTX_get_error(store) == X509_V_ERR_CRL_HAS_EXPIRED {
+            expiredCRLTolerated = true
+            return 1
+        }
         if preverifyOK != 1 {
             if verifyFailure == nil { verifyFailure = (X509_STORE_CTX_get_error(store), depth) }
             return 0
@@ -237,8 +246,10 @@ public final class TLSSession {
     }
 
     /// Resumption re-authorizes: a ticket is used only if its peer certificate is still within validity and
-    /// still admitted by this context's policy; otherwise the ticket is ignored and a full handshake follows.
-    static let ticketCheckCallback: pc_ticket_check_fn = { ssl, sslSession in
+    /// still admitted by this context's policy, and — when the ticket comes from another configuration
+    /// generation — still verifies against this context's CAs and CRLs. Otherwise the ticket is ignored and
+    /// a full handshake follows, which refuses the peer with an alert.
+    static let ticketCheckCallback: pc_ticket_check_fn = { ssl, sslSession, sameGeneration in
         guard let ssl, let sslSession,
               let sessionPointer = SSL_get_ex_data(ssl, TLSSession.exIndex),
               let cert = SSL_SESSION_get0_peer(sslSession)
@@ -247,6 +258,11 @@ public final class TLSSession {
         let identity = IdentityExtractor.extract(cert)
         let now = Int64(time(nil))
         guard identity.notAfter > now, identity.notBefore <= now else { return 0 }
+        if sameGeneration != 1 {
+            var error: Int32 = 0, depth: Int32 = 0
+            let tolerate: Int32 = session.context.configuration.tolerateExpiredCRL ? 1 : 0
+            guard pc_reverify(session.context.raw, cert, nil, tolerate, &error, &depth) == 1 else { return 0 }
+        }
         if let policy = session.context.policy {
             let verdict = policy.evaluate(identity)
             guard verdict.isAllowed else { return 0 }
@@ -254,6 +270,28 @@ public final class TLSSession {
         }
         session.peerIdentity = identity
         return 1
+    }
+
+    /// The outcome of checking a live connection's peer against a newer configuration.
+    public enum Reauthorization: Sendable {
+        case admitted(PolicyDecision?)
+        case refused(String)
+    }
+
+    /// Re-checks this session's peer against `newer` (its CAs, CRLs and policy), e.g. after a reload.
+    /// Only meaningful once the handshake completed.
+    public func reauthorize(against newer: TLSContext) -> Reauthorization {
+        guard let leaf = SSL_get0_peer_certificate(ssl) else { return .refused("no peer certificate") }
+        var error: Int32 = 0, depth: Int32 = 0
+        let tolerate: Int32 = newer.configuration.tolerateExpiredCRL ? 1 : 0
+        if pc_reverify(newer.raw, leaf, SSL_get_peer_cert_chain(ssl), tolerate, &error, &depth) != 1 {
+            let text = String(cString: X509_verify_cert_error_string(Int(error)))
+            return .refused("certificate no longer verifies: \(text) (depth \(depth))")
+        }
+        let identity = peerIdentity ?? IdentityExtractor.extract(leaf)
+        guard let policy = newer.policy else { return .admitted(nil) }
+        let verdict = policy.evaluate(identity)
+        return verdict.isAllowed ? .admitted(verdict) : .refused(verdict.description)
     }
 
     private func classifyFailure(_ sslError: Int32) -> TLSFailure {
@@ -269,6 +307,8 @@ public final class TLSSession {
                 return TLSFailure(kind: .expired, detail: detail)
             case X509_V_ERR_CERT_REVOKED:
                 return TLSFailure(kind: .revoked, detail: detail)
+            case X509_V_ERR_CRL_HAS_EXPIRED, X509_V_ERR_UNABLE_TO_GET_CRL, X509_V_ERR_CRL_NOT_YET_VALID:
+                return TLSFailure(kind: .crl, detail: detail)
             case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
                  X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
                  X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, X509_V_ERR_CERT_UNTRUSTED:

@@ -40,13 +40,27 @@ final class TestPKI: @unchecked Sendable {
         return (path("\(name).pem"), path("\(name).key"))
     }
 
-    func serverContext(policy: AccessPolicy, minimum: TLSConfiguration.ProtocolVersion = .tls13) throws -> TLSContext {
+    func serverContext(policy: AccessPolicy, minimum: TLSConfiguration.ProtocolVersion = .tls13,
+                       crls: [String] = [], tolerateExpiredCRL: Bool = false, generation: UInt64 = 1) throws -> TLSContext {
         var configuration = TLSConfiguration(role: .server)
         configuration.certificatePath = path("server.pem")
         configuration.keyPath = path("server.key")
         configuration.caPath = path("ca.pem")
         configuration.minimumVersion = minimum
+        configuration.crlPaths = crls
+        configuration.tolerateExpiredCRL = tolerateExpiredCRL
+        configuration.generation = generation
         return try TLSContext(configuration: configuration, policy: policy)
+    }
+
+    /// Writes a CRL from the test CA revoking `serials`; returns its path.
+    func crl(_ name: String, revoking serials: [String], validUntil: Int = 86400) throws -> String {
+        try write(name, CertificateMinter.makeCRL(issuer: ca, revokedSerials: serials, validUntil: validUntil))
+        return path(name)
+    }
+
+    func serial(ofCertificateAt path: String) throws -> String {
+        try CertificateMinter.identity(ofPEM: String(contentsOfFile: path, encoding: .utf8)).serialHex
     }
 
     func clientContext(cert: String?, key: String?) throws -> TLSContext {
@@ -270,5 +284,96 @@ func policy(cn: String) throws -> AccessPolicy {
         let identity = try CertificateMinter.identity(ofPEM: leaf.certificatePEM)
         #expect(identity.subject.values(of: "CN").isEmpty)
         #expect(identity.anomalies == ["subject CN contains a NUL byte"])
+    }
+
+    @Test func revokedClientIsRefusedAndOthersStillPass() throws {
+        let pki = try TestPKI()
+        let alice = try pki.client("alice", subject: .init([("CN", "alice")]))
+        let bob = try pki.client("bob", subject: .init([("CN", "bob")]))
+        let crl = try pki.crl("clients.crl", revoking: [try pki.serial(ofCertificateAt: alice.cert)])
+        let allowBoth = AccessPolicy(rules: [try AccessRule(name: "any", matchers: [try Matcher(kind: .o, value: "*")]),
+                                             try AccessRule(name: "cn", matchers: [try Matcher(kind: .cn, value: "*")])])
+        let context = try pki.serverContext(policy: allowBoth, crls: [crl])
+        #expect(context.crlCount == 1)
+        #expect(handshake(try TLSSession(context: pki.clientContext(cert: alice.cert, key: alice.key)),
+                          try TLSSession(context: context)).1 == .failed(.revoked))
+        #expect(handshake(try TLSSession(context: pki.clientContext(cert: bob.cert, key: bob.key)),
+                          try TLSSession(context: context)).1 == .complete)
+    }
+
+    @Test func expiredCRLFailsClosedUnlessTolerated() throws {
+        let pki = try TestPKI()
+        let alice = try pki.client("alice", subject: .init([("CN", "alice")]))
+        let stale = try pki.crl("stale.crl", revoking: [], validUntil: -30)
+        let strict = try pki.serverContext(policy: policy(cn: "alice"), crls: [stale])
+        #expect(handshake(try TLSSession(context: pki.clientContext(cert: alice.cert, key: alice.key)),
+                          try TLSSession(context: strict)).1 == .failed(.crl))
+        let lenient = try pki.serverContext(policy: policy(cn: "alice"), crls: [stale], tolerateExpiredCRL: true)
+        let server = try TLSSession(context: lenient)
+        #expect(handshake(try TLSSession(context: pki.clientContext(cert: alice.cert, key: alice.key)), server).1 == .complete)
+        #expect(server.expiredCRLTolerated)
+    }
+
+    @Test func liveSessionIsReauthorizedAgainstANewerContext() throws {
+        let pki = try TestPKI()
+        let alice = try pki.client("alice", subject: .init([("CN", "alice")]))
+        let server = try TLSSession(context: pki.serverContext(policy: policy(cn: "alice")))
+        #expect(handshake(try TLSSession(context: pki.clientContext(cert: alice.cert, key: alice.key)), server) == (.complete, .complete))
+
+        guard case .admitted = server.reauthorize(against: try pki.serverContext(policy: policy(cn: "alice"))) else {
+            Issue.record("unchanged policy must keep the connection"); return
+        }
+        guard case .refused(let why) = server.reauthorize(against: try pki.serverContext(policy: policy(cn: "bob"))) else {
+            Issue.record("a policy without alice must refuse her"); return
+        }
+        #expect(why.contains("closest: rule 'cn=bob' failed on cn"))
+        let crl = try pki.crl("revoked.crl", revoking: [try pki.serial(ofCertificateAt: alice.cert)])
+        guard case .refused(let revoked) = server.reauthorize(against: try pki.serverContext(policy: policy(cn: "alice"), crls: [crl])) else {
+            Issue.record("a CRL revoking alice must refuse her"); return
+        }
+        #expect(revoked.contains("revoked"))
+    }
+
+    @Test func ticketFromAnEarlierGenerationResumesOnlyIfStillValid() throws {
+        let pki = try TestPKI()
+        let alice = try pki.client("alice", subject: .init([("CN", "alice")]))
+        let clientContext = try pki.clientContext(cert: alice.cert, key: alice.key)
+        let first = try TLSSession(context: pki.serverContext(policy: policy(cn: "alice"), generation: 1))
+        let firstClient = try TLSSession(context: clientContext)
+        #expect(handshake(firstClient, first) == (.complete, .complete))
+        pump(firstClient, first)
+        _ = drain(firstClient)
+        let ticket = try #require(firstClient.copySession())
+
+        // Generation 2, same policy: the shared ticket keys decrypt it and the peer is re-verified.
+        let second = try TLSSession(context: pki.serverContext(policy: policy(cn: "alice"), generation: 2))
+        let secondClient = try TLSSession(context: clientContext)
+        secondClient.resume(ticket)
+        #expect(handshake(secondClient, second) == (.complete, .complete))
+        #expect(second.isResumed)
+
+        // Generation 3 revokes alice: the ticket is ignored and the full handshake refuses her.
+        let crl = try pki.crl("revoked.crl", revoking: [try pki.serial(ofCertificateAt: alice.cert)])
+        let third = try TLSSession(context: pki.serverContext(policy: policy(cn: "alice"), crls: [crl], generation: 3))
+        let thirdClient = try TLSSession(context: clientContext)
+        thirdClient.resume(ticket)
+        #expect(handshake(thirdClient, third).1 == .failed(.revoked))
+        #expect(!third.isResumed)
+    }
+
+    @Test func largeCRLLoadsQuickly() throws {
+        let pki = try TestPKI()
+        let serials = (1...100_000).map { String($0 * 7919, radix: 16) }
+        let path = try pki.crl("large.crl", revoking: serials)
+        let clock = ContinuousClock()
+        let started = clock.now
+        let context = try pki.serverContext(policy: policy(cn: "alice"), crls: [path])
+        let loadTime = clock.now - started
+        #expect(context.crlCount == 1)
+        // Reported, not asserted: wall time on a shared machine is not a test outcome.
+        print("100k-entry CRL loaded in \(loadTime)")
+        let alice = try pki.client("alice", subject: .init([("CN", "alice")]))
+        #expect(handshake(try TLSSession(context: pki.clientContext(cert: alice.cert, key: alice.key)),
+                          try TLSSession(context: context)) == (.complete, .complete))
     }
 }

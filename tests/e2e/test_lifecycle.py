@@ -129,7 +129,7 @@ def test_sigterm_cuts_after_shutdown_timeout_nonzero_exit(proxy, tls):
     elapsed = time.monotonic() - t0
     assert rc != 0 and rc > 0, f"exit code {rc}, want non-zero (connections were cut)"
     assert 0.8 <= elapsed <= 5, f"exited {elapsed:.1f}s after SIGTERM with --shutdown-timeout 1s"
-    data, how = read_until_closed(s, timeout=3)
+    read_until_closed(s, timeout=3)  # the cut connection is closed, not left hanging
     s.close()
 
 
@@ -139,7 +139,7 @@ def test_max_concurrent_conns(proxy, tls):
     assert echo_roundtrip(a, b"a") == b"a"
     assert echo_roundtrip(b, b"b") == b"b"
     t0 = time.monotonic()
-    r = tls.refused(p.port, "allowed", read_timeout=4)
+    tls.refused(p.port, "allowed", read_timeout=4)
     assert time.monotonic() - t0 < 4, "extra connection not closed promptly"
     assert echo_roundtrip(a, b"a2") == b"a2"
     assert echo_roundtrip(b, b"b2") == b"b2"
@@ -154,7 +154,6 @@ def test_max_concurrent_conns(proxy, tls):
 
     wait_until(third_ok, 5, interval=0.2, what="a slot to free up after closing a connection")
     b.close()
-    _ = r
 
 
 def test_sigpipe_does_not_kill(proxy, tls, backend):

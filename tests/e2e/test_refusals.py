@@ -188,3 +188,22 @@ def test_handshake_timeout(proxy, tls):
     assert rec["conn.peer"] == peer, rec
     with tls.connect(p.port) as s:
         assert echo_roundtrip(s, b"ok") == b"ok"
+
+
+def test_handshake_failure_log_is_rate_limited(proxy, tls):
+    """A flood of bad clients must not flood the log (the 'handshake failed' line is rate-limited)."""
+    p = proxy()
+    n = 200
+    for _ in range(n):
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            try:
+                s.recv(100)
+            except OSError:
+                pass
+    time.sleep(0.5)
+    lines = len(p.logs("handshake failed"))
+    assert 1 <= lines < n, f"{lines} 'handshake failed' lines for {n} bad clients"
+    assert p.alive()
+    with tls.connect(p.port) as s:
+        assert echo_roundtrip(s, b"ok") == b"ok"

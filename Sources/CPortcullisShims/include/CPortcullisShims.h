@@ -37,6 +37,7 @@ int pc_ssl_ctx_set_max_proto(SSL_CTX *ctx, int version);     // macro
 long pc_ssl_ctx_set_mode(SSL_CTX *ctx, long mode);           // macro
 long pc_ssl_ctx_set_session_cache_mode(SSL_CTX *ctx, long m);// macro
 int pc_ssl_set_sni(SSL *ssl, const char *name);              // macro
+int pc_ssl_ctx_set_groups(SSL_CTX *ctx, const char *groups);  // macro
 uint64_t pc_op_no_compression(void);                         // SSL_OP_BIT macro
 uint64_t pc_op_no_renegotiation(void);                       // SSL_OP_BIT macro
 uint64_t pc_op_cipher_server_preference(void);               // SSL_OP_BIT macro
@@ -70,10 +71,28 @@ int pc_x509_spki_sha256(X509 *cert, unsigned char out[32]);
 // SSL_get_ex_new_index is a macro.
 int pc_ssl_ex_index(void);
 
-// Ticket decryption hook: lets Swift re-authorize a resumed session's identity. The callback
-// returns 1 to accept the ticket, 0 to ignore it (forcing a full handshake that re-verifies the peer).
-typedef int (*pc_ticket_check_fn)(SSL *ssl, SSL_SESSION *session);
-int pc_ssl_ctx_set_ticket_check(SSL_CTX *ctx, pc_ticket_check_fn fn);
+// Ticket hooks: every ticket is stamped with the configuration generation that issued it; on decryption
+// the callback learns whether that generation is the context's own, so it can re-authorize a resumed
+// session only when policy, CA or CRLs may have changed. It returns 1 to accept the ticket, 0 to ignore it
+// (forcing a full handshake that re-verifies the peer).
+typedef int (*pc_ticket_check_fn)(SSL *ssl, SSL_SESSION *session, int same_generation);
+int pc_ssl_ctx_set_ticket_check(SSL_CTX *ctx, pc_ticket_check_fn fn, uint64_t generation);
+
+// Process-wide ticket keys, shared by every context (all workers, all generations) so resumption survives
+// reloads. `pc_ticket_keys_rotate` makes a new current key and keeps the previous ones for decryption.
+int pc_ssl_ctx_use_shared_ticket_keys(SSL_CTX *ctx);
+int pc_ticket_keys_rotate(void);
+
+// CRLs: loads every CRL in a PEM (one or more) or DER file into the context's store. Returns the number
+// loaded, or -1. `*next_update_min` receives the earliest nextUpdate (Unix seconds; 0 if none).
+int pc_ssl_ctx_load_crl_file(SSL_CTX *ctx, const char *path, int64_t *next_update_min);
+// Turns on CRL checking for the leaf only (scope 0) or the whole chain (scope 1).
+void pc_ssl_ctx_enable_crl_check(SSL_CTX *ctx, int whole_chain);
+
+// Verifies `leaf` (with optional untrusted intermediates) against the context's current store, as a client
+// certificate. With tolerate_expired_crl, an expired CRL does not fail verification. Returns 1 when valid;
+// otherwise 0 with *error and *depth set.
+int pc_reverify(SSL_CTX *ctx, X509 *leaf, STACK_OF(X509) *chain, int tolerate_expired_crl, int *error, int *depth);
 
 // Error text of the most specific queued error (reason string), or NULL.
 const char *pc_verify_error_string(long code);
@@ -96,6 +115,9 @@ X509 *pc_make_certificate(EVP_PKEY *key, EVP_PKEY *issuer_key, X509 *issuer_cert
                           int is_ca, long not_before_offset, long not_after_offset, long serial);
 // PEM text (caller frees with OPENSSL_free). The key is encrypted with AES-256 when a passphrase is given.
 char *pc_pem_certificate(X509 *cert);
+// A CRL signed by the issuer, revoking the given serials (hex strings). PEM text, caller frees.
+char *pc_make_crl_pem(EVP_PKEY *issuer_key, X509 *issuer_cert, const char *const *serials_hex, int count,
+                      long last_update_offset, long next_update_offset);
 char *pc_pem_private_key(EVP_PKEY *key, const char *passphrase);
 
 #endif
