@@ -34,7 +34,7 @@ let package = Package(
         .target(
             name: "Proxy",
             dependencies: [
-                "EventLoop", "TLS", "Policy", "Config",
+                "EventLoop", "TLS", "Policy",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

@@ -520,3 +520,19 @@ done:
     ASN1_TIME_free(revoked_at);
     return out;
 }
+
+X509 *pc_read_certificate_chain(const char *path, STACK_OF(X509) **chain) {
+    *chain = sk_X509_new_null();
+    BIO *bio = BIO_new_file(path, "r");
+    if (bio == NULL || *chain == NULL) { BIO_free(bio); return NULL; }
+    X509 *leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    X509 *next;
+    while (leaf != NULL && (next = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (sk_X509_push(*chain, next) <= 0) X509_free(next);
+    }
+    BIO_free(bio);
+    ERR_clear_error();
+    return leaf;
+}
+
+void pc_x509_stack_free(STACK_OF(X509) *chain) { sk_X509_pop_free(chain, X509_free); }

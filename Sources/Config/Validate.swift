@@ -6,7 +6,7 @@ import Glibc
 import Darwin
 #endif
 
-/// Per-field validators shared by the command line and (later) the config file.
+/// Per-field validators shared by the command line and the configuration file.
 ///
 /// Each takes the `key` to name in its message: a flag (`--idle-timeout`) or a file key
 /// (`config 'listeners[1].timeouts.idle':`). The key is written verbatim before the quoted value.
@@ -76,22 +76,27 @@ public enum Validate {
     /// Errors read `--cert '/x.pem': no such file` or `…: permission denied`.
     @discardableResult
     public static func readablePath(_ path: String, key: String, allowDirectory: Bool = false) throws(ConfigError) -> String {
-        func fail(_ problem: String) -> ConfigError {
-            ConfigError(key: key, message: "\(key) \(singleQuoted(path)): \(problem)")
+        if let problem = unreadable(path, allowDirectory: allowDirectory) {
+            throw ConfigError(key: key, message: "\(key) \(singleQuoted(path)): \(problem)")
         }
-        guard !path.isEmpty else { throw fail("no such file") }
+        return path
+    }
+
+    /// Why `path` cannot be read (`no such file`, `permission denied`, …), or `nil` when it can.
+    static func unreadable(_ path: String, allowDirectory: Bool) -> String? {
+        guard !path.isEmpty else { return "no such file" }
         var info = stat()
         if stat(path, &info) != 0 {
             switch errno {
-            case ENOENT, ENOTDIR: throw fail("no such file")
-            case EACCES: throw fail("permission denied")
-            case let code: throw fail(String(cString: strerror(code)).lowercased())
+            case ENOENT, ENOTDIR: return "no such file"
+            case EACCES: return "permission denied"
+            case let code: return String(cString: strerror(code)).lowercased()
             }
         }
         let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
-        if isDirectory && !allowDirectory { throw fail("is a directory, not a file") }
-        guard access(path, isDirectory ? (R_OK | X_OK) : R_OK) == 0 else { throw fail("permission denied") }
-        return path
+        if isDirectory && !allowDirectory { return "is a directory, not a file" }
+        guard access(path, isDirectory ? (R_OK | X_OK) : R_OK) == 0 else { return "permission denied" }
+        return nil
     }
 
     // MARK: Access rules
@@ -101,13 +106,18 @@ public enum Validate {
     public static func accessRules(_ values: [String], kind: Matcher.Kind, key: String) throws(ConfigError) -> [AccessRule] {
         var rules: [AccessRule] = []
         for value in values {
-            do {
-                rules.append(AccessRule(try Matcher(kind: kind, value: value)))
-            } catch {
-                throw .invalid(key, value, "is not a valid \(error.expected): \(error.reason)")
-            }
+            rules.append(AccessRule(try matcher(value, kind: kind, key: key)))
         }
         return rules
+    }
+
+    /// One matcher; an invalid value fails with `KEY 'VALUE' is not a valid pattern: REASON`.
+    public static func matcher(_ value: String, kind: Matcher.Kind, key: String) throws(ConfigError) -> Matcher {
+        do {
+            return try Matcher(kind: kind, value: value)
+        } catch {
+            throw .invalid(key, value, "is not a valid \(error.expected): \(error.reason)")
+        }
     }
 
     // MARK: Small values

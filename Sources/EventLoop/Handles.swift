@@ -219,3 +219,47 @@ public func ignoreSIGPIPE() {
 public func yieldThread() {
     sched_yield()
 }
+
+/// Watches a directory for changes to the files in it (creation, modification, rename-replace by editors
+/// and by atomic-swap tools). Watching the directory rather than the file survives the file being replaced.
+///
+/// Ownership: as for the other handles, `data` holds a retained reference released in the close callback.
+/// - Warning: call only on the loop's thread.
+public final class DirectoryWatcher {
+    let handle: UnsafeMutablePointer<uv_fs_event_t>
+    private var action: ((String) -> Void)?
+    private var isClosing = false
+    public let path: String
+
+    /// `action` receives the changed entry's name (relative to `path`).
+    public init(loop: Loop, path: String, _ action: @escaping (String) -> Void) throws(UVError) {
+        self.path = path
+        self.action = action
+        handle = .allocate(capacity: 1)
+        var rc = uv_fs_event_init(loop.raw, handle)
+        if rc != 0 {
+            handle.deallocate()
+            throw UVError(code: rc, operation: "uv_fs_event_init")
+        }
+        pc_handle(handle).pointee.data = Unmanaged.passRetained(self).toOpaque()
+        rc = uv_fs_event_start(handle, { handle, filename, _, status in
+            let watcher = Unmanaged<DirectoryWatcher>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
+            guard status == 0 else { return }
+            watcher.action?(filename.map { String(cString: $0) } ?? "")
+        }, path, 0)
+        if rc != 0 {
+            close()
+            throw UVError(code: rc, operation: "watch '\(path)'")
+        }
+    }
+
+    public func close() {
+        guard !isClosing else { return }
+        isClosing = true
+        action = nil
+        uv_close(pc_handle(handle)) { handle in
+            let watcher = Unmanaged<DirectoryWatcher>.fromOpaque(handle!.pointee.data).takeRetainedValue()
+            watcher.handle.deallocate()
+        }
+    }
+}

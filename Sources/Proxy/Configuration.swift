@@ -1,10 +1,11 @@
 public import Policy
 public import TLS
 import EventLoop
+import Synchronization
 
 /// Everything the runtime needs to serve one server-mode listener, already validated by `Config`.
-public struct ProxyConfiguration: Sendable {
-    public enum Target: Sendable, CustomStringConvertible {
+public struct ListenerConfiguration: Sendable {
+    public enum Target: Sendable, Equatable, CustomStringConvertible {
         case tcp(host: String, port: UInt16)
         case unix(path: String)
 
@@ -26,6 +27,7 @@ public struct ProxyConfiguration: Sendable {
         public var keyPassphrase = "--key-passphrase-file"
         public var caBundle = "--cacert"
         public var crl = "--crl"
+        public var tls = "tls"
         public init() {}
     }
 
@@ -40,10 +42,12 @@ public struct ProxyConfiguration: Sendable {
     /// 0 = no idle timeout.
     public var idleTimeoutMs: UInt64 = 0
     public var closeTimeoutMs: UInt64 = 60_000
-    public var shutdownTimeoutMs: UInt64 = 300_000
     /// 0 = unlimited.
     public var maxConnections = 0
-    public var workers = 1
+    /// After a reload that changes policy, CA or CRLs, close live connections that no longer pass.
+    public var reauthorize = true
+    /// Close each connection when its peer certificate's notAfter passes.
+    public var closeAtCertExpiry = false
     public var names = SettingNames()
 
     public init(listenHost: String, listenPort: UInt16, target: Target, tls: TLSConfiguration, policy: AccessPolicy) {
@@ -53,6 +57,23 @@ public struct ProxyConfiguration: Sendable {
         self.tls = tls
         self.policy = policy
     }
+
+    var listenDescription: String {
+        listenHost.contains(":") ? "[\(listenHost)]:\(listenPort)" : "\(listenHost):\(listenPort)"
+    }
+}
+
+/// The whole process: its listeners and process-wide settings.
+public struct RuntimeConfiguration: Sendable {
+    public var listeners: [ListenerConfiguration]
+    public var workers = 1
+    public var shutdownTimeoutMs: UInt64 = 300_000
+    /// Files whose change on disk triggers a reload (config file, certificates, keys, CAs, CRLs).
+    public var watchedFiles: [String] = []
+
+    public init(listeners: [ListenerConfiguration]) {
+        self.listeners = listeners
+    }
 }
 
 /// A startup failure, as one line that names the setting, quotes the value and says the fix.
@@ -61,7 +82,7 @@ public struct StartupError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// Where the target is, resolved once at startup.
+/// Where the target is, resolved when a generation is built.
 enum BackendTarget: Sendable {
     case tcp(SocketAddress)
     case unix(String)
@@ -77,19 +98,28 @@ struct ListenerRuntimeSettings: Sendable {
     let idleTimeoutMs: UInt64
     let closeTimeoutMs: UInt64
     let maxConnections: Int
+    let closeAtCertExpiry: Bool
 }
 
-/// One immutable configuration generation: the TLS context (certificate, key, CA, policy) and settings.
-/// Workers swap the generation they hand to *new* connections; live connections keep theirs.
+/// State of one listener that outlives its generations (counted across all workers).
+final class ListenerCounters: Sendable {
+    let active = Atomic<Int>(0)
+}
+
+/// One immutable configuration generation of a listener: the TLS context (certificate, key, CA, CRLs,
+/// policy) and settings. Workers hand the current generation to *new* connections; live connections keep
+/// theirs (and are re-checked against a newer one when `reauthorize` is on).
 final class Generation: Sendable {
-    let number: Int
+    let number: UInt64
     let tls: TLSContext
     let settings: ListenerRuntimeSettings
+    let counters: ListenerCounters
 
-    init(number: Int, tls: TLSContext, settings: ListenerRuntimeSettings) {
+    init(number: UInt64, tls: TLSContext, settings: ListenerRuntimeSettings, counters: ListenerCounters) {
         self.number = number
         self.tls = tls
         self.settings = settings
+        self.counters = counters
     }
 }
 

@@ -66,6 +66,9 @@ final class ServerConnection: StreamSocketDelegate {
 
     var settings: ListenerRuntimeSettings { generation.settings }
 
+    /// Handshake done and relaying (or half-closed): the peer's identity is known and admitted.
+    var isEstablished: Bool { state == .relaying }
+
     func start() {
         client.delegate = self
         client.setNoDelay()
@@ -352,7 +355,7 @@ final class ServerConnection: StreamSocketDelegate {
 
     /// Ends the connection after telling the client: close_notify (if the handshake finished) and FIN are
     /// flushed before the sockets close. A short timer bounds the wait for a client that reads nothing.
-    private func closeGracefully(reason: String) {
+    func closeGracefully(reason: String) {
         guard state != .closing else { return }
         if closeReason.isEmpty { closeReason = reason }
         state = .closing

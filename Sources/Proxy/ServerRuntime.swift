@@ -7,41 +7,70 @@ import TLS
 import Glibc
 #endif
 
-/// Runs server mode: binds the listening sockets, starts one worker loop per thread, and owns signals on
-/// the calling (control) thread — SIGHUP reloads, SIGTERM/SIGINT drain and exit.
+/// Runs server mode: binds the listening sockets, starts one worker loop per thread, and owns the control
+/// thread — signals (SIGHUP reloads, SIGTERM/SIGINT drain and exit), file watching, ticket-key rotation.
 public final class ServerRuntime {
-    private let configuration: ProxyConfiguration
+    /// Produces the configuration to apply on reload (re-reading the config file, if there is one).
+    public typealias ConfigurationSource = @Sendable () throws -> RuntimeConfiguration
+
+    private var configuration: RuntimeConfiguration
+    private let source: ConfigurationSource?
     private let logger: Logger
     private let shared: RuntimeShared
-    private var generation: Generation
+    private let workerCount: Int
+
+    /// Per listener name: its current generation, and the sockets bound for it (one per worker) until the
+    /// workers take them over.
+    private var generations: [String: Generation] = [:]
+    private var counters: [String: ListenerCounters] = [:]
+    private var listenAddresses: [String: String] = [:]
+    private var pendingSockets: [String: [ListeningSocket]] = [:]
+    private var configurationGeneration: UInt64 = 1
+
     private var workers: [Worker] = []
     private var threads: [LoopThread] = []
-    private let listenAddress: String
-    private var sockets: [ListeningSocket]
-
-    /// Validates everything that touches the system (files, keys, addresses, ports) and binds the sockets.
-    /// Throws a `StartupError` naming the setting at fault; nothing is left open on failure.
-    public init(configuration: ProxyConfiguration, logger: Logger) throws(StartupError) {
-        self.configuration = configuration
-        self.logger = logger
-        shared = RuntimeShared(logger: logger)
-        let target = try ServerRuntime.resolveTarget(configuration)
-        let tls = try ServerRuntime.makeTLSContext(configuration)
-        generation = Generation(number: 1, tls: tls, settings: ListenerRuntimeSettings(
-            name: configuration.name, target: target, targetDescription: configuration.target.description,
-            handshakeTimeoutMs: configuration.handshakeTimeoutMs, connectTimeoutMs: configuration.connectTimeoutMs,
-            idleTimeoutMs: configuration.idleTimeoutMs, closeTimeoutMs: configuration.closeTimeoutMs,
-            maxConnections: configuration.maxConnections))
-        (sockets, listenAddress) = try ServerRuntime.bindSockets(configuration)
-    }
 
     // Control-thread state (the thread that calls `run`).
     private var control: Loop?
     private var signalWatchers: [SignalWatcher] = []
+    private var directoryWatchers: [DirectoryWatcher] = []
+    private var watchedNames: [String: Set<String>] = [:]
+    private var reloadDebounce: Timer?
+    private var ticketRotation: Timer?
     private var shutdownTimer: Timer?
     private var exitWatcher: AsyncWakeup?
     private var shuttingDown = false
     private var exitCode: Int32 = 0
+
+    /// How often session-ticket keys rotate (a ticket stays valid for up to three periods).
+    static let ticketRotationMs: UInt64 = 3_600_000
+
+    /// Validates everything that touches the system (files, keys, addresses, ports) and binds the sockets.
+    /// Throws a `StartupError` naming the setting at fault; nothing is left open on failure.
+    public init(configuration: RuntimeConfiguration, logger: Logger, reloadFrom source: ConfigurationSource? = nil) throws(StartupError) {
+        self.configuration = configuration
+        self.source = source
+        self.logger = logger
+        shared = RuntimeShared(logger: logger)
+        workerCount = max(1, configuration.workers)
+        var built: [String: Generation] = [:]
+        for listener in configuration.listeners {
+            let counters = ListenerCounters()
+            self.counters[listener.name] = counters
+            built[listener.name] = try ServerRuntime.makeGeneration(listener, number: 1, counters: counters)
+        }
+        generations = built
+        do {
+            for listener in configuration.listeners {
+                let (sockets, address) = try ServerRuntime.bindSockets(listener, count: workerCount)
+                pendingSockets[listener.name] = sockets
+                listenAddresses[listener.name] = address
+            }
+        } catch {
+            pendingSockets.values.joined().forEach { $0.close() }
+            throw error
+        }
+    }
 
     /// Serves until SIGTERM/SIGINT and the drain that follows. Returns the process exit code:
     /// 0 when every connection drained, 1 when connections had to be cut at the shutdown timeout.
@@ -51,6 +80,7 @@ public final class ServerRuntime {
             let loop = try Loop()
             control = loop
             shutdownTimer = Timer(loop: loop)
+            reloadDebounce = Timer(loop: loop)
             let watcher = try AsyncWakeup(loop: loop) { [unowned self] in self.workersMayHaveExited() }
             exitWatcher = watcher
             shared.setControlWakeup(watcher.sender)
@@ -58,38 +88,187 @@ public final class ServerRuntime {
                 signalWatchers.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] in self.beginShutdown($0) })
             }
             signalWatchers.append(try SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] _ in
-                if self.shuttingDown {
-                    self.logger.info("reload ignored while draining")
-                } else {
-                    self.reload()
-                }
+                self.reload(trigger: "SIGHUP")
             })
+            let rotation = Timer(loop: loop)
+            rotation.start(after: ServerRuntime.ticketRotationMs, repeat: ServerRuntime.ticketRotationMs) {
+                TLSContext.rotateTicketKeys()
+            }
+            ticketRotation = rotation
         } catch {
             logger.critical("cannot set up the control loop", metadata: ["error": "\(error)"])
-            sockets.forEach { $0.close() }
+            pendingSockets.values.joined().forEach { $0.close() }
             return 1
         }
+        watchFiles()
 
-        for (index, socket) in sockets.enumerated() {
-            workers.append(Worker(index: index, shared: shared, socket: socket, generation: generation))
+        for index in 0..<workerCount {
+            workers.append(Worker(index: index, shared: shared, initial: assignments(forWorker: index, reauthorize: [])))
         }
-        sockets = []
+        pendingSockets = [:]
         for (index, worker) in workers.enumerated() {
             threads.append(LoopThread(name: "portcullis-w\(index)") { worker.run() })
         }
-        logger.info("listening", metadata: [
-            "listen.address": "\(listenAddress)",
-            "target": "\(configuration.target)",
-            "workers": "\(workers.count)",
-            "tls.min_version": "\(configuration.tls.minimumVersion == .tls13 ? "1.3" : "1.2")",
-            "config.generation": "\(generation.number)",
-        ])
+        for listener in configuration.listeners {
+            logListening(listener)
+        }
         control?.run()
         threads.forEach { $0.join() }
         workers = []
         control = nil
         return exitCode
     }
+
+    private func logListening(_ listener: ListenerConfiguration) {
+        var metadata: Logger.Metadata = [
+            "listener": "\(listener.name)",
+            "listen.address": "\(listenAddresses[listener.name] ?? listener.listenDescription)",
+            "target": "\(listener.target)",
+            "workers": "\(workerCount)",
+            "tls.min_version": "\(listener.tls.minimumVersion == .tls13 ? "1.3" : "1.2")",
+            "config.generation": "\(configurationGeneration)",
+        ]
+        if let tls = generations[listener.name]?.tls {
+            if tls.crlCount > 0 { metadata["tls.crl_count"] = "\(tls.crlCount)" }
+            if let identity = tls.certificateIdentity { metadata["tls.cert.subject"] = "\(identity.subject.rfc2253)" }
+        }
+        logger.info("listening", metadata: metadata)
+        warnIfCRLExpired(listener)
+    }
+
+    private func warnIfCRLExpired(_ listener: ListenerConfiguration) {
+        guard let tls = generations[listener.name]?.tls, let nextUpdate = tls.crlNextUpdate, nextUpdate < Int64(time(nil)) else { return }
+        logger.error("CRL has expired: refresh it", metadata: [
+            "listener": "\(listener.name)",
+            "crl.next_update": "\(nextUpdate)",
+            "crl.policy": "\(listener.tls.tolerateExpiredCRL ? "warn: peers are still admitted" : "reject: every handshake fails until a fresh CRL is loaded")",
+        ])
+    }
+
+    /// The listener set for one worker: current generations, plus that worker's share of any new sockets.
+    private func assignments(forWorker index: Int, reauthorize: Set<String>) -> [ListenerAssignment] {
+        configuration.listeners.compactMap { listener in
+            guard let generation = generations[listener.name] else { return nil }
+            return ListenerAssignment(name: listener.name, generation: generation,
+                                      socket: pendingSockets[listener.name]?[index],
+                                      reauthorize: reauthorize.contains(listener.name))
+        }
+    }
+
+    // MARK: reload
+
+    /// Builds and validates the complete new configuration first; only then swaps it in, per listener.
+    /// Any failure changes nothing and is logged with its precise reason.
+    private func reload(trigger: String) {
+        guard !shuttingDown else {
+            logger.info("reload ignored while draining")
+            return
+        }
+        let next: RuntimeConfiguration
+        do {
+            next = try source?() ?? configuration
+        } catch {
+            logger.error("reload failed: keeping the current configuration", metadata: [
+                "reload.trigger": "\(trigger)", "error": "\(error)", "config.generation": "\(configurationGeneration)",
+            ])
+            return
+        }
+        let number = configurationGeneration + 1
+        var built: [String: Generation] = [:]
+        var newSockets: [String: [ListeningSocket]] = [:]
+        var newAddresses: [String: String] = [:]
+        do {
+            for listener in next.listeners {
+                let counters = self.counters[listener.name] ?? ListenerCounters()
+                built[listener.name] = try ServerRuntime.makeGeneration(listener, number: number, counters: counters)
+                let old = configuration.listeners.first { $0.name == listener.name }
+                if old == nil || old!.listenHost != listener.listenHost || old!.listenPort != listener.listenPort {
+                    let (sockets, address) = try ServerRuntime.bindSockets(listener, count: workerCount)
+                    newSockets[listener.name] = sockets
+                    newAddresses[listener.name] = address
+                }
+            }
+        } catch {
+            newSockets.values.joined().forEach { $0.close() }
+            logger.error("reload failed: keeping the current configuration", metadata: [
+                "reload.trigger": "\(trigger)", "error": "\(error.description)", "config.generation": "\(configurationGeneration)",
+            ])
+            return
+        }
+
+        // Which listeners' live connections must be re-checked: policy, CA or CRLs changed.
+        var reauthorize = Set<String>()
+        for listener in next.listeners where listener.reauthorize {
+            guard let old = generations[listener.name], let new = built[listener.name] else { continue }
+            if old.tls.policy != new.tls.policy || old.tls.trustDigest != new.tls.trustDigest { reauthorize.insert(listener.name) }
+        }
+        let removed = configuration.listeners.map(\.name).filter { built[$0] == nil }
+        let added = next.listeners.map(\.name).filter { generations[$0] == nil }
+
+        configuration = next
+        configurationGeneration = number
+        generations = built
+        for listener in next.listeners where counters[listener.name] == nil {
+            counters[listener.name] = built[listener.name]?.counters
+        }
+        for name in removed {
+            counters[name] = nil
+            listenAddresses[name] = nil
+        }
+        listenAddresses.merge(newAddresses) { _, new in new }
+        pendingSockets = newSockets
+        for (index, worker) in workers.enumerated() {
+            worker.post(.apply(assignments(forWorker: index, reauthorize: reauthorize)))
+        }
+        pendingSockets = [:]
+        watchFiles()
+
+        logger.info("reloaded", metadata: [
+            "reload.trigger": "\(trigger)",
+            "config.generation": "\(number)",
+            "listeners": "\(next.listeners.map(\.name).joined(separator: ","))",
+            "listeners.added": "\(added.joined(separator: ","))",
+            "listeners.removed": "\(removed.joined(separator: ","))",
+            "listeners.reauthorized": "\(reauthorize.sorted().joined(separator: ","))",
+        ])
+        for name in added {
+            if let listener = next.listeners.first(where: { $0.name == name }) { logListening(listener) }
+        }
+        for listener in next.listeners where !added.contains(listener.name) { warnIfCRLExpired(listener) }
+    }
+
+    /// Watches the directories of every referenced file; a change there (debounced, so an editor's
+    /// write-rename-chmod sequence is one reload) triggers a reload.
+    private func watchFiles() {
+        guard let loop = control else { return }
+        var wanted: [String: Set<String>] = [:]
+        for file in configuration.watchedFiles {
+            let (directory, name) = splitPath(file)
+            wanted[directory, default: []].insert(name)
+        }
+        guard wanted != watchedNames else { return }
+        directoryWatchers.forEach { $0.close() }
+        directoryWatchers = []
+        watchedNames = wanted
+        for (directory, names) in wanted {
+            do {
+                directoryWatchers.append(try DirectoryWatcher(loop: loop, path: directory) { [unowned self] entry in
+                    // Kubernetes-style secret volumes swap a "..data" symlink: treat any dot-dot entry as a change.
+                    if names.contains(entry) || entry.hasPrefix("..") { self.scheduleReload() }
+                })
+            } catch {
+                logger.warning("cannot watch directory for changes (SIGHUP still reloads)", metadata: [
+                    "path": "\(directory)", "error": "\(error)",
+                ])
+            }
+        }
+    }
+
+    private func scheduleReload() {
+        reloadDebounce?.start(after: 300) { [unowned self] in self.reload(trigger: "file change") }
+    }
+
+    // MARK: shutdown
 
     private func beginShutdown(_ signal: Int32) {
         let open = shared.activeConnections.load(ordering: .relaxed)
@@ -104,6 +283,9 @@ public final class ServerRuntime {
             "signal": "\(signal)", "conn.open": "\(open)",
             "shutdown.timeout_ms": "\(configuration.shutdownTimeoutMs)",
         ])
+        directoryWatchers.forEach { $0.close() }
+        directoryWatchers = []
+        reloadDebounce?.stop()
         workers.forEach { $0.post(.drain) }
         shutdownTimer?.start(after: configuration.shutdownTimeoutMs) { [unowned self] in
             let open = self.shared.activeConnections.load(ordering: .relaxed)
@@ -129,40 +311,30 @@ public final class ServerRuntime {
         shared.setControlWakeup(nil)
         exitWatcher?.close()
         shutdownTimer?.close()
+        reloadDebounce?.close()
+        ticketRotation?.close()
         signalWatchers.forEach { $0.close() }
+        directoryWatchers.forEach { $0.close() }
         exitWatcher = nil
         shutdownTimer = nil
+        reloadDebounce = nil
+        ticketRotation = nil
         signalWatchers = []
+        directoryWatchers = []
     }
 
-    // MARK: reload
+    // MARK: building generations
 
-    /// Re-reads certificate, key and CA bundle. A failure keeps the current material and says why.
-    private func reload() {
+    static func makeGeneration(_ listener: ListenerConfiguration, number: UInt64,
+                               counters: ListenerCounters) throws(StartupError) -> Generation {
+        var tlsConfiguration = listener.tls
+        tlsConfiguration.generation = number
+        tlsConfiguration.sessionIDContext = "portcullis:" + listener.name
+        let tls: TLSContext
         do {
-            let tls = try ServerRuntime.makeTLSContext(configuration)
-            generation = Generation(number: generation.number + 1, tls: tls, settings: generation.settings)
-            workers.forEach { $0.post(.install(generation)) }
-            var metadata: Logger.Metadata = ["config.generation": "\(generation.number)"]
-            if let identity = tls.certificateIdentity {
-                metadata["tls.cert.subject"] = "\(identity.subject.rfc2253)"
-                metadata["tls.cert.not_after"] = "\(identity.notAfter)"
-            }
-            logger.info("reloaded certificates", metadata: metadata)
+            tls = try TLSContext(configuration: tlsConfiguration, policy: listener.policy)
         } catch {
-            logger.error("reload failed: keeping the current certificates", metadata: [
-                "error": "\(error.description)", "config.generation": "\(generation.number)",
-            ])
-        }
-    }
-
-    // MARK: startup checks
-
-    static func makeTLSContext(_ configuration: ProxyConfiguration) throws(StartupError) -> TLSContext {
-        do {
-            return try TLSContext(configuration: configuration.tls, policy: configuration.policy)
-        } catch {
-            let names = configuration.names
+            let names = listener.names
             let flag: String
             switch error.item {
             case .certificate: flag = names.certificate
@@ -170,51 +342,60 @@ public final class ServerRuntime {
             case .keyPassphrase: flag = names.keyPassphrase
             case .caBundle: flag = names.caBundle
             case .crl: flag = names.crl
-            case .other: flag = "tls"
+            case .other: flag = names.tls
             }
             throw StartupError("\(flag) \(error.description)")
         }
+        let target = try resolveTarget(listener)
+        let settings = ListenerRuntimeSettings(
+            name: listener.name, target: target, targetDescription: listener.target.description,
+            handshakeTimeoutMs: listener.handshakeTimeoutMs, connectTimeoutMs: listener.connectTimeoutMs,
+            idleTimeoutMs: listener.idleTimeoutMs, closeTimeoutMs: listener.closeTimeoutMs,
+            maxConnections: listener.maxConnections, closeAtCertExpiry: listener.closeAtCertExpiry)
+        return Generation(number: number, tls: tls, settings: settings, counters: counters)
     }
 
-    static func resolveTarget(_ configuration: ProxyConfiguration) throws(StartupError) -> BackendTarget {
-        switch configuration.target {
+    static func resolveTarget(_ listener: ListenerConfiguration) throws(StartupError) -> BackendTarget {
+        switch listener.target {
         case .unix(let path):
             return .unix(path)
         case .tcp(let host, let port):
             if let address = try? SocketAddress(ip: host, port: port) { return .tcp(address) }
             do {
                 guard let first = try SocketAddress.resolve(host: host, port: port).first else {
-                    throw StartupError("\(configuration.names.target) '\(configuration.target)': host has no address")
+                    throw StartupError("\(listener.names.target) '\(listener.target)': host has no address")
                 }
                 return .tcp(first)
             } catch let error as StartupError {
                 throw error
             } catch {
-                throw StartupError("\(configuration.names.target) '\(configuration.target)': cannot resolve host (\(error))")
+                throw StartupError("\(listener.names.target) '\(listener.target)': cannot resolve host (\(error))")
             }
         }
     }
 
     /// One SO_REUSEPORT socket per worker. A plain bind first proves the port is free: with SO_REUSEPORT
     /// alone, a second instance of the same user would silently share the port instead of failing.
-    static func bindSockets(_ configuration: ProxyConfiguration) throws(StartupError) -> ([ListeningSocket], String) {
-        let host = configuration.listenHost
-        let shown = host.contains(":") ? "[\(host)]:\(configuration.listenPort)" : "\(host):\(configuration.listenPort)"
+    static func bindSockets(_ listener: ListenerConfiguration, count: Int) throws(StartupError) -> ([ListeningSocket], String) {
+        let host = listener.listenHost
+        let shown = listener.listenDescription
         func fail(_ error: UVError) -> StartupError {
             if error.isAddressInUse {
-                return StartupError("\(configuration.names.listen) '\(shown)': address already in use (another process listens there; stop it or choose another port)")
+                return StartupError("\(listener.names.listen) '\(shown)': address already in use (another process listens there; stop it or choose another port)")
             }
-            return StartupError("\(configuration.names.listen) '\(shown)': cannot listen: \(error.message)")
+            return StartupError("\(listener.names.listen) '\(shown)': cannot listen: \(error.message)")
         }
-        var port = configuration.listenPort
-        do {
-            let probe = try ListeningSocket.bind(ip: host, port: port, reusePort: false)
-            probe.close()
-        } catch {
-            throw fail(error)
+        var port = listener.listenPort
+        if port != 0 {
+            do {
+                let probe = try ListeningSocket.bind(ip: host, port: port, reusePort: false)
+                probe.close()
+            } catch {
+                throw fail(error)
+            }
         }
         var sockets: [ListeningSocket] = []
-        for _ in 0..<max(1, configuration.workers) {
+        for _ in 0..<count {
             do {
                 let socket = try ListeningSocket.bind(ip: host, port: port, reusePort: true)
                 port = socket.port
@@ -227,4 +408,10 @@ public final class ServerRuntime {
         let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         return (sockets, address)
     }
+}
+
+private func splitPath(_ path: String) -> (directory: String, name: String) {
+    guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+    let directory = String(path[..<slash])
+    return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
 }

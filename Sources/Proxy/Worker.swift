@@ -4,13 +4,29 @@ import Policy
 import Synchronization
 import TLS
 
-/// One worker thread: its own libuv loop, its own SO_REUSEPORT listening socket, its connections.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a worker should serve for one listener after a (re)configuration.
+struct ListenerAssignment: @unchecked Sendable {
+    let name: String
+    let generation: Generation
+    /// A fresh listening socket for this worker when the listener is new or its address changed; the
+    /// worker owns it from here on.
+    let socket: ListeningSocket?
+    /// Re-check this listener's live connections against `generation`.
+    let reauthorize: Bool
+}
+
+/// One worker thread: its own libuv loop, one SO_REUSEPORT socket per listener, its connections.
 ///
 /// Thread confinement: everything except `post` and the immutable `let`s is touched only on the worker's
 /// loop thread. `post` hands messages over through a mutex-guarded mailbox and an async wakeup.
 final class Worker: @unchecked Sendable {
     enum Message {
-        case install(Generation)
+        /// The complete listener set: listeners not named here stop accepting.
+        case apply([ListenerAssignment])
         case drain
         case cut
     }
@@ -20,26 +36,30 @@ final class Worker: @unchecked Sendable {
         var wakeup: AsyncWakeup.Sender?
     }
 
+    private final class Slot {
+        var listener: TCPListener?
+        var generation: Generation
+        init(generation: Generation) { self.generation = generation }
+    }
+
     let index: Int
     let shared: RuntimeShared
     private let mailbox = Mutex(Mailbox())
-    private let listeningSocket: ListeningSocket
 
     // Loop-thread state.
     private(set) var loop: Loop!
-    private var listener: TCPListener?
     private var wakeup: AsyncWakeup?
-    private var generation: Generation
+    private var slots: [String: Slot] = [:]
     private var connections: [UInt64: ServerConnection] = [:]
     private var draining = false
+    private var expirySweep: Timer?
     private var failureLogLimiter: LogRateLimiter?
     private var refusalLogLimiter: LogRateLimiter?
 
-    init(index: Int, shared: RuntimeShared, socket: ListeningSocket, generation: Generation) {
+    init(index: Int, shared: RuntimeShared, initial: [ListenerAssignment]) {
         self.index = index
         self.shared = shared
-        self.listeningSocket = socket
-        self.generation = generation
+        mailbox.withLock { $0.messages.append(.apply(initial)) }
     }
 
     /// Thread-safe: queues a message for the loop thread.
@@ -56,12 +76,8 @@ final class Worker: @unchecked Sendable {
         do {
             loop = try Loop()
             wakeup = try AsyncWakeup(loop: loop) { [unowned self] in self.processMailbox() }
-            listener = try TCPListener(loop: loop, socket: listeningSocket) { [unowned self] client in
-                self.accept(client)
-            }
         } catch {
             shared.logger.critical("worker failed to start", metadata: ["worker": "\(index)", "error": "\(error)"])
-            listeningSocket.close()
             shared.workerExited(failed: true)
             return
         }
@@ -70,8 +86,9 @@ final class Worker: @unchecked Sendable {
         mailbox.withLock { $0.wakeup = wakeup?.sender }
         processMailbox()
         loop.run()
-        listener = nil
+        slots = [:]
         wakeup = nil
+        expirySweep = nil
         loop = nil
         shared.workerExited(failed: false)
     }
@@ -83,42 +100,80 @@ final class Worker: @unchecked Sendable {
         }
         for message in messages {
             switch message {
-            case .install(let next):
-                generation = next
-            case .drain:
-                beginDrain()
+            case .apply(let assignments): apply(assignments)
+            case .drain: beginDrain()
             case .cut:
                 for connection in connections.values { connection.close(reason: "shutdown timeout") }
             }
         }
     }
 
+    // MARK: listeners
+
+    private func apply(_ assignments: [ListenerAssignment]) {
+        var keep = Set<String>()
+        for assignment in assignments {
+            keep.insert(assignment.name)
+            let slot = slots[assignment.name] ?? Slot(generation: assignment.generation)
+            slots[assignment.name] = slot
+            slot.generation = assignment.generation
+            if let socket = assignment.socket {
+                slot.listener?.close()
+                slot.listener = nil
+                if draining {
+                    socket.close()
+                } else {
+                    do {
+                        let name = assignment.name
+                        slot.listener = try TCPListener(loop: loop, socket: socket) { [unowned self] client in
+                            self.accept(client, listener: name)
+                        }
+                    } catch {
+                        shared.logger.error("cannot accept on listener", metadata: [
+                            "listener": "\(assignment.name)", "worker": "\(index)", "error": "\(error)",
+                        ])
+                    }
+                }
+            }
+            if assignment.reauthorize { reauthorize(listener: assignment.name, against: assignment.generation) }
+        }
+        for (name, slot) in slots where !keep.contains(name) {
+            // A removed listener stops accepting; its connections finish on their own.
+            slot.listener?.close()
+            slots[name] = nil
+        }
+        updateExpirySweep()
+    }
+
     // MARK: connections
 
-    private func accept(_ client: StreamSocket) {
-        guard !draining else {
+    private func accept(_ client: StreamSocket, listener name: String) {
+        guard !draining, let slot = slots[name] else {
             client.close()
             return
         }
+        let generation = slot.generation
         let limit = generation.settings.maxConnections
-        let active = shared.activeConnections.add(1, ordering: .relaxed).newValue
+        let active = generation.counters.active.add(1, ordering: .relaxed).newValue
         if limit > 0 && active > limit {
-            shared.activeConnections.subtract(1, ordering: .relaxed)
+            generation.counters.active.subtract(1, ordering: .relaxed)
             let peer = client.peerAddress
             client.close()
             if let suppressed = refusalLogLimiter?.admit(now: loop.now) {
                 shared.logger.warning("connection refused: limit reached", metadata: [
-                    "conn.peer": "\(peer)", "limit": "\(limit)", "log.suppressed": "\(suppressed)",
+                    "listener": "\(name)", "conn.peer": "\(peer)", "limit": "\(limit)", "log.suppressed": "\(suppressed)",
                 ])
             }
             return
         }
+        shared.activeConnections.add(1, ordering: .relaxed)
         let id = shared.nextConnectionID.add(1, ordering: .relaxed).newValue
         do {
             let connection = try ServerConnection(id: id, worker: self, generation: generation, client: client)
             connections[id] = connection
             connection.start()
         } catch {
+            generation.counters.active.subtract(1, ordering: .relaxed)
             shared.activeConnections.subtract(1, ordering: .relaxed)
             client.close()
             shared.logger.error("cannot create TLS session", metadata: ["error": "\(error)"])
@@ -128,6 +183,7 @@ final class Worker: @unchecked Sendable {
     /// Called by a connection once both of its sockets have closed.
     func connectionDidClose(_ connection: ServerConnection) {
         connections.removeValue(forKey: connection.id)
+        connection.generation.counters.active.subtract(1, ordering: .relaxed)
         shared.activeConnections.subtract(1, ordering: .relaxed)
         audit(connection)
         if draining && connections.isEmpty { finishDrain() }
@@ -137,12 +193,49 @@ final class Worker: @unchecked Sendable {
         shared.targetConnectFailures.add(1, ordering: .relaxed)
     }
 
+    /// Closes this listener's live connections whose peer no longer passes the newer generation's CAs,
+    /// CRLs and policy. Each gets an audit line saying why.
+    private func reauthorize(listener name: String, against generation: Generation) {
+        for connection in connections.values where connection.settings.name == name && connection.isEstablished {
+            if case .refused(let why) = connection.session.reauthorize(against: generation.tls) {
+                connection.closeGracefully(reason: "reauthorization failed: \(why)")
+            }
+        }
+    }
+
+    /// With `close-at-cert-expiry`, a once-a-second sweep closes connections whose peer certificate expired.
+    private func updateExpirySweep() {
+        let needed = slots.values.contains { $0.generation.settings.closeAtCertExpiry }
+        if needed && expirySweep == nil {
+            let timer = Timer(loop: loop)
+            timer.start(after: 1000, repeat: 1000) { [unowned self] in self.closeExpiredConnections() }
+            expirySweep = timer
+        } else if !needed, let timer = expirySweep {
+            timer.close()
+            expirySweep = nil
+        }
+    }
+
+    private func closeExpiredConnections() {
+        let now = Int64(time(nil))
+        for connection in connections.values where connection.settings.closeAtCertExpiry && connection.isEstablished {
+            if let notAfter = connection.session.peerIdentity?.notAfter, notAfter <= now {
+                connection.closeGracefully(reason: "peer certificate expired")
+            }
+        }
+    }
+
     // MARK: draining
 
     private func beginDrain() {
         guard !draining else { return }
         draining = true
-        listener?.close()
+        for slot in slots.values {
+            slot.listener?.close()
+            slot.listener = nil
+        }
+        expirySweep?.close()
+        expirySweep = nil
         if connections.isEmpty { finishDrain() }
     }
 
@@ -168,6 +261,7 @@ final class Worker: @unchecked Sendable {
             metadata["tls.peer.serial"] = "\(identity.serialHex)"
             if let spiffe = identity.spiffeID { metadata["tls.peer.spiffe_id"] = "\(spiffe)" }
         }
+        if session.expiredCRLTolerated { metadata["tls.crl_expired"] = "true" }
         if let failure = connection.handshakeFailure {
             guard let suppressed = failureLogLimiter?.admit(now: loop.now) else { return }
             metadata["handshake.error"] = "\(connection.handshakeErrorKind)"

@@ -57,6 +57,9 @@ public final class TLSContext: @unchecked Sendable {
     /// Number of CRLs loaded, and the earliest nextUpdate among them (Unix seconds), if any.
     public let crlCount: Int
     public let crlNextUpdate: Int64?
+    /// SHA-256 over the CA and CRL files' bytes: equal digests mean the same trust decisions, so live
+    /// connections need no re-verification after a reload.
+    public let trustDigest: [UInt8]
 
     public init(configuration: TLSConfiguration, policy: AccessPolicy?) throws(TLSSetupError) {
         OpenSSLError.clearQueue()
@@ -88,6 +91,7 @@ public final class TLSContext: @unchecked Sendable {
         caCertificateCount = caCount
         crlCount = crls.count
         crlNextUpdate = crls.nextUpdate
+        trustDigest = TLSContext.digestTrustMaterial(configuration)
 
         let verifyMode = configuration.role == .server
             ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER
@@ -96,6 +100,33 @@ public final class TLSContext: @unchecked Sendable {
             _ = pc_ssl_ctx_set_ticket_check(ctx, TLSSession.ticketCheckCallback, configuration.generation)
             if configuration.sessionTickets { _ = pc_ssl_ctx_use_shared_ticket_keys(ctx) }
         }
+    }
+
+    /// What this context would decide about a client presenting the certificate (chain) in `path`:
+    /// whether it verifies against the CAs and CRLs, who it is, and what the policy says.
+    public struct Assessment: Sendable {
+        public let identity: PeerIdentity
+        /// Why the chain does not verify; nil when it does.
+        public let verificationFailure: String?
+        public let decision: PolicyDecision?
+    }
+
+    public func assess(certificateAt path: String) throws(TLSSetupError) -> Assessment {
+        var chain: OpaquePointer?
+        guard let leaf = pc_read_certificate_chain(path, &chain) else {
+            if let chain { pc_x509_stack_free(chain) }
+            throw TLSSetupError(item: .certificate, path: path, reason: "no PEM certificate found")
+        }
+        defer {
+            X509_free(leaf)
+            pc_x509_stack_free(chain)
+        }
+        let identity = IdentityExtractor.extract(leaf)
+        var error: Int32 = 0, depth: Int32 = 0
+        let tolerate: Int32 = configuration.tolerateExpiredCRL ? 1 : 0
+        let failure: String? = pc_reverify(raw, leaf, chain, tolerate, &error, &depth) == 1 ? nil
+            : "\(String(cString: X509_verify_cert_error_string(Int(error)))) (depth \(depth))"
+        return Assessment(identity: identity, verificationFailure: failure, decision: policy?.evaluate(identity))
     }
 
     /// Starts a new session-ticket key; tickets under the two previous keys still resume (and are renewed).
@@ -241,6 +272,37 @@ public final class TLSContext: @unchecked Sendable {
             return String(cString: strerror(errno))
         }
         return reasons.isEmpty ? "unknown error" : reasons.joined(separator: "; ")
+    }
+
+    private static func digestTrustMaterial(_ configuration: TLSConfiguration) -> [UInt8] {
+        var material: [UInt8] = []
+        var paths = configuration.crlPaths
+        if let ca = configuration.caPath {
+            if let entries = directoryEntries(ca) {
+                paths += entries.sorted().map { ca + "/" + $0 }
+            } else {
+                paths.append(ca)
+            }
+        }
+        for path in paths {
+            material += Array(path.utf8) + [0]
+            material += readFile(path) ?? []
+        }
+        var digest = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        EVP_Digest(material, material.count, &digest, &length, EVP_sha256(), nil)
+        return digest
+    }
+
+    private static func directoryEntries(_ path: String) -> [String]? {
+        guard let dir = opendir(path) else { return nil }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
     }
 
     static func readFile(_ path: String) -> [UInt8]? {

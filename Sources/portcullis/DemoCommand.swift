@@ -45,8 +45,9 @@ struct DemoCommand: ParsableCommand {
         tls.keyPath = files.serverKey
         tls.caPath = files.ca
         let policy = AccessPolicy(rules: [try AccessRule(name: "cn=demo-client", matchers: [try Matcher(kind: .cn, value: "demo-client")])])
-        var configuration = ProxyConfiguration(listenHost: host, listenPort: port, target: .tcp(host: "127.0.0.1", port: echo.port),
-                                               tls: tls, policy: policy)
+        let listener = ListenerConfiguration(listenHost: host, listenPort: port, target: .tcp(host: "127.0.0.1", port: echo.port),
+                                             tls: tls, policy: policy)
+        var configuration = RuntimeConfiguration(listeners: [listener])
         configuration.workers = 2
         configuration.shutdownTimeoutMs = 2000
         let runtime: ServerRuntime
@@ -75,7 +76,6 @@ final class ProbeThread: @unchecked Sendable {
     private let files: DemoFiles
     private let once: Bool
     private let listen: String
-    private var thread: Thread?
     private let done = NSCondition()
     private var finished = false
     private(set) var allAsExpected = false
@@ -89,9 +89,8 @@ final class ProbeThread: @unchecked Sendable {
     }
 
     func start() {
-        let thread = Thread { [self] in self.body() }
-        self.thread = thread
-        thread.start()
+        // Not stored: the running thread keeps itself (and this object) alive until `body` returns.
+        Thread { [self] in self.body() }.start()
     }
 
     func join() {

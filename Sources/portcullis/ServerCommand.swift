@@ -128,9 +128,11 @@ struct ServerCommand: ParsableCommand {
             throw CommandFailure(message: "\(error)", code: 2)
         }
         let logger = bootstrapLogging(format: settings.logFormat, level: settings.logLevel)
+        let configuration = RuntimeConfiguration(settings)
         let runtime: ServerRuntime
         do {
-            runtime = try ServerRuntime(configuration: ProxyConfiguration(settings), logger: logger)
+            // The command line cannot change while running: a reload re-reads the same files.
+            runtime = try ServerRuntime(configuration: configuration, logger: logger, reloadFrom: { configuration })
         } catch {
             throw CommandFailure(message: error.description)
         }
@@ -139,8 +141,8 @@ struct ServerCommand: ParsableCommand {
     }
 }
 
-extension ProxyConfiguration {
-    /// Maps validated server-mode settings onto the runtime's configuration.
+extension RuntimeConfiguration {
+    /// Maps validated server-mode flags onto a one-listener runtime configuration.
     init(_ settings: ServerSettings) {
         var tls = TLSConfiguration(role: .server)
         tls.certificatePath = settings.tls.certificatePath
@@ -149,22 +151,24 @@ extension ProxyConfiguration {
         tls.caPath = settings.tls.caPath
         tls.minimumVersion = settings.minTLSVersion == .tls12 ? .tls12 : .tls13
         tls.sessionTickets = settings.sessionTickets
-        tls.sessionIDContext = "portcullis:" + settings.name
-        let target: ProxyConfiguration.Target
+        let target: ListenerConfiguration.Target
         switch settings.target {
         case .tcp(let host, let port): target = .tcp(host: host, port: port)
         case .unix(let path): target = .unix(path: path)
         }
-        self.init(listenHost: settings.listen.host, listenPort: settings.listen.port, target: target, tls: tls,
-                  policy: settings.policy)
-        name = settings.name
-        handshakeTimeoutMs = settings.timeouts.handshake
-        connectTimeoutMs = settings.timeouts.connect
-        idleTimeoutMs = settings.timeouts.idle
-        closeTimeoutMs = settings.timeouts.close
-        shutdownTimeoutMs = settings.timeouts.shutdown
-        maxConnections = settings.maxConnections
+        var listener = ListenerConfiguration(listenHost: settings.listen.host, listenPort: settings.listen.port,
+                                             target: target, tls: tls, policy: settings.policy)
+        listener.name = settings.name
+        listener.handshakeTimeoutMs = settings.timeouts.handshake
+        listener.connectTimeoutMs = settings.timeouts.connect
+        listener.idleTimeoutMs = settings.timeouts.idle
+        listener.closeTimeoutMs = settings.timeouts.close
+        listener.maxConnections = settings.maxConnections
+        self.init(listeners: [listener])
         workers = settings.workers
+        shutdownTimeoutMs = settings.timeouts.shutdown
+        watchedFiles = [settings.tls.certificatePath, settings.tls.keyPath, settings.tls.caPath]
+            + (settings.tls.keyPassphrasePath.map { [$0] } ?? [])
     }
 }
 

@@ -102,6 +102,11 @@ const char *pc_verify_error_string(long code);
 // right key). Returns the number of CA certificates loaded, or -1 (error queue set).
 int pc_ssl_ctx_load_ca(SSL_CTX *ctx, const char *path, int is_directory);
 
+// Reads every certificate in a PEM file: the first is returned, the rest are pushed onto *chain (a new
+// stack the caller frees with pc_x509_stack_free). Returns NULL if the file holds no certificate.
+X509 *pc_read_certificate_chain(const char *path, STACK_OF(X509) **chain);
+void pc_x509_stack_free(STACK_OF(X509) *chain);
+
 // ---- Minting throwaway keys and certificates (demo, tests) -----------------
 // EVP_EC_gen / EVP_PKEY_Q_keygen are variadic macros Swift cannot call.
 // kind: 0 = ECDSA P-256, 1 = ECDSA P-384, 2 = Ed25519, 3 = RSA-2048.

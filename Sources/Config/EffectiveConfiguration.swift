@@ -1,0 +1,210 @@
+import Policy
+
+/// What `portcullis check` prints: every setting with the value in force, defaults included.
+extension PortcullisConfiguration {
+    /// A YAML-like listing for people: one setting per line, paths absolute, durations in canonical form, each
+    /// rule with its conditions (`payments-workers: ou=payments AND uri=spiffe://example.org/ns/prod/*`).
+    /// Values are escaped so that every setting stays on its line.
+    public func effectiveDescription() -> String {
+        var lines: [String] = []
+        func add(_ indent: Int, _ text: String) { lines.append(String(repeating: " ", count: indent) + text) }
+        func value(_ text: String) -> String { escapedForLog(text) }
+
+        add(0, "log:")
+        add(2, "format: \(log.format.rawValue)")
+        add(2, "level: \(log.level)")
+        if let status {
+            add(0, "status:")
+            add(2, "listen: \(value(status.listen))")
+            add(2, "unsafe-listen: \(status.unsafeListen)")
+        } else {
+            add(0, "status: none (no status endpoint)")
+        }
+        add(0, "workers: \(workers)")
+        add(0, "shutdown-timeout: \(formatDuration(shutdownTimeoutMs))")
+        add(0, "listeners:")
+        for listener in listeners {
+            add(2, "- name: \(value(listener.name))")
+            add(4, "mode: \(listener.mode.rawValue)")
+            add(4, "listen: \(listener.listen)")
+            add(4, "target: \(value(listener.target.description))")
+            add(4, "unsafe-target: \(listener.unsafeTarget)")
+            let tls = listener.tls
+            add(4, "tls:")
+            add(6, "cert: \(value(tls.certificatePath))")
+            add(6, "key: \(value(tls.keyPath))")
+            add(6, "key-passphrase-file: \(tls.keyPassphrasePath.map(value) ?? "none (the key is not encrypted)")")
+            add(6, "cacert: \(value(tls.caPath))")
+            if tls.crlPaths.isEmpty {
+                add(6, "crl: none")
+            } else {
+                add(6, "crl:")
+                for path in tls.crlPaths { add(8, "- \(value(path))") }
+            }
+            add(6, "crl-scope: \(tls.crlScope.rawValue)")
+            add(6, "crl-expired: \(tls.crlExpired.rawValue)")
+            add(6, "min-version: \(tls.minimumVersion.rawValue)")
+            add(6, "cipher-suites: \(tls.cipherSuites ?? "OpenSSL default")")
+            add(6, "groups: \(tls.groups ?? "OpenSSL default")")
+            add(6, "session-tickets: \(tls.sessionTickets)")
+            let timeouts = listener.timeouts
+            add(4, "timeouts:")
+            add(6, "handshake: \(formatDuration(timeouts.handshake))")
+            add(6, "connect: \(formatDuration(timeouts.connect))")
+            add(6, "idle: \(formatDuration(timeouts.idle))\(timeouts.idle == 0 ? " (off)" : "")")
+            add(6, "close: \(formatDuration(timeouts.close))\(timeouts.close == 0 ? " (no half-close wait)" : "")")
+            add(4, "max-connections: \(listener.maxConnections)\(listener.maxConnections == 0 ? " (unlimited)" : "")")
+            add(4, "reauthorize: \(listener.reauthorize)")
+            add(4, "close-at-cert-expiry: \(listener.closeAtCertExpiry)")
+            let policy = listener.policy
+            add(4, "policy:")
+            add(6, "allow-all: \(policy.allowAll)")
+            for (key, rules) in [("deny", policy.deny), ("rules", policy.rules)] {
+                if rules.isEmpty {
+                    add(6, "\(key): none")
+                } else {
+                    add(6, "\(key):")
+                    for rule in rules { add(8, "- \(value(rule.name)): \(value(rule.conditions))") }
+                }
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The same settings as pretty JSON, keys in the order of docs/CONFIG.md and named as in the file, absent
+    /// optional values as `null`. It is itself a valid configuration file (YAML includes JSON) that validates to
+    /// an equal configuration.
+    public func effectiveJSON() -> String {
+        var out = ""
+        configurationJSON.write(to: &out, indent: 0)
+        return out + "\n"
+    }
+
+    private var configurationJSON: JSONValue {
+        .object([
+            ("log", .object([("format", .string(log.format.rawValue)), ("level", .string(log.level))])),
+            ("status", status.map { .object([("listen", .string($0.listen)), ("unsafe-listen", .bool($0.unsafeListen))]) } ?? .null),
+            ("workers", .integer(workers)),
+            ("shutdown-timeout", .string(formatDuration(shutdownTimeoutMs))),
+            ("listeners", .array(listeners.map(\.json))),
+        ])
+    }
+}
+
+extension ListenerSettings {
+    fileprivate var json: JSONValue {
+        .object([
+            ("name", .string(name)),
+            ("mode", .string(mode.rawValue)),
+            ("listen", .string(listen.description)),
+            ("target", .string(target.description)),
+            ("unsafe-target", .bool(unsafeTarget)),
+            ("tls", .object([
+                ("cert", .string(tls.certificatePath)),
+                ("key", .string(tls.keyPath)),
+                ("key-passphrase-file", tls.keyPassphrasePath.map(JSONValue.string) ?? .null),
+                ("cacert", .string(tls.caPath)),
+                ("crl", .array(tls.crlPaths.map(JSONValue.string))),
+                ("crl-scope", .string(tls.crlScope.rawValue)),
+                ("crl-expired", .string(tls.crlExpired.rawValue)),
+                ("min-version", .string(tls.minimumVersion.rawValue)),
+                ("cipher-suites", tls.cipherSuites.map(JSONValue.string) ?? .null),
+                ("groups", tls.groups.map(JSONValue.string) ?? .null),
+                ("session-tickets", .bool(tls.sessionTickets)),
+            ])),
+            ("timeouts", .object([
+                ("handshake", .string(formatDuration(timeouts.handshake))),
+                ("connect", .string(formatDuration(timeouts.connect))),
+                ("idle", .string(formatDuration(timeouts.idle))),
+                ("close", .string(formatDuration(timeouts.close))),
+            ])),
+            ("max-connections", .integer(maxConnections)),
+            ("reauthorize", .bool(reauthorize)),
+            ("close-at-cert-expiry", .bool(closeAtCertExpiry)),
+            ("policy", .object([
+                ("allow-all", .bool(policy.allowAll)),
+                ("deny", .array(policy.deny.map(\.json))),
+                ("rules", .array(policy.rules.map(\.json))),
+            ])),
+        ])
+    }
+}
+
+extension AccessRule {
+    /// `{"name": "ops", "cn": "ops-*"}`: the rule as written in a file.
+    fileprivate var json: JSONValue {
+        .object([("name", .string(name))] + matchers.map { ($0.kind.rawValue, .string($0.value)) })
+    }
+}
+
+/// `300000` → `5m`, `90500` → `1m30s500ms`, `0` → `0s`: the shortest form `Validate.duration` reads back.
+func formatDuration(_ milliseconds: UInt64) -> String {
+    guard milliseconds > 0 else { return "0s" }
+    var text = ""
+    var rest = milliseconds
+    for (unit, suffix) in [(UInt64(3_600_000), "h"), (60_000, "m"), (1_000, "s"), (1, "ms")] where rest >= unit {
+        text += "\(rest / unit)\(suffix)"
+        rest %= unit
+    }
+    return text
+}
+
+/// Just enough JSON to print a configuration with its keys in a fixed order.
+enum JSONValue {
+    case string(String)
+    case integer(Int)
+    case bool(Bool)
+    case null
+    case array([JSONValue])
+    case object([(String, JSONValue)])
+
+    func write(to out: inout String, indent: Int) {
+        let inner = String(repeating: "  ", count: indent + 1)
+        let closing = String(repeating: "  ", count: indent)
+        switch self {
+        case .string(let text): out += quoted(text)
+        case .integer(let number): out += String(number)
+        case .bool(let flag): out += flag ? "true" : "false"
+        case .null: out += "null"
+        case .array(let items):
+            guard !items.isEmpty else { out += "[]"; return }
+            out += "[\n"
+            for (index, item) in items.enumerated() {
+                out += inner
+                item.write(to: &out, indent: indent + 1)
+                out += index == items.count - 1 ? "\n" : ",\n"
+            }
+            out += closing + "]"
+        case .object(let members):
+            guard !members.isEmpty else { out += "{}"; return }
+            out += "{\n"
+            for (index, (key, value)) in members.enumerated() {
+                out += inner + quoted(key) + ": "
+                value.write(to: &out, indent: indent + 1)
+                out += index == members.count - 1 ? "\n" : ",\n"
+            }
+            out += closing + "}"
+        }
+    }
+
+    private func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7f || scalar == "\u{2028}" || scalar == "\u{2029}" {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+}

@@ -1,0 +1,223 @@
+public import Policy
+import Foundation
+
+/// Everything one Portcullis process runs: global settings and any number of listeners, validated.
+///
+/// Built from a YAML file (`load(path:)`, `parse(yaml:source:checkFiles:)`; keys in docs/CONFIG.md) or from
+/// the `server` command's flags (`init(flags:)`). Every file path in it is absolute.
+public struct PortcullisConfiguration: Sendable, Equatable {
+    public var log: LogSettings
+    /// The status endpoint (health and metrics); `nil` when there is none.
+    public var status: StatusSettings?
+    public var workers: Int
+    /// How long a graceful shutdown waits for open connections.
+    public var shutdownTimeoutMs: UInt64
+    /// At least one; names and listen addresses are unique.
+    public var listeners: [ListenerSettings]
+
+    public init(
+        log: LogSettings = LogSettings(), status: StatusSettings? = nil, workers: Int = Validate.defaultWorkers,
+        shutdownTimeoutMs: UInt64 = Timeouts.defaults.shutdown, listeners: [ListenerSettings]
+    ) {
+        self.log = log
+        self.status = status
+        self.workers = workers
+        self.shutdownTimeoutMs = shutdownTimeoutMs
+        self.listeners = listeners
+    }
+
+    /// The listener called `name`, for `check --listener NAME`.
+    public func listener(named name: String) -> ListenerSettings? {
+        listeners.first { $0.name == name }
+    }
+
+    /// Reads and validates a configuration file. Every problem is one line that starts with `path` and the line
+    /// number: `portcullis.yaml:14: listeners[1].policy.rules[0].uri: '*spiffe' is not a valid pattern: …`.
+    /// Relative paths inside the file are resolved against the file's directory.
+    public static func load(path: String) throws(ConfigError) -> PortcullisConfiguration {
+        if let problem = Validate.unreadable(path, allowDirectory: false) {
+            throw ConfigError(key: nil, message: "\(escapedForLog(path)): cannot read the configuration file: \(problem)")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(key: nil, message: "\(escapedForLog(path)): cannot read the configuration file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(key: nil, message: "\(escapedForLog(path)): the configuration file is not UTF-8 text: save it as UTF-8")
+        }
+        return try parse(yaml: text, source: path)
+    }
+
+    /// Validates YAML text. `source` names it in messages and is taken as its path: relative paths inside
+    /// are resolved against `source`'s directory (the working directory when it has none).
+    /// With `checkFiles: false` the referenced files need not exist (for examples and templates).
+    public static func parse(yaml: String, source: String, checkFiles: Bool = true) throws(ConfigError) -> PortcullisConfiguration {
+        let directory = parentDirectory(of: absolutePath(source, relativeTo: FileManager.default.currentDirectoryPath))
+        let reader = ConfigReader(source: source, baseDirectory: directory, checkFiles: checkFiles)
+        return try reader.read(yaml)
+    }
+
+    /// The `server` command's flags as a one-listener configuration named `server`: the same validation and
+    /// messages as `ServerSettings(flags:)`, paths made absolute against the working directory. The settings
+    /// that have no flag take their defaults (no CRL, no status endpoint, `reauthorize` on).
+    public init(flags: ServerFlags) throws(ConfigError) {
+        let settings = try ServerSettings(flags: flags)
+        let directory = FileManager.default.currentDirectoryPath
+        func absolute(_ path: String) -> String { absolutePath(path, relativeTo: directory) }
+        let listener = ListenerSettings(
+            name: settings.name,
+            mode: .server,
+            listen: settings.listen,
+            target: settings.target,
+            unsafeTarget: flags.unsafeTarget,
+            tls: ListenerTLSSettings(
+                certificatePath: absolute(settings.tls.certificatePath),
+                keyPath: absolute(settings.tls.keyPath),
+                keyPassphrasePath: settings.tls.keyPassphrasePath.map(absolute),
+                caPath: absolute(settings.tls.caPath),
+                minimumVersion: settings.minTLSVersion,
+                sessionTickets: settings.sessionTickets
+            ),
+            timeouts: settings.timeouts,
+            maxConnections: settings.maxConnections,
+            policy: settings.policy
+        )
+        self.init(
+            log: LogSettings(format: settings.logFormat, level: settings.logLevel),
+            status: nil,
+            workers: settings.workers,
+            shutdownTimeoutMs: settings.timeouts.shutdown,
+            listeners: [listener]
+        )
+    }
+}
+
+public struct LogSettings: Sendable, Equatable {
+    public var format: LogFormat
+    /// One of `Validate.logLevels`.
+    public var level: String
+
+    public init(format: LogFormat = .text, level: String = "info") {
+        self.format = format
+        self.level = level
+    }
+}
+
+/// Where the status endpoint (health, metrics) listens.
+public struct StatusSettings: Sendable, Equatable {
+    /// Canonical form: `127.0.0.1:9100`, `[::1]:9100` or `unix:/run/portcullis/status.sock`. Loopback or a
+    /// Unix socket unless `unsafeListen`.
+    public var listen: String
+    /// Allows a non-loopback `listen` (key `unsafe-listen`).
+    public var unsafeListen: Bool
+
+    public init(listen: String, unsafeListen: Bool = false) {
+        self.listen = listen
+        self.unsafeListen = unsafeListen
+    }
+}
+
+public enum ListenerMode: String, Sendable, Equatable {
+    /// Accepts mutual TLS and forwards plaintext to the target.
+    case server
+}
+
+/// One validated listener.
+public struct ListenerSettings: Sendable, Equatable {
+    /// Letters, digits, `.`, `_`, `-`; unique in the configuration.
+    public var name: String
+    public var mode: ListenerMode
+    public var listen: ListenAddress
+    public var target: TargetAddress
+    /// The target may be a non-loopback address (key `unsafe-target`).
+    public var unsafeTarget: Bool
+    public var tls: ListenerTLSSettings
+    /// Connection deadlines. `shutdown` is the configuration's `shutdownTimeoutMs` (a process-wide setting).
+    public var timeouts: Timeouts
+    /// 0 = unlimited.
+    public var maxConnections: Int
+    /// After a reload, close live connections whose identity no longer passes the policy, CA or CRLs.
+    public var reauthorize: Bool
+    /// Close a connection when its peer certificate's notAfter passes.
+    public var closeAtCertExpiry: Bool
+    public var policy: AccessPolicy
+
+    public init(
+        name: String, mode: ListenerMode = .server, listen: ListenAddress, target: TargetAddress,
+        unsafeTarget: Bool = false, tls: ListenerTLSSettings, timeouts: Timeouts = .defaults,
+        maxConnections: Int = 0, reauthorize: Bool = true, closeAtCertExpiry: Bool = false, policy: AccessPolicy
+    ) {
+        self.name = name
+        self.mode = mode
+        self.listen = listen
+        self.target = target
+        self.unsafeTarget = unsafeTarget
+        self.tls = tls
+        self.timeouts = timeouts
+        self.maxConnections = maxConnections
+        self.reauthorize = reauthorize
+        self.closeAtCertExpiry = closeAtCertExpiry
+        self.policy = policy
+    }
+}
+
+/// A listener's certificate, trust and protocol settings; every path absolute and readable when validated.
+public struct ListenerTLSSettings: Sendable, Equatable {
+    public var certificatePath: String
+    public var keyPath: String
+    public var keyPassphrasePath: String?
+    /// A PEM bundle file or a hashed CA directory.
+    public var caPath: String
+    /// CRL files, PEM (one or more CRLs each) or DER.
+    public var crlPaths: [String]
+    public var crlScope: CRLScope
+    public var crlExpired: CRLExpiredPolicy
+    public var minimumVersion: TLSVersion
+    /// TLS 1.3 suites in OpenSSL's list syntax (`TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384`), canonical
+    /// spelling; `nil` = OpenSSL's default.
+    public var cipherSuites: String?
+    /// Key-exchange groups (`X25519:P-256`), canonical names; `nil` = OpenSSL's default.
+    public var groups: String?
+    public var sessionTickets: Bool
+
+    public init(
+        certificatePath: String, keyPath: String, keyPassphrasePath: String? = nil, caPath: String,
+        crlPaths: [String] = [], crlScope: CRLScope = .chain, crlExpired: CRLExpiredPolicy = .reject,
+        minimumVersion: TLSVersion = .tls13, cipherSuites: String? = nil, groups: String? = nil,
+        sessionTickets: Bool = true
+    ) {
+        self.certificatePath = certificatePath
+        self.keyPath = keyPath
+        self.keyPassphrasePath = keyPassphrasePath
+        self.caPath = caPath
+        self.crlPaths = crlPaths
+        self.crlScope = crlScope
+        self.crlExpired = crlExpired
+        self.minimumVersion = minimumVersion
+        self.cipherSuites = cipherSuites
+        self.groups = groups
+        self.sessionTickets = sessionTickets
+    }
+}
+
+// MARK: Paths
+
+/// `path` made absolute against `directory` and normalized lexically (`.`, `..`, repeated `/`); symbolic links
+/// are left alone.
+func absolutePath(_ path: String, relativeTo directory: String) -> String {
+    let joined = path.hasPrefix("/") ? path : directory + "/" + path
+    var parts: [Substring] = []
+    for part in joined.split(separator: "/", omittingEmptySubsequences: true) {
+        switch part {
+        case ".": continue
+        case "..": if !parts.isEmpty { parts.removeLast() }
+        default: parts.append(part)
+        }
+    }
+    return "/" + parts.joined(separator: "/")
+}
+
+/// The directory part of an absolute path (`/` for `/x`).
+func parentDirectory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
+    return String(path[..<slash])
+}
