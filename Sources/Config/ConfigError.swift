@@ -1,10 +1,11 @@
 import Policy
 
 /// One configuration problem, as one line that names the flag or key, quotes the value and says the fix:
-/// `--idle-timeout '10 sec' is not a duration: use e.g. 500ms, 10s, 5m, 1h`.
+/// `--idle-timeout '10 sec' is not a duration: use e.g. 500ms, 10s, 5m, 1h`, or for a configuration file
+/// `portcullis.yaml:12: listeners[0].timeouts.idle: '10 sec' is not a duration: use e.g. 500ms, 10s, 5m, 1h`.
 public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The flag or key the problem is about (`--idle-timeout`, `config 'listeners[1].timeouts.idle':`);
-    /// `nil` for problems that span several (no access rule at all).
+    /// The flag or key path the problem is about (`--idle-timeout`, `listeners[1].timeouts.idle`);
+    /// `nil` for problems that span several (no access rule at all) or none (a YAML syntax error).
     public var key: String?
     /// The whole line.
     public var message: String

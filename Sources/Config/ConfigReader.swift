@@ -338,14 +338,22 @@ final class ConfigReader {
         let path = listener.child("policy")
         let emptyProblem = "\(path): no access rule given: add rules (e.g. rules: [{name: ops, cn: \"ops-*\"}]) or allow-all: true to admit every client whose certificate chains to tls.cacert"
         guard let entry = listener["policy"], !isNull(entry.value) else {
-            report(listener.node, path, emptyProblem)
+            if !listener.rejectedKeys { report(listener.node, path, emptyProblem) }
             return nil
         }
         guard let f = fields(entry.value, path: path, known: Self.policyKeys, hints: Self.policyHints) else { return nil }
         let allowAll = bool(f, "allow-all")
+        // In file order, so that a repeated rule name is reported at its second appearance.
         var names: [String: Node] = [:]
-        let deny = rules(f, "deny", requireName: false, names: &names)
-        let rules = rules(f, "rules", requireName: true, names: &names)
+        let deny: (written: Int, built: [AccessRule])?
+        let rules: (written: Int, built: [AccessRule])?
+        if (f.order.firstIndex(of: "deny") ?? .max) < (f.order.firstIndex(of: "rules") ?? .max) {
+            deny = self.rules(f, "deny", requireName: false, names: &names)
+            rules = self.rules(f, "rules", requireName: true, names: &names)
+        } else {
+            rules = self.rules(f, "rules", requireName: true, names: &names)
+            deny = self.rules(f, "deny", requireName: false, names: &names)
+        }
         guard let deny, let rules else { return nil }
 
         if allowAll == true && rules.written > 0 {
@@ -354,7 +362,7 @@ final class ConfigReader {
         }
         if allowAll == nil && f["allow-all"] != nil && !isNull(f["allow-all"]!.value) { return nil }
         if allowAll != true && rules.written == 0 {
-            report(entry.value, path, emptyProblem)
+            if !f.rejectedKeys { report(entry.value, path, emptyProblem) }
             return nil
         }
         return AccessPolicy(rules: rules.built, deny: deny.built, allowAll: allowAll ?? false)
@@ -404,14 +412,14 @@ final class ConfigReader {
                     ok = false
                 }
             }
-            if matchers.isEmpty && ok {
+            if matchers.isEmpty && ok && !rule.rejectedKeys {
                 let kinds = Matcher.Kind.allCases.map(\.rawValue).joined(separator: ", ")
                 let what = ruleName.map { "rule \(singleQuoted($0))" } ?? "the entry"
                 let fix = requireName ? ", or set policy.allow-all: true to admit every verified client" : ""
                 report(item, path, "\(path): \(what) has no matchers: give at least one of \(kinds)\(fix)")
                 continue
             }
-            guard ok else { continue }
+            guard ok, !matchers.isEmpty else { continue }
             do {
                 built.append(try AccessRule(name: ruleName ?? matchers.map(\.description).joined(separator: " AND "), matchers: matchers))
             } catch {
@@ -429,6 +437,9 @@ final class ConfigReader {
         let node: Node
         /// Known keys in file order.
         var order: [String] = []
+        /// Whether an unknown or repeated key was reported: then a "missing" key is most likely that one misspelled,
+        /// and only the misspelling is reported.
+        var rejectedKeys = false
         var entries: [String: (key: Node, value: Node)] = [:]
 
         subscript(name: String) -> (key: Node, value: Node)? { entries[name] }
@@ -447,7 +458,7 @@ final class ConfigReader {
         var merged: [(Node, Node)] = []
         for (keyNode, value) in mapping {
             guard case .scalar(let scalar) = keyNode else {
-                report(keyNode, path, "\(path.isEmpty ? "" : path + ": ")expected a key, got \(describe(keyNode))")
+                report(keyNode, path, "\(path.isEmpty ? "" : path + ": ")keys must be strings, got \(describe(keyNode))")
                 continue
             }
             let name = withoutSentinel(scalar.string)
@@ -457,6 +468,7 @@ final class ConfigReader {
             }
             if let first = seen[name] {
                 report(keyNode, f.child(name), "\(f.child(name)): duplicate key (first on line \(line(first))): remove one")
+                f.rejectedKeys = true
                 continue
             }
             seen[name] = keyNode
@@ -477,6 +489,7 @@ final class ConfigReader {
             f.order.append(name)
             f.entries[name] = (keyNode, value)
         } else if !(extensions && name.hasPrefix("x-")) {
+            f.rejectedKeys = true
             report(keyNode, f.child(name), "\(f.child(name)): unknown key\(suggestion(for: name, known: known, hints: hints))")
         }
     }
@@ -686,6 +699,7 @@ final class ConfigReader {
     }
 
     private func reportMissing(_ f: Fields, _ name: String, _ why: String) {
+        guard !f.rejectedKeys else { return }
         report(f.node, f.child(name), "\(f.path.isEmpty ? "" : f.path + ": ")missing required key \(singleQuoted(name)): \(why)")
     }
 
@@ -756,7 +770,8 @@ final class ConfigReader {
     private func syntaxError(_ error: YamlError) -> ConfigError {
         func message(_ line: Int, _ problem: String, _ context: YamlError.Context?) -> ConfigError {
             let while_ = context.map { " (\($0.text) on line \($0.mark.line))" } ?? ""
-            return ConfigError(key: nil, message: "\(location(line: line)) YAML syntax error: \(escapedForLog(problem))\(escapedForLog(while_))")
+            // libyaml's texts are constant ASCII phrases.
+            return ConfigError(key: nil, message: "\(location(line: line)) YAML syntax error: \(problem)\(while_)")
         }
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),

@@ -1,7 +1,7 @@
 import EventLoop
 public import Logging
 import Policy
-import TLS
+public import TLS
 
 #if canImport(Glibc)
 import Glibc
@@ -324,6 +324,16 @@ public final class ServerRuntime {
     }
 
     // MARK: building generations
+
+    /// Builds every listener's TLS context and resolves its target without binding anything: what
+    /// `portcullis check` runs. Returns the contexts by listener name.
+    public static func validate(_ configuration: RuntimeConfiguration) throws(StartupError) -> [String: TLSContext] {
+        var contexts: [String: TLSContext] = [:]
+        for listener in configuration.listeners {
+            contexts[listener.name] = try makeGeneration(listener, number: 1, counters: ListenerCounters()).tls
+        }
+        return contexts
+    }
 
     static func makeGeneration(_ listener: ListenerConfiguration, number: UInt64,
                                counters: ListenerCounters) throws(StartupError) -> Generation {

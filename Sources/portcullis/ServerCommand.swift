@@ -121,55 +121,30 @@ struct ServerCommand: ParsableCommand {
         flags.logLevel = logLevel
         flags.sessionTickets = !noSessionTickets
 
-        let settings: ServerSettings
+        let file: PortcullisConfiguration
         do {
-            settings = try ServerSettings(flags: flags)
+            file = try PortcullisConfiguration(flags: flags)
         } catch {
             throw CommandFailure(message: "\(error)", code: 2)
         }
-        let logger = bootstrapLogging(format: settings.logFormat, level: settings.logLevel)
-        let configuration = RuntimeConfiguration(settings)
-        let runtime: ServerRuntime
-        do {
-            // The command line cannot change while running: a reload re-reads the same files.
-            runtime = try ServerRuntime(configuration: configuration, logger: logger, reloadFrom: { configuration })
-        } catch {
-            throw CommandFailure(message: error.description)
-        }
-        let code = runtime.run()
-        if code != 0 { throw ExitCode(code) }
+        let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
+        let configuration = RuntimeConfiguration(file, configPath: nil)
+        // The command line cannot change while running: a reload re-reads the same files.
+        try serve(configuration, logger: logger, reloadFrom: { configuration })
     }
 }
 
-extension RuntimeConfiguration {
-    /// Maps validated server-mode flags onto a one-listener runtime configuration.
-    init(_ settings: ServerSettings) {
-        var tls = TLSConfiguration(role: .server)
-        tls.certificatePath = settings.tls.certificatePath
-        tls.keyPath = settings.tls.keyPath
-        tls.keyPassphrasePath = settings.tls.keyPassphrasePath
-        tls.caPath = settings.tls.caPath
-        tls.minimumVersion = settings.minTLSVersion == .tls12 ? .tls12 : .tls13
-        tls.sessionTickets = settings.sessionTickets
-        let target: ListenerConfiguration.Target
-        switch settings.target {
-        case .tcp(let host, let port): target = .tcp(host: host, port: port)
-        case .unix(let path): target = .unix(path: path)
-        }
-        var listener = ListenerConfiguration(listenHost: settings.listen.host, listenPort: settings.listen.port,
-                                             target: target, tls: tls, policy: settings.policy)
-        listener.name = settings.name
-        listener.handshakeTimeoutMs = settings.timeouts.handshake
-        listener.connectTimeoutMs = settings.timeouts.connect
-        listener.idleTimeoutMs = settings.timeouts.idle
-        listener.closeTimeoutMs = settings.timeouts.close
-        listener.maxConnections = settings.maxConnections
-        self.init(listeners: [listener])
-        workers = settings.workers
-        shutdownTimeoutMs = settings.timeouts.shutdown
-        watchedFiles = [settings.tls.certificatePath, settings.tls.keyPath, settings.tls.caPath]
-            + (settings.tls.keyPassphrasePath.map { [$0] } ?? [])
+/// Starts the runtime and serves until it stops; a non-zero exit code becomes the process's.
+func serve(_ configuration: RuntimeConfiguration, logger: Logger,
+           reloadFrom source: @escaping ServerRuntime.ConfigurationSource) throws {
+    let runtime: ServerRuntime
+    do {
+        runtime = try ServerRuntime(configuration: configuration, logger: logger, reloadFrom: source)
+    } catch {
+        throw CommandFailure(message: error.description)
     }
+    let code = runtime.run()
+    if code != 0 { throw ExitCode(code) }
 }
 
 /// Installs the process-wide log handler and returns the root logger.

@@ -592,3 +592,130 @@ class BioClient:
             self.sock.close()
         except OSError:
             pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Added for the config-file / reload / revocation tests (issue 3). Nothing above changes.
+# ----------------------------------------------------------------------------------------------
+def write_atomic(path, text: str | bytes):
+    """Replace `path` the way editors and config management do: write a temp file, rename it over."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if isinstance(text, bytes):
+        tmp.write_bytes(text)
+    else:
+        tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def listener_config(pki, name: str, port: int, target: str, *, rules: list[dict] | None = None,
+                    allow_all: bool = False, deny: list[dict] | None = None, tls: dict | None = None,
+                    **extra) -> dict:
+    """One `listeners[]` entry for `portcullis run --config`: the test PKI's server cert/key and CA,
+    listening on 127.0.0.1:port. `tls` entries are merged over the defaults; `extra` keys go on the
+    listener (use their YAML names via a dict if they contain '-': **{"close-at-cert-expiry": True})."""
+    policy: dict = {}
+    if allow_all:
+        policy["allow-all"] = True
+    if deny:
+        policy["deny"] = deny
+    if rules is not None:
+        policy["rules"] = rules
+    t = {"cert": pki["server"].cert, "key": pki["server"].key, "cacert": pki.ca}
+    t.update(tls or {})
+    d = {"name": name, "mode": "server", "listen": f"127.0.0.1:{port}", "target": target, "tls": t}
+    d.update(extra)
+    d["policy"] = policy
+    return d
+
+
+class ConfigFile:
+    """A portcullis YAML config on disk, kept as a dict. `.write()` replaces the file atomically
+    (temp + rename). JSON is written: it is YAML, and the key order is kept."""
+
+    def __init__(self, path, listeners: list[dict], **top):
+        self.path = Path(path)
+        self.data = {"log": {"format": "json", "level": "info"}, "shutdown-timeout": "5s"}
+        self.data.update(top)
+        self.data["listeners"] = listeners
+        self.write()
+
+    def listener(self, name: str) -> dict:
+        for entry in self.data["listeners"]:
+            if entry["name"] == name:
+                return entry
+        raise KeyError(name)
+
+    def text(self) -> str:
+        return json.dumps(self.data, indent=2) + "\n"
+
+    def write(self, text: str | None = None):
+        write_atomic(self.path, self.text() if text is None else text)
+
+    def __str__(self):
+        return str(self.path)
+
+
+def start_run(config, env: dict | None = None) -> Portcullis:
+    """`portcullis run --config FILE` (not waited for)."""
+    return Portcullis(["run", "--config", str(config)], env=env)
+
+
+def stop_all(started: list, failed: bool) -> list[str]:
+    """Stop every Portcullis by PID (as conftest's proxy fixture does); returns problems (crashes)."""
+    import sys
+    problems = []
+    for p in started:
+        try:
+            p.stop(timeout=10)
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"pid {p.pid}: stop failed: {e}")
+        why = p.crashed()
+        if why:
+            problems.append(f"pid {p.pid} {why}; stderr tail:\n{p.tail(60)}")
+        if failed:
+            sys.stdout.write(f"\n--- portcullis pid {p.pid} rc={p.proc.returncode} cmd: {' '.join(p.cmd)}\n"
+                             f"{p.tail(80)}\n")
+    return problems
+
+
+def wait_log_after(p: Portcullis, mark: int, msg: str | None = None, timeout: float = 5.0, pred=None,
+                   **where) -> dict:
+    """Like Portcullis.wait_log, but only records logged after index `mark` (take mark = len(p.records))."""
+    deadline = time.monotonic() + timeout
+    with p.cond:
+        while True:
+            for r in p.records[mark:]:
+                if p._matches(r, msg, where, pred):
+                    return r
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no new log line msg={msg!r} {where} within {timeout}s; last lines:\n"
+                                     + p.tail())
+            if p.proc.poll() is not None and not p._t_err.is_alive():
+                raise ProcessDied(f"portcullis exited ({p.proc.returncode}) before logging msg={msg!r}:\n"
+                                  + p.tail())
+            p.cond.wait(min(left, 0.2))
+
+
+def admitted(port: int, ctx: ssl.SSLContext, payload: bytes = b"ping", timeout: float = 3.0) -> bool:
+    """Handshake, send, and get the echo back: True when the proxy let this client through."""
+    try:
+        s = tls_connect(port, ctx, timeout=timeout)
+    except (ssl.SSLError, OSError):
+        return False
+    try:
+        s.sendall(payload)
+        return recv_exact(s, len(payload), timeout) == payload
+    except (ssl.SSLError, OSError, AssertionError):
+        return False
+    finally:
+        s.close()
+
+
+def still_open(s, payload: bytes = b"still there?", timeout: float = 3.0) -> bool:
+    """An established client connection still relays (echo round trip)."""
+    try:
+        return echo_roundtrip(s, payload, timeout) == payload
+    except (ssl.SSLError, OSError, AssertionError):
+        return False

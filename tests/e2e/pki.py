@@ -220,3 +220,117 @@ if __name__ == "__main__":  # manual check: python3 pki.py /tmp/pki
         ca = p.other_ca if n == "other-ca" else p.ca
         rc, out = p.verify(n, ca)
         print(f"{n:12} rc={rc} {c.subject_rfc2253!r} {out.strip().splitlines()[-1]}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Added for the config-file / reload / revocation tests (issue 3): ad-hoc leaves and CRLs.
+# These only add files next to the PKI; nothing above changes.
+# ----------------------------------------------------------------------------------------------
+CRL_CNF = """\
+[ca]
+default_ca = CA_default
+[CA_default]
+dir = {dir}
+database = {dir}/index.txt
+crlnumber = {dir}/crlnumber
+default_md = sha256
+default_crl_days = 30
+crl_extensions = crl_ext
+[crl_ext]
+authorityKeyIdentifier = keyid:always
+"""
+
+
+def asn1_time(t: float) -> str:
+    """`openssl ca` date format (GeneralizedTime, UTC) for a Unix time."""
+    import time as _time
+    return _time.strftime("%Y%m%d%H%M%SZ", _time.gmtime(t))
+
+
+def cert_serial(cert: str) -> int:
+    """The serial number of the first certificate in a PEM file."""
+    out = subprocess.run(["openssl", "x509", "-in", cert, "-noout", "-serial"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    return int(out.strip().split("=", 1)[1], 16)
+
+
+_crl_counter = [0]
+
+
+def make_crl(pki: "PKI", out: str | os.PathLike, revoked=(), *, ca: str = "ca", der: bool = False,
+             last_update: float | None = None, next_update: float | None = None) -> str:
+    """Write a CRL signed by CA `ca` ("ca", "intermediate", "otherca") with `openssl ca -gencrl`.
+
+    revoked: serial numbers (int) or cert paths to list as revoked. last_update/next_update: Unix times
+    (default: now-60 s / now+30 days); a next_update in the past makes an expired CRL. der=True writes DER.
+    A fresh CA database is used per call (the PKI's leaves were not issued through `openssl ca`).
+    """
+    import time as _time
+    _crl_counter[0] += 1
+    out = Path(out)
+    db = pki.dir / f"crl-db-{os.getpid()}-{_crl_counter[0]}"
+    db.mkdir(parents=True, exist_ok=True)
+    lines = []
+    revdate = _time.strftime("%y%m%d%H%M%SZ", _time.gmtime(_time.time() - 3600))
+    for item in revoked:
+        serial = item if isinstance(item, int) else cert_serial(str(item))
+        hexs = format(serial, "X")
+        if len(hexs) % 2:
+            hexs = "0" + hexs
+        lines.append(f"R\t491231235959Z\t{revdate}\t{hexs}\tunknown\t/CN=revoked-{hexs}\n")
+    (db / "index.txt").write_text("".join(lines))
+    (db / "crlnumber").write_text("1000\n")
+    (db / "ca.cnf").write_text(CRL_CNF.format(dir=db))
+    now = _time.time()
+    pem = db / "crl.pem"
+    _run(["openssl", "ca", "-batch", "-config", str(db / "ca.cnf"), "-gencrl",
+          "-cert", str(pki.dir / f"{ca}.pem"), "-keyfile", str(pki.dir / f"{ca}.key"),
+          "-crl_lastupdate", asn1_time(last_update if last_update is not None else now - 60),
+          "-crl_nextupdate", asn1_time(next_update if next_update is not None else now + 30 * 86400),
+          "-out", str(pem)], pki.dir)
+    tmp = out.with_name(out.name + ".tmp")
+    if der:
+        _run(["openssl", "crl", "-in", str(pem), "-outform", "DER", "-out", str(tmp)], pki.dir)
+    else:
+        shutil.copy(pem, tmp)
+    os.replace(tmp, out)  # atomic, so a watching proxy never reads half a CRL
+    shutil.rmtree(db, ignore_errors=True)
+    return str(out)
+
+
+def make_large_crl(pki: "PKI", out: str | os.PathLike, count: int, extra=(), *, ca: str = "ca") -> str:
+    """A CRL with `count` random revoked serials plus `extra` (ints or cert paths), through `make_crl`
+    (`openssl ca -gencrl` writes 100k entries in under a second; the `cryptography` builder is quadratic)."""
+    import random
+    rng = random.Random(42)
+    serials = {rng.getrandbits(63) | (1 << 62) for _ in range(count)}
+    serials.update(item if isinstance(item, int) else cert_serial(str(item)) for item in extra)
+    return make_crl(pki, out, sorted(serials), ca=ca)
+
+
+def issue_leaf(pki: "PKI", name: str, subject: str, *, ca: str = "ca", san: str | None = None,
+               not_before: float | None = None, not_after: float | None = None,
+               eku: str = "clientAuth") -> Cred:
+    """A new EC P-256 leaf signed by `ca` through `openssl ca` with explicit validity (Unix times;
+    default now-60 s .. now+1 day), e.g. a certificate that expires a few seconds from now.
+    Registered as pki[name]."""
+    import time as _time
+    now = _time.time()
+    key, csr, cert = pki.dir / f"{name}.key", pki.dir / f"{name}.csr", pki.dir / f"{name}.pem"
+    ext = pki.dir / f"{name}.ext"
+    lines = ["[v3]", "basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature",
+             f"extendedKeyUsage={eku}", "subjectKeyIdentifier=hash", "authorityKeyIdentifier=keyid"]
+    if san:
+        lines.append(f"subjectAltName={san}")
+    ext.write_text("\n".join(lines) + "\n")
+    pki._genkey("ec256", key)
+    _run(["openssl", "req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr)], pki.dir)
+    cadb = pki.dir / f"{ca}-db"
+    _run(["openssl", "ca", "-batch", "-config", str(cadb / "ca.cnf"), "-cert", str(pki.dir / f"{ca}.pem"),
+          "-keyfile", str(pki.dir / f"{ca}.key"), "-in", str(csr), "-out", str(cert), "-notext", "-preserveDN",
+          "-startdate", asn1_time(not_before if not_before is not None else now - 60),
+          "-enddate", asn1_time(not_after if not_after is not None else now + 86400),
+          "-extfile", str(ext), "-extensions", "v3"], pki.dir)
+    cred = pki._describe(name, cert, key)
+    pki.creds[name] = cred
+    return cred

@@ -1,0 +1,106 @@
+import ArgumentParser
+import Config
+import Foundation
+import Logging
+import Policy
+import Proxy
+import TLS
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Serve every listener of a configuration file.",
+        discussion: """
+        The file is YAML (see docs/CONFIG.md). It is reloaded on SIGHUP and whenever it, or any certificate, \
+        key, CA bundle or CRL it names, changes on disk. A reload is validated completely before anything \
+        changes; a bad file keeps the running configuration and logs why. Flags of `portcullis server` are not \
+        accepted here: the file is the single source of truth.
+        """
+    )
+
+    @Option(help: "The configuration file.")
+    var config: String
+
+    func run() throws {
+        let path = config
+        let file = try loadConfiguration(path)
+        let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
+        try serve(RuntimeConfiguration(file, configPath: path), logger: logger, reloadFrom: {
+            RuntimeConfiguration(try PortcullisConfiguration.load(path: path), configPath: path)
+        })
+    }
+}
+
+func loadConfiguration(_ path: String) throws -> PortcullisConfiguration {
+    do {
+        return try PortcullisConfiguration.load(path: path)
+    } catch {
+        throw CommandFailure(message: "\(error)", code: 2)
+    }
+}
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Validate a configuration file completely, or ask what a listener would decide about a certificate.",
+        discussion: """
+        Without --cert: parses the file, loads every certificate, key, CA bundle and CRL it names, and prints \
+        the effective configuration (defaults included); exits 0 when everything is valid, 1 otherwise.
+        With --cert: prints what the listener would do with a client presenting that certificate (PEM, with any \
+        intermediates after it): "allowed by rule …" (exit 0), or why it would be refused (exit 1).
+        """
+    )
+
+    @Option(help: "The configuration file.")
+    var config: String
+
+    @Flag(help: "Print the effective configuration as JSON.")
+    var json = false
+
+    @Option(help: "A client certificate (PEM) to evaluate against a listener.")
+    var cert: String?
+
+    @Option(help: "The listener to evaluate --cert against (needed when the file has several).")
+    var listener: String?
+
+    func run() throws {
+        let file = try loadConfiguration(config)
+        let runtime = RuntimeConfiguration(file, configPath: config)
+        let contexts: [String: TLSContext]
+        do {
+            contexts = try ServerRuntime.validate(runtime)
+        } catch {
+            throw CommandFailure(message: error.description)
+        }
+        guard let cert else {
+            say(json ? file.effectiveJSON() : file.effectiveDescription())
+            if !json { say("configuration OK: \(file.listeners.count) listener(s)") }
+            return
+        }
+        let name: String
+        if let listener {
+            guard file.listener(named: listener) != nil else {
+                throw CommandFailure(message: "--listener '\(listener)' is not in \(config): use one of \(file.listeners.map(\.name).joined(separator: ", "))", code: 2)
+            }
+            name = listener
+        } else if file.listeners.count == 1 {
+            name = file.listeners[0].name
+        } else {
+            throw CommandFailure(message: "--listener is required: \(config) has \(file.listeners.count) listeners (\(file.listeners.map(\.name).joined(separator: ", ")))", code: 2)
+        }
+        let assessment: TLSContext.Assessment
+        do {
+            assessment = try contexts[name]!.assess(certificateAt: cert)
+        } catch {
+            throw CommandFailure(message: "--cert \(error.description)", code: 2)
+        }
+        let who = assessment.identity.subject.rfc2253
+        if let failure = assessment.verificationFailure {
+            say("denied: certificate '\(who)' does not verify against listener '\(name)': \(failure)")
+            throw ExitCode(1)
+        }
+        guard let decision = assessment.decision else { return }
+        say(decision.description)
+        if !decision.isAllowed { throw ExitCode(1) }
+    }
+}

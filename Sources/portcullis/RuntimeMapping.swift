@@ -1,0 +1,67 @@
+import Config
+import Policy
+import Proxy
+import TLS
+
+extension RuntimeConfiguration {
+    /// Maps a validated configuration (from flags or a file) onto the runtime's configuration.
+    /// `configPath` is set for a file: error messages then name keys (`listeners[0].tls.cert`) instead of
+    /// flags, and the file itself is watched for changes.
+    init(_ file: PortcullisConfiguration, configPath: String?) {
+        let listeners = file.listeners.enumerated().map { index, settings in
+            ListenerConfiguration(settings, keyPrefix: configPath.map { "\($0): listeners[\(index)]" })
+        }
+        self.init(listeners: listeners)
+        workers = file.workers
+        shutdownTimeoutMs = file.shutdownTimeoutMs
+        var files = configPath.map { [$0] } ?? []
+        for listener in file.listeners {
+            let tls = listener.tls
+            files += [tls.certificatePath, tls.keyPath, tls.caPath] + tls.crlPaths
+            if let passphrase = tls.keyPassphrasePath { files.append(passphrase) }
+        }
+        watchedFiles = files
+    }
+}
+
+extension ListenerConfiguration {
+    init(_ settings: ListenerSettings, keyPrefix: String?) {
+        var tls = TLSConfiguration(role: .server)
+        tls.certificatePath = settings.tls.certificatePath
+        tls.keyPath = settings.tls.keyPath
+        tls.keyPassphrasePath = settings.tls.keyPassphrasePath
+        tls.caPath = settings.tls.caPath
+        tls.crlPaths = settings.tls.crlPaths
+        tls.crlScope = settings.tls.crlScope == .leaf ? .leaf : .chain
+        tls.tolerateExpiredCRL = settings.tls.crlExpired == .warn
+        tls.minimumVersion = settings.tls.minimumVersion == .tls12 ? .tls12 : .tls13
+        tls.cipherSuites = settings.tls.cipherSuites
+        tls.groups = settings.tls.groups
+        tls.sessionTickets = settings.tls.sessionTickets
+        let target: ListenerConfiguration.Target
+        switch settings.target {
+        case .tcp(let host, let port): target = .tcp(host: host, port: port)
+        case .unix(let path): target = .unix(path: path)
+        }
+        self.init(listenHost: settings.listen.host, listenPort: settings.listen.port, target: target, tls: tls,
+                  policy: settings.policy)
+        name = settings.name
+        handshakeTimeoutMs = settings.timeouts.handshake
+        connectTimeoutMs = settings.timeouts.connect
+        idleTimeoutMs = settings.timeouts.idle
+        closeTimeoutMs = settings.timeouts.close
+        maxConnections = settings.maxConnections
+        reauthorize = settings.reauthorize
+        closeAtCertExpiry = settings.closeAtCertExpiry
+        if let prefix = keyPrefix {
+            names.listen = "\(prefix).listen"
+            names.target = "\(prefix).target"
+            names.certificate = "\(prefix).tls.cert"
+            names.key = "\(prefix).tls.key"
+            names.keyPassphrase = "\(prefix).tls.key-passphrase-file"
+            names.caBundle = "\(prefix).tls.cacert"
+            names.crl = "\(prefix).tls.crl"
+            names.tls = "\(prefix).tls"
+        }
+    }
+}
