@@ -73,7 +73,9 @@ struct CheckCommand: ParsableCommand {
             throw CommandFailure(message: error.description)
         }
         guard let cert else {
-            say(json ? file.effectiveJSON() : file.effectiveDescription())
+            var text = json ? file.effectiveJSON() : file.effectiveDescription()
+            while text.hasSuffix("\n") { text.removeLast() }
+            say(text)
             if !json { say("configuration OK: \(file.listeners.count) listener(s)") }
             return
         }
