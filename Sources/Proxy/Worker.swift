@@ -266,6 +266,9 @@ final class Worker: @unchecked Sendable {
             guard let suppressed = failureLogLimiter?.admit(now: loop.now) else { return }
             metadata["handshake.error"] = "\(connection.handshakeErrorKind)"
             metadata["handshake.detail"] = "\(failure.detail)"
+            if session.peerIdentity == nil, let subject = session.unverifiedPeerSubject {
+                metadata["tls.peer.unverified_subject"] = "\(subject)"
+            }
             if let decision = session.decision, !decision.isAllowed { metadata["policy.reason"] = "\(decision.description)" }
             if suppressed > 0 { metadata["log.suppressed"] = "\(suppressed)" }
             shared.logger.warning("handshake failed", metadata: metadata)

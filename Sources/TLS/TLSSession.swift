@@ -49,6 +49,9 @@ public final class TLSSession {
     /// The policy's decision about the peer (nil when the context has no policy).
     public private(set) var decision: PolicyDecision?
     private var verifyFailure: (code: Int32, depth: Int32)?
+    /// Subject of a peer certificate that failed verification at depth 0 (expired, revoked, untrusted CA, …),
+    /// for the log only: it is attacker-controlled and never reaches the policy.
+    public private(set) var unverifiedPeerSubject: String?
     /// Set when a peer was accepted although a CRL had expired (`tolerateExpiredCRL`); the log says so.
     public private(set) var expiredCRLTolerated = false
     private var sentCloseNotify = false
@@ -226,6 +229,9 @@ public final class TLSSession {
         }
         if preverifyOK != 1 {
             if verifyFailure == nil { verifyFailure = (X509_STORE_CTX_get_error(store), depth) }
+            if unverifiedPeerSubject == nil, let leaf = X509_STORE_CTX_get0_cert(store) {
+                unverifiedPeerSubject = IdentityExtractor.extract(leaf).subject.rfc2253
+            }
             return 0
         }
         guard depth == 0 else { return 1 }
