@@ -13,6 +13,9 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
 
     public var address: IPAddress { IPAddress(host)! }
 
+    /// 127.0.0.0/8 or ::1.
+    public var isLoopback: Bool { isLoopbackHost(host) }
+
     /// `0.0.0.0:8443`, `[::1]:8443`.
     public var description: String { formatHostPort(host, port) }
 }
@@ -66,6 +69,18 @@ extension Validate {
         return ListenAddress(host: address, port: port)
     }
 
+    /// A listen address that must be loopback (127.0.0.0/8, ::1, `localhost`) unless `allowNonLoopback`; the
+    /// message names `unsafeKey`: `--listen '0.0.0.0:4150' is not a loopback address (use --unsafe-listen to allow it)`.
+    public static func loopbackListenAddress(
+        _ value: String, key: String, allowNonLoopback: Bool, unsafeKey: String
+    ) throws(ConfigError) -> ListenAddress {
+        let address = try listenAddress(value, key: key)
+        if !allowNonLoopback && !address.isLoopback {
+            throw .invalid(key, value, "is not a loopback address (use \(unsafeKey) to allow it)")
+        }
+        return address
+    }
+
     /// Parses `HOST:PORT` (port 1-65535; `localhost` → 127.0.0.1) or `unix:/absolute/path`.
     ///
     /// A TCP target that is not loopback is refused unless `allowNonLoopback`; the message names `unsafeKey`.
@@ -83,23 +98,51 @@ extension Validate {
             }
             return .unix(path: path)
         }
-        let (host, port) = try splitHostPort(value, key: key, portRange: 1...65535, example: "127.0.0.1:6379 or unix:/path/to/socket")
-        let target: TargetAddress
-        if host.isEmpty {
-            throw .invalid(key, value, "has no host: use e.g. 127.0.0.1:\(port)")
-        } else if host.lowercased() == "localhost" {
-            target = .tcp(host: "127.0.0.1", port: port)
-        } else if let address = IPAddress(host) {
-            target = .tcp(host: address.description, port: port)
-        } else if isHostName(host) {
-            target = .tcp(host: host, port: port)
-        } else {
-            throw .invalid(key, value, "has an invalid host: use an IP address or a DNS name")
-        }
+        let target = try tcpTarget(value, key: key, example: "127.0.0.1:6379 or unix:/path/to/socket", exampleHost: "127.0.0.1").target
         if !allowNonLoopback && !target.isLoopback {
             throw .invalid(key, value, "is not a loopback address (use \(unsafeKey) to allow it)")
         }
         return target
+    }
+
+    /// Parses a client-mode target, the remote TLS server: `HOST:PORT` with a DNS name or an IP literal
+    /// (`[v6]:PORT`), port 1-65535, anywhere on the network; `localhost` → 127.0.0.1. A Unix socket is refused.
+    ///
+    /// `serverName` is the name to send as SNI and verify when none is given: the host as written, lowercased
+    /// (`localhost` stays `localhost`), or the canonical IP literal.
+    public static func remoteTarget(_ value: String, key: String) throws(ConfigError) -> (target: TargetAddress, serverName: String) {
+        if value.hasPrefix("unix:") {
+            throw .invalid(key, value, "is a Unix socket: client mode connects to a remote TLS server; use HOST:PORT, e.g. broker-1.internal:4443")
+        }
+        return try tcpTarget(value, key: key, example: "broker-1.internal:4443", exampleHost: "broker-1.internal")
+    }
+
+    /// The name a client-mode listener sends as SNI and expects in the server certificate: a DNS name
+    /// (lowercased) or an IP literal (canonical, without brackets).
+    public static func serverName(_ value: String, key: String) throws(ConfigError) -> String {
+        if let address = IPAddress(value) { return address.description }
+        guard isHostName(value) else {
+            throw .invalid(key, value, "is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal")
+        }
+        return value.lowercased()
+    }
+
+    /// `HOST:PORT` → a TCP target, and the host as a server name (see `remoteTarget`).
+    private static func tcpTarget(
+        _ value: String, key: String, example: String, exampleHost: String
+    ) throws(ConfigError) -> (target: TargetAddress, serverName: String) {
+        let (host, port) = try splitHostPort(value, key: key, portRange: 1...65535, example: example)
+        if host.isEmpty {
+            throw .invalid(key, value, "has no host: use e.g. \(exampleHost):\(port)")
+        } else if host.lowercased() == "localhost" {
+            return (.tcp(host: "127.0.0.1", port: port), "localhost")
+        } else if let address = IPAddress(host) {
+            return (.tcp(host: address.description, port: port), address.description)
+        } else if isHostName(host) {
+            return (.tcp(host: host, port: port), host.lowercased())
+        } else {
+            throw .invalid(key, value, "has an invalid host: use an IP address or a DNS name")
+        }
     }
 
     /// Splits `host:port` / `[v6]:port`; the host comes back without brackets and may be empty.
@@ -138,7 +181,7 @@ extension Validate {
     }
 
     /// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, not all-numeric.
-    private static func isHostName(_ host: String) -> Bool {
+    static func isHostName(_ host: String) -> Bool {
         guard host.utf8.count <= 253 else { return false }
         let labels = host.split(separator: ".", omittingEmptySubsequences: false)
         let valid = labels.allSatisfy { label in

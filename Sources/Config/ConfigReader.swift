@@ -39,15 +39,15 @@ final class ConfigReader {
     private static let logKeys = ["format", "level"]
     private static let statusKeys = ["listen", "unsafe-listen"]
     private static let listenerKeys = [
-        "name", "mode", "listen", "target", "unsafe-target", "tls", "timeouts", "max-connections", "reauthorize",
-        "close-at-cert-expiry", "policy",
+        "name", "mode", "listen", "unsafe-listen", "target", "unsafe-target", "tls", "timeouts", "max-connections",
+        "reauthorize", "close-at-cert-expiry", "policy",
     ]
     private static let tlsKeys = [
-        "cert", "key", "key-passphrase-file", "cacert", "crl", "crl-scope", "crl-expired", "min-version",
+        "cert", "key", "key-passphrase-file", "cacert", "server-name", "crl", "crl-scope", "crl-expired", "min-version",
         "cipher-suites", "groups", "session-tickets",
     ]
     private static let timeoutKeys = ["handshake", "connect", "idle", "close"]
-    private static let policyKeys = ["allow-all", "deny", "rules"]
+    private static let policyKeys = ["allow-all", "verify-server-name", "deny", "rules"]
     private static let ruleKeys = ["name"] + Matcher.Kind.allCases.map(\.rawValue)
 
     /// Unknown keys that users plausibly write, with where the setting really is.
@@ -56,6 +56,7 @@ final class ConfigReader {
             "listener": "did you mean 'listeners'?",
             "log-format": "use log.format", "log-level": "use log.level",
             "shutdown": "use shutdown-timeout",
+            "unsafe-listen": "use status.unsafe-listen, or set it on a client-mode listener",
         ]
         for key in listenerKeys + tlsKeys + timeoutKeys + policyKeys {
             hints[key] = hints[key] ?? "it belongs to a listener: put it under 'listeners'"
@@ -71,6 +72,7 @@ final class ConfigReader {
             "shutdown-timeout": "it is process-wide: set it at the top level, not per listener",
             "max-concurrent-conns": "use max-connections", "min-tls": "use tls.min-version",
             "workers": "it is process-wide: set it at the top level, not per listener",
+            "override-server-name": "use tls.server-name", "sni": "use tls.server-name",
         ]
         for key in tlsKeys { hints[key] = "it belongs under 'tls'" }
         for key in timeoutKeys { hints[key] = "it belongs under 'timeouts'" }
@@ -78,6 +80,7 @@ final class ConfigReader {
         for kind in Matcher.Kind.allCases {
             hints[kind.rawValue] = "matchers belong in a rule under 'policy.rules'"
             hints["allow-" + kind.rawValue] = "write a rule under 'policy.rules', e.g. {name: app, \(kind.rawValue): …}"
+            hints["verify-" + kind.rawValue] = "write a rule under 'policy.rules', e.g. {name: broker, \(kind.rawValue): …}"
         }
         return hints
     }()
@@ -87,6 +90,8 @@ final class ConfigReader {
         "ca": "did you mean 'cacert'?", "ca-file": "did you mean 'cacert'?", "cafile": "did you mean 'cacert'?",
         "crls": "did you mean 'crl'?", "min-tls": "did you mean 'min-version'?", "ciphers": "did you mean 'cipher-suites'?",
         "curves": "did you mean 'groups'?", "tickets": "did you mean 'session-tickets'?",
+        "sni": "did you mean 'server-name'?", "override-server-name": "did you mean 'server-name'?",
+        "verify-server-name": "it belongs under 'policy'",
     ]
 
     private static let timeoutHints = ["shutdown": "it is process-wide: set the top-level shutdown-timeout"]
@@ -96,7 +101,9 @@ final class ConfigReader {
         for kind in Matcher.Kind.allCases {
             hints[kind.rawValue] = "matchers belong in a rule: rules: [{name: …, \(kind.rawValue): …}]"
             hints["allow-" + kind.rawValue] = "write a rule: rules: [{name: …, \(kind.rawValue): …}]"
+            hints["verify-" + kind.rawValue] = "write a rule: rules: [{name: …, \(kind.rawValue): …}]"
         }
+        hints["server-name"] = "it belongs under 'tls'"
         return hints
     }()
 
@@ -221,29 +228,55 @@ final class ConfigReader {
         if let (text, modeNode) = string(f, "mode") {
             if let value = ListenerMode(rawValue: text) {
                 mode = value
-            } else if text == "client" {
-                report(modeNode, f.child("mode"), "\(f.child("mode")): mode 'client' is not supported yet (use server)")
             } else {
-                report(modeNode, f.child("mode"), "\(f.child("mode")): \(singleQuoted(text)) is not a mode: use server")
+                report(modeNode, f.child("mode"), "\(f.child("mode")): \(singleQuoted(text)) is not a mode: use server or client")
+            }
+        }
+        let client = mode == .client
+
+        // Keys of the other mode: one message, and the value is not looked at.
+        if !client { onlyIn(.client, f, "unsafe-listen", why: "a server-mode listener accepts TLS on any address") }
+        if client {
+            onlyIn(.server, f, "unsafe-target", why: "in client mode the target is the remote TLS server and may be any address")
+        }
+        let unsafeListen = client ? bool(f, "unsafe-listen") : nil
+        let unsafeTarget = client ? nil : bool(f, "unsafe-target")
+
+        let listenWhy = client
+            ? "give the local address to accept plaintext connections on, e.g. 127.0.0.1:4150"
+            : "give the address to accept TLS connections on, e.g. 0.0.0.0:8443"
+        if let (text, listenNode) = string(f, "listen", required: listenWhy) {
+            let key = f.child("listen")
+            if let address = validate(listenNode, key, { k throws(ConfigError) in try Validate.listenAddress(text, key: k) }) {
+                if client && !address.isLoopback && unsafeListen != true {
+                    // With a malformed unsafe-listen, that key's own problem is the one to fix.
+                    if unsafeListen == false || isAbsent(f, "unsafe-listen") {
+                        report(listenNode, key, "\(key): \(singleQuoted(text)) is not a loopback address (set unsafe-listen: true to allow it)")
+                    }
+                } else {
+                    parsed.listen = (address, listenNode)
+                }
             }
         }
 
-        if let (text, listenNode) = string(f, "listen", required: "give the address to accept TLS connections on, e.g. 0.0.0.0:8443") {
-            if let address = validate(listenNode, f.child("listen"), { k throws(ConfigError) in try Validate.listenAddress(text, key: k) }) {
-                parsed.listen = (address, listenNode)
-            }
-        }
-
-        let unsafeTarget = bool(f, "unsafe-target")
         var target: TargetAddress?
-        if let (text, targetNode) = string(f, "target", required: "give the backend to forward to, e.g. 127.0.0.1:6379 or unix:/run/app.sock") {
+        var targetName: String?
+        let targetWhy = client
+            ? "give the remote TLS server to connect to, e.g. broker-1.internal:4443"
+            : "give the backend to forward to, e.g. 127.0.0.1:6379 or unix:/run/app.sock"
+        if let (text, targetNode) = string(f, "target", required: targetWhy) {
             let key = f.child("target")
-            if let value = validate(targetNode, key, { k throws(ConfigError) in
+            if client {
+                if let (value, name) = validate(targetNode, key, { k throws(ConfigError) in try Validate.remoteTarget(text, key: k) }) {
+                    target = value
+                    targetName = name
+                }
+            } else if let value = validate(targetNode, key, { k throws(ConfigError) in
                 try Validate.targetAddress(text, key: k, allowNonLoopback: true, unsafeKey: "unsafe-target")
             }) {
                 if !value.isLoopback && unsafeTarget != true {
                     // With a malformed unsafe-target, that key's own problem is the one to fix.
-                    if unsafeTarget == false || f["unsafe-target"] == nil || isNull(f["unsafe-target"]!.value) {
+                    if unsafeTarget == false || isAbsent(f, "unsafe-target") {
                         report(targetNode, key, "\(key): \(singleQuoted(text)) is not a loopback address (set unsafe-target: true to allow it)")
                     }
                 } else {
@@ -253,8 +286,9 @@ final class ConfigReader {
         }
 
         var tls: ListenerTLSSettings?
+        var writtenServerName: String??
         if let section = requiredSection(f, "tls", known: Self.tlsKeys, hints: Self.tlsHints, why: "give at least cert, key and cacert") {
-            tls = self.tls(section)
+            (tls, writtenServerName) = self.tls(section, mode: mode)
         }
 
         let defaults = Timeouts.defaults
@@ -270,21 +304,45 @@ final class ConfigReader {
         let maxConnections = integer(f, "max-connections", in: 0...Int(Int32.max), hint: "use 0 (unlimited) or a positive count") ?? 0
         let reauthorize = bool(f, "reauthorize") ?? true
         let closeAtCertExpiry = bool(f, "close-at-cert-expiry") ?? false
-        let policy = self.policy(f)
+        let judged = self.policy(f, mode: mode)
 
-        guard ok, let name = parsed.name?.0, let listen = parsed.listen?.0, let target, let tls, let policy else { return parsed }
+        guard ok, let name = parsed.name?.0, let listen = parsed.listen?.0, let target, let tls, let judged,
+              writtenServerName != .some(nil)
+        else { return parsed }
+        var serverName: String?
+        if client, let targetName {
+            serverName = (writtenServerName ?? nil) ?? Validate.defaultServerName(targetName: targetName, rules: judged.policy.rules)
+        }
         parsed.settings = ListenerSettings(
-            name: name, mode: mode, listen: listen, target: target, unsafeTarget: unsafeTarget ?? false, tls: tls,
-            timeouts: timeouts, maxConnections: maxConnections, reauthorize: reauthorize,
-            closeAtCertExpiry: closeAtCertExpiry, policy: policy)
+            name: name, mode: mode, listen: listen, unsafeListen: unsafeListen ?? false, target: target,
+            unsafeTarget: unsafeTarget ?? false, tls: tls, timeouts: timeouts, maxConnections: maxConnections,
+            reauthorize: reauthorize, closeAtCertExpiry: closeAtCertExpiry, policy: judged.policy,
+            serverName: serverName, verifyServerName: judged.verifyServerName)
         return parsed
     }
 
-    private func tls(_ f: Fields) -> ListenerTLSSettings? {
-        let certificate = file(f, "cert", required: "give the server certificate chain (PEM) that clients verify")
+    /// Reports `f[name]`, when written with a value, as a key of `mode` only.
+    private func onlyIn(_ mode: ListenerMode, _ f: Fields, _ name: String, why: String) {
+        guard let entry = f[name], !isNull(entry.value) else { return }
+        report(entry.value, f.child(name), "\(f.child(name)): applies to \(mode.rawValue) mode only: \(why); remove it")
+    }
+
+    /// The key is not written, or written without a value.
+    private func isAbsent(_ f: Fields, _ name: String) -> Bool {
+        f[name] == nil || isNull(f[name]!.value)
+    }
+
+    /// The TLS settings and, in client mode, `server-name` (`nil`: absent; `.some(nil)`: invalid, reported).
+    private func tls(_ f: Fields, mode: ListenerMode) -> (ListenerTLSSettings?, String??) {
+        let client = mode == .client
+        let certificate = file(f, "cert", required: client
+            ? "give the client certificate chain (PEM) that the server verifies"
+            : "give the server certificate chain (PEM) that clients verify")
         let key = file(f, "key", required: "give the private key (PEM) for cert")
         let passphrase = file(f, "key-passphrase-file")
-        let ca = file(f, "cacert", required: "server mode verifies every client certificate against it", allowDirectory: true)
+        let ca = file(f, "cacert", required: client
+            ? "client mode verifies the server's certificate against it"
+            : "server mode verifies every client certificate against it", allowDirectory: true)
 
         var crlPaths: [String] = []
         var crlOK = true
@@ -307,7 +365,7 @@ final class ConfigReader {
             }
         }
 
-        let scope = choice(f, "crl-scope", CRLScope.self, what: "a CRL scope", use: "use chain (every certificate of the chain) or leaf (the client certificate only)")
+        let scope = choice(f, "crl-scope", CRLScope.self, what: "a CRL scope", use: "use chain (every certificate of the chain) or leaf (the \(client ? "server" : "client") certificate only)")
         let expired = choice(f, "crl-expired", CRLExpiredPolicy.self, what: "a CRL expiry policy", use: "use reject (fail closed) or warn (accept and log)")
 
         var minimumVersion = TLSVersion.tls13
@@ -322,54 +380,93 @@ final class ConfigReader {
         let groups = colonList(f, "groups") { text, k throws(ConfigError) in try Validate.groups(text, key: k) }
         let sessionTickets = bool(f, "session-tickets") ?? true
 
+        var serverName: String??
+        if !client {
+            onlyIn(.client, f, "server-name", why: "it is the name a client-mode listener expects from the server")
+        } else if let (text, node) = string(f, "server-name") {
+            serverName = .some(validate(node, f.child("server-name")) { k throws(ConfigError) in try Validate.serverName(text, key: k) })
+        }
+
         guard let certificate, let key, let ca, passphrase != .some(nil), crlOK, versionOK,
               scope != .some(nil), expired != .some(nil), suites != .some(nil), groups != .some(nil)
-        else { return nil }
-        return ListenerTLSSettings(
+        else { return (nil, serverName) }
+        let settings = ListenerTLSSettings(
             certificatePath: certificate, keyPath: key, keyPassphrasePath: passphrase ?? nil, caPath: ca,
             crlPaths: crlPaths, crlScope: (scope ?? nil) ?? .chain, crlExpired: (expired ?? nil) ?? .reject,
             minimumVersion: minimumVersion, cipherSuites: suites ?? nil, groups: groups ?? nil,
             sessionTickets: sessionTickets)
+        return (settings, serverName)
     }
 
     /// `nil`: a problem was reported. Otherwise the policy, possibly without a problem reported yet for a rule that
-    /// failed (then `problems` is not empty and the configuration is rejected anyway).
-    private func policy(_ listener: Fields) -> AccessPolicy? {
+    /// failed (then `problems` is not empty and the configuration is rejected anyway), and whether the server name
+    /// is verified (client mode).
+    ///
+    /// Server mode needs rules or `allow-all: true`. Client mode needs neither: without rules the policy admits
+    /// every server certificate (`allowAll`) and the server name is verified (`verify-server-name`, default `true`
+    /// without rules and `false` with them). Turning the name check off without rules takes `allow-all: true` too.
+    private func policy(_ listener: Fields, mode: ListenerMode) -> (policy: AccessPolicy, verifyServerName: Bool)? {
+        let client = mode == .client
         let path = listener.child("policy")
         let emptyProblem = "\(path): no access rule given: add rules (e.g. rules: [{name: ops, cn: \"ops-*\"}]) or allow-all: true to admit every client whose certificate chains to tls.cacert"
         guard let entry = listener["policy"], !isNull(entry.value) else {
+            if client { return (AccessPolicy(allowAll: true), true) }
             if !listener.rejectedKeys { report(listener.node, path, emptyProblem) }
             return nil
         }
         guard let f = fields(entry.value, path: path, known: Self.policyKeys, hints: Self.policyHints) else { return nil }
         let allowAll = bool(f, "allow-all")
+        var verifyServerName: Bool?
+        if client {
+            verifyServerName = bool(f, "verify-server-name")
+        } else {
+            onlyIn(.client, f, "verify-server-name", why: "a server-mode listener judges clients by its rules")
+        }
         // In file order, so that a repeated rule name is reported at its second appearance.
         var names: [String: Node] = [:]
         let deny: (written: Int, built: [AccessRule])?
         let rules: (written: Int, built: [AccessRule])?
+        let noMatchersFix = client
+            ? ", or remove the rule to verify only the server name"
+            : ", or set policy.allow-all: true to admit every verified client"
         if (f.order.firstIndex(of: "deny") ?? .max) < (f.order.firstIndex(of: "rules") ?? .max) {
-            deny = self.rules(f, "deny", requireName: false, names: &names)
-            rules = self.rules(f, "rules", requireName: true, names: &names)
+            deny = self.rules(f, "deny", requireName: false, names: &names, noMatchersFix: noMatchersFix)
+            rules = self.rules(f, "rules", requireName: true, names: &names, noMatchersFix: noMatchersFix)
         } else {
-            rules = self.rules(f, "rules", requireName: true, names: &names)
-            deny = self.rules(f, "deny", requireName: false, names: &names)
+            rules = self.rules(f, "rules", requireName: true, names: &names, noMatchersFix: noMatchersFix)
+            deny = self.rules(f, "deny", requireName: false, names: &names, noMatchersFix: noMatchersFix)
         }
         guard let deny, let rules else { return nil }
 
         if allowAll == true && rules.written > 0 {
-            report(f["allow-all"]!.value, f.child("allow-all"), "\(f.child("allow-all")): allow-all: true and rules are mutually exclusive: drop allow-all to admit only the clients that match a rule")
+            let fix = client ? "accept only the servers that match a rule" : "admit only the clients that match a rule"
+            report(f["allow-all"]!.value, f.child("allow-all"), "\(f.child("allow-all")): allow-all: true and rules are mutually exclusive: drop allow-all to \(fix)")
             return nil
         }
-        if allowAll == nil && f["allow-all"] != nil && !isNull(f["allow-all"]!.value) { return nil }
+        if allowAll == nil && !isAbsent(f, "allow-all") { return nil }
+        if verifyServerName == nil && client && !isAbsent(f, "verify-server-name") { return nil }
+        if client {
+            if rules.written > 0 {
+                return (AccessPolicy(rules: rules.built, deny: deny.built), verifyServerName ?? false)
+            }
+            if verifyServerName == false && allowAll != true {
+                let node = f["verify-server-name"]!.value
+                report(node, f.child("verify-server-name"), "\(f.child("verify-server-name")): false without rules accepts every server whose certificate chains to tls.cacert: add rules, or set allow-all: true as well to mean it")
+                return nil
+            }
+            return (AccessPolicy(deny: deny.built, allowAll: true), verifyServerName ?? true)
+        }
         if allowAll != true && rules.written == 0 {
             if !f.rejectedKeys { report(entry.value, path, emptyProblem) }
             return nil
         }
-        return AccessPolicy(rules: rules.built, deny: deny.built, allowAll: allowAll ?? false)
+        return (AccessPolicy(rules: rules.built, deny: deny.built, allowAll: allowAll ?? false), false)
     }
 
     /// The rules of `policy.deny` or `policy.rules`: `written` counts the entries in the file, `built` the valid ones.
-    private func rules(_ f: Fields, _ name: String, requireName: Bool, names: inout [String: Node]) -> (written: Int, built: [AccessRule])? {
+    private func rules(
+        _ f: Fields, _ name: String, requireName: Bool, names: inout [String: Node], noMatchersFix: String
+    ) -> (written: Int, built: [AccessRule])? {
         guard let list = sequence(f, name) else {
             return f[name] == nil || isNull(f[name]!.value) ? (0, []) : nil
         }
@@ -415,7 +512,7 @@ final class ConfigReader {
             if matchers.isEmpty && ok && !rule.rejectedKeys {
                 let kinds = Matcher.Kind.allCases.map(\.rawValue).joined(separator: ", ")
                 let what = ruleName.map { "rule \(singleQuoted($0))" } ?? "the entry"
-                let fix = requireName ? ", or set policy.allow-all: true to admit every verified client" : ""
+                let fix = requireName ? noMatchersFix : ""
                 report(item, path, "\(path): \(what) has no matchers: give at least one of \(kinds)\(fix)")
                 continue
             }

@@ -26,15 +26,18 @@ extension PortcullisConfiguration {
         for listener in listeners {
             add(2, "- name: \(value(listener.name))")
             add(4, "mode: \(listener.mode.rawValue)")
+            let client = listener.mode == .client
             add(4, "listen: \(listener.listen)")
+            if client { add(4, "unsafe-listen: \(listener.unsafeListen)") }
             add(4, "target: \(value(listener.target.description))")
-            add(4, "unsafe-target: \(listener.unsafeTarget)")
+            if !client { add(4, "unsafe-target: \(listener.unsafeTarget)") }
             let tls = listener.tls
             add(4, "tls:")
             add(6, "cert: \(value(tls.certificatePath))")
             add(6, "key: \(value(tls.keyPath))")
             add(6, "key-passphrase-file: \(tls.keyPassphrasePath.map(value) ?? "none (the key is not encrypted)")")
             add(6, "cacert: \(value(tls.caPath))")
+            if client { add(6, "server-name: \(listener.serverName.map(value) ?? "none")") }
             if tls.crlPaths.isEmpty {
                 add(6, "crl: none")
             } else {
@@ -59,6 +62,12 @@ extension PortcullisConfiguration {
             let policy = listener.policy
             add(4, "policy:")
             add(6, "allow-all: \(policy.allowAll)")
+            if client {
+                let check = listener.verifyServerName
+                    ? " (the server's certificate must carry \(listener.serverName.map(value) ?? "the server name"))"
+                    : " (the rules alone judge the server)"
+                add(6, "verify-server-name: \(listener.verifyServerName)\(check)")
+            }
             for (key, rules) in [("deny", policy.deny), ("rules", policy.rules)] {
                 if rules.isEmpty {
                     add(6, "\(key): none")
@@ -92,18 +101,23 @@ extension PortcullisConfiguration {
 }
 
 extension ListenerSettings {
+    /// The keys of the other mode are left out: a file may not write them.
     fileprivate var json: JSONValue {
-        .object([
+        let client = mode == .client
+        func only(_ written: Bool, _ member: (String, JSONValue)) -> [(String, JSONValue)] { written ? [member] : [] }
+        return .object([
             ("name", .string(name)),
             ("mode", .string(mode.rawValue)),
             ("listen", .string(listen.description)),
+        ] + only(client, ("unsafe-listen", .bool(unsafeListen))) + [
             ("target", .string(target.description)),
-            ("unsafe-target", .bool(unsafeTarget)),
+        ] + only(!client, ("unsafe-target", .bool(unsafeTarget))) + [
             ("tls", .object([
                 ("cert", .string(tls.certificatePath)),
                 ("key", .string(tls.keyPath)),
                 ("key-passphrase-file", tls.keyPassphrasePath.map(JSONValue.string) ?? .null),
                 ("cacert", .string(tls.caPath)),
+            ] + only(client, ("server-name", serverName.map(JSONValue.string) ?? .null)) + [
                 ("crl", .array(tls.crlPaths.map(JSONValue.string))),
                 ("crl-scope", .string(tls.crlScope.rawValue)),
                 ("crl-expired", .string(tls.crlExpired.rawValue)),
@@ -123,6 +137,7 @@ extension ListenerSettings {
             ("close-at-cert-expiry", .bool(closeAtCertExpiry)),
             ("policy", .object([
                 ("allow-all", .bool(policy.allowAll)),
+            ] + only(client, ("verify-server-name", .bool(verifyServerName))) + [
                 ("deny", .array(policy.deny.map(\.json))),
                 ("rules", .array(policy.rules.map(\.json))),
             ])),

@@ -4,7 +4,8 @@ import Foundation
 /// Everything one Portcullis process runs: global settings and any number of listeners, validated.
 ///
 /// Built from a YAML file (`load(path:)`, `parse(yaml:source:checkFiles:)`; keys in docs/CONFIG.md) or from
-/// the `server` command's flags (`init(flags:)`). Every file path in it is absolute.
+/// the `server` command's flags (`init(flags:)`) or the `client` command's (`init(clientFlags:)`). Every file path
+/// in it is absolute.
 public struct PortcullisConfiguration: Sendable, Equatable {
     public var log: LogSettings
     /// The status endpoint (health and metrics); `nil` when there is none.
@@ -119,6 +120,9 @@ public struct StatusSettings: Sendable, Equatable {
 public enum ListenerMode: String, Sendable, Equatable {
     /// Accepts mutual TLS and forwards plaintext to the target.
     case server
+    /// Accepts plaintext (on loopback) and forwards it over mutual TLS to the target, a remote TLS server whose
+    /// certificate is verified against `tls.caPath` and judged by `serverName`/`verifyServerName` and `policy`.
+    case client
 }
 
 /// One validated listener.
@@ -127,8 +131,12 @@ public struct ListenerSettings: Sendable, Equatable {
     public var name: String
     public var mode: ListenerMode
     public var listen: ListenAddress
+    /// Client mode: `listen` may be a non-loopback address (key `unsafe-listen`). Always `false` in server mode.
+    public var unsafeListen: Bool
+    /// Server mode: the plaintext backend. Client mode: the remote TLS server, always `.tcp` (a DNS name or an
+    /// IP literal, anywhere).
     public var target: TargetAddress
-    /// The target may be a non-loopback address (key `unsafe-target`).
+    /// Server mode: the target may be a non-loopback address (key `unsafe-target`). Always `false` in client mode.
     public var unsafeTarget: Bool
     public var tls: ListenerTLSSettings
     /// Connection deadlines. `shutdown` is the configuration's `shutdownTimeoutMs` (a process-wide setting).
@@ -139,16 +147,28 @@ public struct ListenerSettings: Sendable, Equatable {
     public var reauthorize: Bool
     /// Close a connection when its peer certificate's notAfter passes.
     public var closeAtCertExpiry: Bool
+    /// Server mode: which clients may connect. Client mode: which server certificates are accepted; with no
+    /// rules it is `allowAll` and `verifyServerName` does the judging.
     public var policy: AccessPolicy
+    /// Client mode: the name sent as SNI (when it is a DNS name) and, with `verifyServerName`, required in the
+    /// server certificate (DNS or IP SAN). Always set in client mode (default: the target's host); `nil` in
+    /// server mode.
+    public var serverName: String?
+    /// Client mode: the server certificate must carry `serverName` (a DNS SAN, or an IP SAN for an IP literal),
+    /// in addition to `policy`. `true` when no rules were given, `false` when rules replace the name check
+    /// (key `policy.verify-server-name` overrides). Always `false` in server mode.
+    public var verifyServerName: Bool
 
     public init(
-        name: String, mode: ListenerMode = .server, listen: ListenAddress, target: TargetAddress,
-        unsafeTarget: Bool = false, tls: ListenerTLSSettings, timeouts: Timeouts = .defaults,
-        maxConnections: Int = 0, reauthorize: Bool = true, closeAtCertExpiry: Bool = false, policy: AccessPolicy
+        name: String, mode: ListenerMode = .server, listen: ListenAddress, unsafeListen: Bool = false,
+        target: TargetAddress, unsafeTarget: Bool = false, tls: ListenerTLSSettings, timeouts: Timeouts = .defaults,
+        maxConnections: Int = 0, reauthorize: Bool = true, closeAtCertExpiry: Bool = false, policy: AccessPolicy,
+        serverName: String? = nil, verifyServerName: Bool = false
     ) {
         self.name = name
         self.mode = mode
         self.listen = listen
+        self.unsafeListen = unsafeListen
         self.target = target
         self.unsafeTarget = unsafeTarget
         self.tls = tls
@@ -157,6 +177,8 @@ public struct ListenerSettings: Sendable, Equatable {
         self.reauthorize = reauthorize
         self.closeAtCertExpiry = closeAtCertExpiry
         self.policy = policy
+        self.serverName = serverName
+        self.verifyServerName = verifyServerName
     }
 }
 

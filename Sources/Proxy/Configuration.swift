@@ -31,7 +31,11 @@ public struct ListenerConfiguration: Sendable {
         public init() {}
     }
 
+    public enum Mode: Sendable { case server, client }
+
     public var name = "server"
+    /// Server: TLS in, plaintext to the target. Client: plaintext in, TLS (with our certificate) to the target.
+    public var mode = Mode.server
     public var listenHost: String
     public var listenPort: UInt16
     public var target: Target
@@ -91,6 +95,7 @@ enum BackendTarget: Sendable {
 /// Per-listener settings the data path reads, frozen into each generation.
 struct ListenerRuntimeSettings: Sendable {
     let name: String
+    let mode: RelayConnection.Mode
     let target: BackendTarget
     let targetDescription: String
     let handshakeTimeoutMs: UInt64

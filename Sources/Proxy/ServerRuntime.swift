@@ -146,12 +146,14 @@ public final class ServerRuntime {
     }
 
     /// The listener set for one worker: current generations, plus that worker's share of any new sockets.
-    private func assignments(forWorker index: Int, reauthorize: Set<String>) -> [ListenerAssignment] {
+    private func assignments(forWorker index: Int, reauthorize: Set<String>,
+                             renames: [String: String] = [:]) -> [ListenerAssignment] {
         configuration.listeners.compactMap { listener in
             guard let generation = generations[listener.name] else { return nil }
             return ListenerAssignment(name: listener.name, generation: generation,
                                       socket: pendingSockets[listener.name]?[index],
-                                      reauthorize: reauthorize.contains(listener.name))
+                                      reauthorize: reauthorize.contains(listener.name),
+                                      renamedFrom: renames[listener.name])
         }
     }
 
@@ -177,11 +179,23 @@ public final class ServerRuntime {
         var built: [String: Generation] = [:]
         var newSockets: [String: [ListeningSocket]] = [:]
         var newAddresses: [String: String] = [:]
+        // A listener that disappears by name while a new name appears on the same address is a rename: the
+        // new name takes over the sockets (binding again would collide with our own port).
+        let nextNames = Set(next.listeners.map(\.name))
+        var renames: [String: String] = [:]
+        for listener in next.listeners where generations[listener.name] == nil {
+            if let old = configuration.listeners.first(where: {
+                !nextNames.contains($0.name) && !renames.values.contains($0.name)
+                    && $0.listenHost == listener.listenHost && $0.listenPort == listener.listenPort
+            }) {
+                renames[listener.name] = old.name
+            }
+        }
         do {
             for listener in next.listeners {
-                let counters = self.counters[listener.name] ?? ListenerCounters()
+                let counters = self.counters[listener.name] ?? renames[listener.name].flatMap { self.counters[$0] } ?? ListenerCounters()
                 built[listener.name] = try ServerRuntime.makeGeneration(listener, number: number, counters: counters)
-                let old = configuration.listeners.first { $0.name == listener.name }
+                let old = configuration.listeners.first { $0.name == (renames[listener.name] ?? listener.name) }
                 if old == nil || old!.listenHost != listener.listenHost || old!.listenPort != listener.listenPort {
                     let (sockets, address) = try ServerRuntime.bindSockets(listener, count: workerCount)
                     newSockets[listener.name] = sockets
@@ -199,17 +213,21 @@ public final class ServerRuntime {
         // Which listeners' live connections must be re-checked: policy, CA or CRLs changed.
         var reauthorize = Set<String>()
         for listener in next.listeners where listener.reauthorize {
-            guard let old = generations[listener.name], let new = built[listener.name] else { continue }
+            guard let old = generations[renames[listener.name] ?? listener.name], let new = built[listener.name] else { continue }
             if old.tls.policy != new.tls.policy || old.tls.trustDigest != new.tls.trustDigest { reauthorize.insert(listener.name) }
         }
-        let removed = configuration.listeners.map(\.name).filter { built[$0] == nil }
-        let added = next.listeners.map(\.name).filter { generations[$0] == nil }
+        let removed = configuration.listeners.map(\.name).filter { built[$0] == nil && !renames.values.contains($0) }
+        let added = next.listeners.map(\.name).filter { generations[$0] == nil && renames[$0] == nil }
 
         configuration = next
         configurationGeneration = number
         generations = built
         for listener in next.listeners where counters[listener.name] == nil {
             counters[listener.name] = built[listener.name]?.counters
+        }
+        for (new, old) in renames {
+            listenAddresses[new] = listenAddresses.removeValue(forKey: old)
+            counters[old] = nil
         }
         for name in removed {
             counters[name] = nil
@@ -218,7 +236,7 @@ public final class ServerRuntime {
         listenAddresses.merge(newAddresses) { _, new in new }
         pendingSockets = newSockets
         for (index, worker) in workers.enumerated() {
-            worker.post(.apply(assignments(forWorker: index, reauthorize: reauthorize)))
+            worker.post(.apply(assignments(forWorker: index, reauthorize: reauthorize, renames: renames)))
         }
         pendingSockets = [:]
         watchFiles()
@@ -230,6 +248,7 @@ public final class ServerRuntime {
             "listeners.added": "\(added.joined(separator: ","))",
             "listeners.removed": "\(removed.joined(separator: ","))",
             "listeners.reauthorized": "\(reauthorize.sorted().joined(separator: ","))",
+            "listeners.renamed": "\(renames.map { "\($0.value)->\($0.key)" }.sorted().joined(separator: ","))",
         ])
         for name in added {
             if let listener = next.listeners.first(where: { $0.name == name }) { logListening(listener) }
@@ -358,7 +377,7 @@ public final class ServerRuntime {
         }
         let target = try resolveTarget(listener)
         let settings = ListenerRuntimeSettings(
-            name: listener.name, target: target, targetDescription: listener.target.description,
+            name: listener.name, mode: listener.mode == .server ? .server : .client, target: target, targetDescription: listener.target.description,
             handshakeTimeoutMs: listener.handshakeTimeoutMs, connectTimeoutMs: listener.connectTimeoutMs,
             idleTimeoutMs: listener.idleTimeoutMs, closeTimeoutMs: listener.closeTimeoutMs,
             maxConnections: listener.maxConnections, closeAtCertExpiry: listener.closeAtCertExpiry)

@@ -17,6 +17,8 @@ struct ListenerAssignment: @unchecked Sendable {
     let socket: ListeningSocket?
     /// Re-check this listener's live connections against `generation`.
     let reauthorize: Bool
+    /// The listener was renamed: take over the sockets (and connections) of the listener of this name.
+    let renamedFrom: String?
 }
 
 /// One worker thread: its own libuv loop, one SO_REUSEPORT socket per listener, its connections.
@@ -36,6 +38,8 @@ final class Worker: @unchecked Sendable {
         var wakeup: AsyncWakeup.Sender?
     }
 
+    /// One listener on this worker. The accept callback holds the slot, not its name, so a rename keeps
+    /// the socket accepting.
     private final class Slot {
         var listener: TCPListener?
         var generation: Generation
@@ -50,7 +54,7 @@ final class Worker: @unchecked Sendable {
     private(set) var loop: Loop!
     private var wakeup: AsyncWakeup?
     private var slots: [String: Slot] = [:]
-    private var connections: [UInt64: ServerConnection] = [:]
+    private var connections: [UInt64: RelayConnection] = [:]
     private var draining = false
     private var expirySweep: Timer?
     private var failureLogLimiter: LogRateLimiter?
@@ -114,6 +118,9 @@ final class Worker: @unchecked Sendable {
         var keep = Set<String>()
         for assignment in assignments {
             keep.insert(assignment.name)
+            if let old = assignment.renamedFrom, slots[assignment.name] == nil, let moved = slots.removeValue(forKey: old) {
+                slots[assignment.name] = moved
+            }
             let slot = slots[assignment.name] ?? Slot(generation: assignment.generation)
             slots[assignment.name] = slot
             slot.generation = assignment.generation
@@ -124,9 +131,8 @@ final class Worker: @unchecked Sendable {
                     socket.close()
                 } else {
                     do {
-                        let name = assignment.name
-                        slot.listener = try TCPListener(loop: loop, socket: socket) { [unowned self] client in
-                            self.accept(client, listener: name)
+                        slot.listener = try TCPListener(loop: loop, socket: socket) { [unowned self, unowned slot] client in
+                            self.accept(client, slot: slot)
                         }
                     } catch {
                         shared.logger.error("cannot accept on listener", metadata: [
@@ -135,7 +141,10 @@ final class Worker: @unchecked Sendable {
                     }
                 }
             }
-            if assignment.reauthorize { reauthorize(listener: assignment.name, against: assignment.generation) }
+            if assignment.reauthorize {
+                // Live connections carry the name they were accepted under (the old one after a rename).
+                reauthorize(listener: assignment.renamedFrom ?? assignment.name, against: assignment.generation)
+            }
         }
         for (name, slot) in slots where !keep.contains(name) {
             // A removed listener stops accepting; its connections finish on their own.
@@ -147,12 +156,13 @@ final class Worker: @unchecked Sendable {
 
     // MARK: connections
 
-    private func accept(_ client: StreamSocket, listener name: String) {
-        guard !draining, let slot = slots[name] else {
+    private func accept(_ client: StreamSocket, slot: Slot) {
+        guard !draining else {
             client.close()
             return
         }
         let generation = slot.generation
+        let name = generation.settings.name
         let limit = generation.settings.maxConnections
         let active = generation.counters.active.add(1, ordering: .relaxed).newValue
         if limit > 0 && active > limit {
@@ -169,7 +179,7 @@ final class Worker: @unchecked Sendable {
         shared.activeConnections.add(1, ordering: .relaxed)
         let id = shared.nextConnectionID.add(1, ordering: .relaxed).newValue
         do {
-            let connection = try ServerConnection(id: id, worker: self, generation: generation, client: client)
+            let connection = try RelayConnection(id: id, worker: self, generation: generation, accepted: client)
             connections[id] = connection
             connection.start()
         } catch {
@@ -181,7 +191,7 @@ final class Worker: @unchecked Sendable {
     }
 
     /// Called by a connection once both of its sockets have closed.
-    func connectionDidClose(_ connection: ServerConnection) {
+    func connectionDidClose(_ connection: RelayConnection) {
         connections.removeValue(forKey: connection.id)
         connection.generation.counters.active.subtract(1, ordering: .relaxed)
         shared.activeConnections.subtract(1, ordering: .relaxed)
@@ -246,7 +256,7 @@ final class Worker: @unchecked Sendable {
 
     // MARK: audit
 
-    private func audit(_ connection: ServerConnection) {
+    private func audit(_ connection: RelayConnection) {
         let session = connection.session
         var metadata: Logger.Metadata = [
             "conn.id": "\(connection.id)",
@@ -278,7 +288,13 @@ final class Worker: @unchecked Sendable {
         metadata["tls.cipher"] = "\(session.cipherName)"
         metadata["tls.resumed"] = "\(session.isResumed)"
         if let sni = session.serverNameIndication { metadata["tls.sni"] = "\(sni)" }
-        if let rule = session.decision?.ruleName { metadata["policy.rule"] = "\(rule)" }
+        let tlsConfiguration = session.context.configuration
+        if connection.mode == .client, tlsConfiguration.verifyServerName, let name = tlsConfiguration.serverName {
+            // Client mode without identity rules: the server was admitted by its name.
+            metadata["policy.rule"] = "server-name=\(name)"
+        } else if let rule = session.decision?.ruleName {
+            metadata["policy.rule"] = "\(rule)"
+        }
         metadata["target"] = "\(connection.settings.targetDescription)"
         metadata["bytes.up"] = "\(connection.bytesUp)"
         metadata["bytes.down"] = "\(connection.bytesDown)"

@@ -21,8 +21,12 @@ public struct TLSConfiguration: Sendable {
     public var sessionTickets = true
     /// Distinguishes this listener's sessions, so resumption works with client verification.
     public var sessionIDContext = "portcullis"
-    /// Client role: the name sent as SNI and required in the server certificate (DNS or IP SAN).
+    /// Client role: the name sent as SNI (unless it is an IP address) and, with `verifyServerName`, required
+    /// in the server certificate (as a DNS or IP SAN).
     public var serverName: String?
+    /// Client role: check `serverName` against the server certificate. Off when identity rules (the
+    /// context's policy) judge the server instead.
+    public var verifyServerName = true
     /// TLS 1.3 cipher suites (OpenSSL syntax, e.g. `TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384`).
     public var cipherSuites: String?
     /// Key-exchange groups (e.g. `X25519:P-256`).

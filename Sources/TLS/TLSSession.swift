@@ -91,11 +91,15 @@ public final class TLSSession {
         } else {
             SSL_set_connect_state(ssl)
             if let name = context.configuration.serverName {
-                _ = pc_ssl_set_sni(ssl, name)
-                if IPAddress(name) != nil {
-                    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name)
-                } else {
-                    X509_VERIFY_PARAM_set1_host(SSL_get0_param(ssl), name, 0)
+                let isAddress = IPAddress(name) != nil
+                // RFC 6066: SNI carries host names only, never IP literals.
+                if !isAddress { _ = pc_ssl_set_sni(ssl, name) }
+                if context.configuration.verifyServerName {
+                    if isAddress {
+                        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name)
+                    } else {
+                        X509_VERIFY_PARAM_set1_host(SSL_get0_param(ssl), name, 0)
+                    }
                 }
             }
         }

@@ -26,7 +26,8 @@ extension RuntimeConfiguration {
 
 extension ListenerConfiguration {
     init(_ settings: ListenerSettings, keyPrefix: String?) {
-        var tls = TLSConfiguration(role: .server)
+        let isClient = settings.mode == .client
+        var tls = TLSConfiguration(role: isClient ? .client : .server)
         tls.certificatePath = settings.tls.certificatePath
         tls.keyPath = settings.tls.keyPath
         tls.keyPassphrasePath = settings.tls.keyPassphrasePath
@@ -38,6 +39,10 @@ extension ListenerConfiguration {
         tls.cipherSuites = settings.tls.cipherSuites
         tls.groups = settings.tls.groups
         tls.sessionTickets = settings.tls.sessionTickets
+        if isClient {
+            tls.serverName = settings.serverName
+            tls.verifyServerName = settings.verifyServerName
+        }
         let target: ListenerConfiguration.Target
         switch settings.target {
         case .tcp(let host, let port): target = .tcp(host: host, port: port)
@@ -46,6 +51,7 @@ extension ListenerConfiguration {
         self.init(listenHost: settings.listen.host, listenPort: settings.listen.port, target: target, tls: tls,
                   policy: settings.policy)
         name = settings.name
+        mode = isClient ? .client : .server
         handshakeTimeoutMs = settings.timeouts.handshake
         connectTimeoutMs = settings.timeouts.connect
         idleTimeoutMs = settings.timeouts.idle

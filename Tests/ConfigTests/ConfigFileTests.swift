@@ -42,7 +42,7 @@ private func problem(_ yaml: String, checkFiles: Bool = false, source: String = 
 }
 
 private let allKinds = Matcher.Kind.allCases.map(\.rawValue).joined(separator: ", ")
-private let listenerKeyList = "name, mode, listen, target, unsafe-target, tls, timeouts, max-connections, reauthorize, close-at-cert-expiry, policy"
+private let listenerKeyList = "name, mode, listen, unsafe-listen, target, unsafe-target, tls, timeouts, max-connections, reauthorize, close-at-cert-expiry, policy"
 
 @Suite("Configuration file")
 struct ConfigFileTests {
@@ -105,8 +105,8 @@ struct ConfigFileTests {
         (set(4, "    target: \"evil\\n:80\""), "portcullis.yaml:4: listeners[0].target: 'evil\\n:80' has an invalid host: use an IP address or a DNS name"),
         (set(4, "    target: unix:run/app.sock"), "portcullis.yaml:4: listeners[0].target: 'unix:run/app.sock' is not an absolute socket path: use unix:/path/to/socket"),
         (set(2, "  - name: my listener"), "portcullis.yaml:2: listeners[0].name: 'my listener' is not a valid listener name: use 1-64 letters, digits, '.', '_' or '-'"),
-        (insert(after: 2, "    mode: client"), "portcullis.yaml:3: listeners[0].mode: mode 'client' is not supported yet (use server)"),
-        (insert(after: 2, "    mode: proxy"), "portcullis.yaml:3: listeners[0].mode: 'proxy' is not a mode: use server"),
+        (insert(after: 2, "    mode: client"), "portcullis.yaml:4: listeners[0].listen: '0.0.0.0:6380' is not a loopback address (set unsafe-listen: true to allow it)"),
+        (insert(after: 2, "    mode: proxy"), "portcullis.yaml:3: listeners[0].mode: 'proxy' is not a mode: use server or client"),
         (insert(after: 8, "      min-version: 1.1"), "portcullis.yaml:9: listeners[0].tls.min-version: '1.1' is not allowed: use 1.2 or 1.3"),
         (insert(after: 8, "      min-version: 1.30"), "portcullis.yaml:9: listeners[0].tls.min-version: '1.30' is not a TLS version: use 1.2 or 1.3"),
         (insert(after: 8, "      cipher-suites: TLS_AES_128_GCM_SHA256:TLS_RSA_WITH_AES_128_CBC_SHA"),
@@ -621,14 +621,19 @@ struct ConfigFileTests {
             do {
                 let configuration = try PortcullisConfiguration.parse(yaml: text, source: path, checkFiles: false)
                 #expect(!configuration.listeners.isEmpty)
-                #expect(configuration.listeners.allSatisfy { $0.mode == .server })
+                // portcullis.yaml is the server side, portcullis-client.yaml the client side of the pair.
+                let mode: ListenerMode = relative.hasSuffix("-client.yaml") ? .client : .server
+                #expect(configuration.listeners.allSatisfy { $0.mode == mode }, "\(relative)")
             } catch {
                 Issue.record("\(error)")
             }
         }
-        #expect(found.count >= 6, "found only \(found.sorted())")
+        #expect(found.count >= 10, "found only \(found.sorted())")
         for system in ["valkey", "nsq", "rocketmq", "zeromq", "erlang", "generic"] {
             #expect(found.contains("\(system)/portcullis.yaml"))
+        }
+        for system in ["valkey", "nsq", "zeromq", "erlang"] {
+            #expect(found.contains("\(system)/portcullis-client.yaml"))
         }
     }
 }

@@ -719,3 +719,66 @@ def still_open(s, payload: bytes = b"still there?", timeout: float = 3.0) -> boo
         return echo_roundtrip(s, payload, timeout) == payload
     except (ssl.SSLError, OSError, AssertionError):
         return False
+
+
+# ----------------------------------------------------------------------------------------------
+# Added for client mode and the systems examples (issue 4). Nothing above changes.
+# ----------------------------------------------------------------------------------------------
+def client_mode_available() -> bool:
+    """The binary has the `client` subcommand (`portcullis client --help` exits 0)."""
+    try:
+        r = run_portcullis_once(["client", "--help"], timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0 and "--target" in (r.stdout + r.stderr)
+
+
+def start_client(pki, target: str, *, cred: str = "allowed", cacert: str | None = None, port: int | None = None,
+                 extra: list[str] | None = None, wait: bool = True, env: dict | None = None) -> Portcullis:
+    """`portcullis client --listen 127.0.0.1:<port> --target <target> --log-format json`, presenting pki[cred]
+    and trusting `cacert` (default: the test CA). `extra` adds --verify-*/--override-server-name/… flags.
+    Waits for "listening" unless wait=False. The caller stops it (stop_all)."""
+    port = port or free_port()
+    c = pki[cred]
+    args = ["client", "--listen", f"127.0.0.1:{port}", "--target", target, "--cert", c.cert, "--key", c.key,
+            "--cacert", cacert or pki.ca, "--log-format", "json", "--log-level", "info", *(extra or [])]
+    if c.passphrase_file:
+        args += ["--key-passphrase-file", c.passphrase_file]
+    p = Portcullis(args, env=env, port=port, name="portcullis-client")
+    if wait:
+        p.wait_listening()
+    return p
+
+
+def plain_connect(port: int, timeout: float = 5.0) -> socket.socket:
+    """A plaintext TCP connection to 127.0.0.1:port (a client-mode sidecar's local side)."""
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+class ClientSidecars:
+    """Client-mode sidecars started by one test; `.stop(failed)` stops them by PID and returns problems.
+    Test files wrap it in a fixture:  s = ClientSidecars(pki); yield s.start; problems = s.stop(failed)."""
+
+    def __init__(self, pki):
+        self.pki = pki
+        self.started: list[Portcullis] = []
+
+    def start(self, target: str, *, wait: bool = True, **kw) -> Portcullis:
+        p = start_client(self.pki, target, wait=False, **kw)
+        self.started.append(p)  # registered before waiting, so a failed start is still stopped
+        if wait:
+            p.wait_listening()
+        return p
+
+    def stop(self, failed: bool) -> list[str]:
+        return stop_all(self.started, failed)
+
+
+def load_example_module(system: str, name: str = "check"):
+    """Import examples/<system>/<name>.py (the checks an example's run.sh runs) as a module."""
+    import importlib.util
+    path = REPO_ROOT / "examples" / system / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{system}_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -521,19 +521,26 @@ def test_large_crl_loads_and_handshakes_still_work(run_config, pki, tls, echo_ba
     t0 = time.monotonic()
     crl = make_large_crl(pki, tmp_path / "big.crl", 100_000, extra=[pki["denied"].cert])
     made = time.monotonic() - t0
-    port = free_port()
-    cfg = ConfigFile(tmp_path / "portcullis.yaml",
-                     [listener_config(pki, "main", port, echo_backend.address, allow_all=True, tls={"crl": [crl]})])
+    port, plain = free_port(), free_port()
+    cfg = ConfigFile(tmp_path / "portcullis.yaml", [
+        listener_config(pki, "main", port, echo_backend.address, allow_all=True, tls={"crl": [crl]}),
+        listener_config(pki, "plain", plain, echo_backend.address, allow_all=True),  # no CRL, for comparison
+    ])
     t1 = time.monotonic()
     p = run_config(cfg)
     load = time.monotonic() - t1
-    listening = p.wait_log("listening")
+    listening = p.wait_log("listening", listener="main")
 
-    t2 = time.monotonic()
-    n = 10
-    for _ in range(n):
-        assert admitted(port, tls.ctx("allowed"))
-    per = (time.monotonic() - t2) / n
+    def per_handshake(port_, n=10):
+        ctx = tls.ctx("allowed")
+        t = time.monotonic()
+        for _ in range(n):
+            assert admitted(port_, ctx)
+        return (time.monotonic() - t) / n
+
+    per_handshake(plain, 2)  # warm up
+    per_plain = per_handshake(plain)
+    per = per_handshake(port)
     mark = len(p.records)
     tls.refused(port, "denied")
     assert _handshake_failure(p, "client-denied", mark)["handshake.error"] == "revoked"
@@ -545,5 +552,175 @@ def test_large_crl_loads_and_handshakes_still_work(run_config, pki, tls, echo_ba
     assert admitted(port, tls.ctx("allowed"))
 
     print(f"\nlarge CRL: generated in {made:.2f}s; start -> listening {load * 1000:.0f} ms "
-          f"(crl_count={listening.get('tls.crl_count')}); {per * 1000:.1f} ms per full handshake+echo; "
+          f"(crl_count={listening.get('tls.crl_count')}); {per * 1000:.1f} ms per full handshake+echo "
+          f"(no CRL: {per_plain * 1000:.1f} ms); "
           f"SIGHUP reload {reload_s * 1000:.0f} ms")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# more ways to lose admission: CA rotation, revocation of a resumable client, tickets across listeners
+# ---------------------------------------------------------------------------------------------------------
+def test_ca_replaced_on_disk_closes_connections_that_no_longer_chain(run_config, pki, tls, echo_backend, tmp_path):
+    import shutil
+    ca = tmp_path / "clients-ca.pem"
+    shutil.copy(pki.ca, ca)
+    port = free_port()
+    cfg = ConfigFile(tmp_path / "portcullis.yaml",
+                     [listener_config(pki, "main", port, echo_backend.address, allow_all=True,
+                                      tls={"cacert": str(ca)})])
+    p = run_config(cfg)
+    old = tls.connect(port, "allowed")
+    assert echo_roundtrip(old, b"x") == b"x"
+
+    from harness import write_atomic
+    rec = _reload(p, lambda: write_atomic(ca, open(pki.other_ca).read()), sighup=False)
+    assert rec["listeners.reauthorized"] == "main", rec
+    read_until_closed(old, timeout=5)
+    closed = _closed_record(p, "client-allowed")
+    assert closed["close.reason"].startswith("reauthorization failed: certificate no longer verifies"), closed
+    assert not admitted(port, tls.ctx("allowed"))
+    old.close()
+
+
+def test_resumed_session_refused_after_client_revoked(run_config, pki, tls, echo_backend, tmp_path):
+    port = free_port()
+    crl = make_crl(pki, tmp_path / "clients.crl", [])
+    cfg = ConfigFile(tmp_path / "portcullis.yaml",
+                     [listener_config(pki, "main", port, echo_backend.address, allow_all=True, tls={"crl": [crl]})])
+    p = run_config(cfg)
+    ctx = tls.ctx("allowed")
+    sess = _session(port, ctx)
+    _reload(p, lambda: make_crl(pki, crl, [pki["allowed"].cert]), sighup=False)
+    outcome, reused = _try_resume(port, ctx, sess)
+    assert outcome, f"resumed={reused}: a revoked client got through with its old session"
+    assert not reused, "the server resumed a revoked client's session before refusing"
+
+
+def test_ticket_from_one_listener_does_not_admit_on_another(run_config, pki, tls, echo_backend, tmp_path):
+    # listener "one" admits client-allowed; "two" admits only client-denied. A ticket earned on one must not
+    # be a way into two.
+    p1, p2 = free_port(), free_port()
+    cfg = ConfigFile(tmp_path / "portcullis.yaml", [
+        listener_config(pki, "one", p1, echo_backend.address, rules=[{"name": "a", "cn": "client-allowed"}]),
+        listener_config(pki, "two", p2, echo_backend.address, rules=[{"name": "d", "cn": "client-denied"}]),
+    ])
+    run_config(cfg)
+    ctx = tls.ctx("allowed")
+    sess = _session(p1, ctx)
+    outcome, reused = _try_resume(p2, ctx, sess)
+    assert outcome, f"resumed={reused}: a ticket from listener one admitted the client on listener two"
+
+
+def _try_resume(port, ctx, sess) -> tuple[str | None, bool]:
+    """Connect offering `sess`, write and read once. Returns (how it was refused or None, session_reused)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    reused = False
+    try:
+        try:
+            s = ctx.wrap_socket(raw, server_hostname="localhost", session=sess)
+        except (*REFUSAL_ERRORS, OSError) as e:
+            return f"handshake: {e}", False
+        reused = s.session_reused
+        s.settimeout(3)
+        try:
+            s.sendall(b"let me in")
+            d = s.recv(64)
+            return (None if d else "eof"), reused
+        except (*REFUSAL_ERRORS, OSError) as e:
+            return f"first-read: {e}", reused
+        finally:
+            s.close()
+    finally:
+        raw.close()
+
+
+def test_session_tickets_off_means_no_resumption(run_config, pki, tls, echo_backend, tmp_path):
+    port = free_port()
+    cfg = ConfigFile(tmp_path / "portcullis.yaml",
+                     [listener_config(pki, "main", port, echo_backend.address, allow_all=True,
+                                      tls={"session-tickets": False})])
+    p = run_config(cfg)
+    ctx = tls.ctx("allowed")
+    with tls.connect(port, ctx=ctx) as s:
+        assert echo_roundtrip(s, b"hello") == b"hello"
+        sess = s.session
+    assert sess is None or not sess.has_ticket, "session-tickets: false, but a ticket was issued"
+    with tls.connect(port, ctx=ctx, session=sess) as s:
+        assert echo_roundtrip(s, b"again") == b"again"
+        assert not s.session_reused
+    assert not p.logs("connection closed", **{"tls.resumed": "true"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# how files change on real systems
+# ---------------------------------------------------------------------------------------------------------
+def test_kubernetes_style_symlink_swap_reloads(run_config, pki, tls, echo_backend, tmp_path):
+    # A Secret/ConfigMap volume: portcullis.yaml -> ..data/portcullis.yaml, ..data -> ..<version>; an update
+    # swaps the ..data symlink atomically and touches no file under the watched name.
+    import os
+    port = free_port()
+    vol = tmp_path / "volume"
+    vol.mkdir()
+
+    def version(tag, rules):
+        (vol / tag).mkdir()
+        return ConfigFile(vol / tag / "portcullis.yaml",
+                          [listener_config(pki, "main", port, echo_backend.address, rules=rules)])
+
+    v1 = version("..v1", [{"name": "payments", "cn": "client-allowed"}])
+    os.symlink("..v1", vol / "..data")
+    os.symlink("..data/portcullis.yaml", vol / "portcullis.yaml")
+    v1.path = vol / "portcullis.yaml"
+    p = run_config(v1)
+    assert not admitted(port, tls.ctx("denied"))
+
+    def swap():
+        version("..v2", [{"name": "marketing", "cn": "client-denied"}])
+        os.symlink("..v2", vol / "..data.tmp")
+        os.replace(vol / "..data.tmp", vol / "..data")
+
+    rec = _reload(p, swap, sighup=False)
+    assert rec["reload.trigger"] == "file change", rec
+    assert admitted(port, tls.ctx("denied"))
+    assert not admitted(port, tls.ctx("allowed"))
+
+
+def test_burst_of_edits_is_one_reload(run_config, pki, tls, echo_backend, tmp_path):
+    port = free_port()
+    cfg = ConfigFile(tmp_path / "portcullis.yaml",
+                     [listener_config(pki, "main", port, echo_backend.address, allow_all=True)])
+    p = run_config(cfg)
+    mark = len(p.records)
+    for i in range(5):  # 5 rename-replacements within ~100 ms: debounced (300 ms) into one reload
+        cfg.listener("main")["max-connections"] = 100 + i
+        cfg.write()
+        time.sleep(0.02)
+    wait_log_after(p, mark, "reloaded", timeout=RELOAD_TIMEOUT)
+    time.sleep(0.8)
+    reloads = [r for r in p.records[mark:] if str(r.get("msg", "")).startswith("reload")]
+    assert len(reloads) == 1, reloads
+    assert "\"max-connections\": 104" in cfg.text()
+
+
+def test_listener_renamed_on_same_address_keeps_accepting(run_config, pki, tls, echo_backend, tmp_path):
+    # a rename is "remove old + add new" on the same address: the new listener must take over the port
+    port = free_port()
+    cfg = ConfigFile(tmp_path / "portcullis.yaml",
+                     [listener_config(pki, "old-name", port, echo_backend.address, allow_all=True)])
+    p = run_config(cfg)
+    open_conn = tls.connect(port, "allowed")
+    assert echo_roundtrip(open_conn, b"x") == b"x"
+
+    def rename():
+        cfg.listener("old-name")["name"] = "new-name"
+        cfg.write()
+
+    mark = len(p.records)
+    rec = _reload(p, rename, sighup=False, msg="reload")  # "reloaded" or "reload failed…"
+    assert rec["msg"] == "reloaded", f"renaming a listener on the same address failed: {rec.get('error')}"
+    assert rec["listeners.added"] == "new-name" and rec["listeners.removed"] == "old-name", rec
+    wait_log_after(p, mark, "listening", listener="new-name")
+    assert admitted(port, tls.ctx("allowed"))
+    assert p.wait_log("connection closed", listener="new-name")
+    assert still_open(open_conn)
+    open_conn.close()

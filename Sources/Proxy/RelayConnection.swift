@@ -1,0 +1,452 @@
+import EventLoop
+import Logging
+import Policy
+import TLS
+
+/// One proxied connection: a TLS side and a plaintext side, relayed both ways.
+///
+/// - Server mode: the accepted socket is the TLS side; the plaintext side is dialled to the target only after
+///   the client is verified *and* authorized (inside the handshake, see `TLSSession`), and the client is not
+///   read between the end of the handshake and the target's connect.
+///   Life: `handshaking → connecting → relaying → closing`.
+/// - Client mode: the accepted socket is the plaintext side and is not read until the TLS side has connected,
+///   completed its handshake and verified the server, so no plaintext byte ever reaches an unverified server.
+///   Life: `connecting → handshaking → relaying → closing`.
+///
+/// Ownership: the worker keeps the connection in its table until its sockets have closed; the sockets keep it
+/// (their delegate) alive until their close callbacks. The timer's closure is unowned.
+/// - Warning: confined to its worker's loop thread.
+final class RelayConnection: StreamSocketDelegate {
+    enum Mode { case server, client }
+    enum State { case handshaking, connecting, relaying, closing }
+
+    let id: UInt64
+    let mode: Mode
+    unowned let worker: Worker
+    let generation: Generation
+    let session: TLSSession
+    /// The socket this listener accepted (TLS in server mode, plaintext in client mode).
+    let accepted: StreamSocket
+    private(set) var tlsSide: StreamSocket?
+    private(set) var plainSide: StreamSocket?
+    private let timer: Timer
+    private(set) var state: State
+
+    let peerAddress: String
+    let startedAt: UInt64 = Loop.monotonicNanoseconds
+    private var lastActivity: UInt64
+    private var openSockets = 1
+    private var pendingShutdowns = 0
+
+    // Per-direction progress.
+    private var bytesFromTLS = 0       // decrypted and written to the plaintext side
+    private var bytesFromPlain = 0     // read from the plaintext side and encrypted
+    private var toPlainInFlight = 0
+    private var toTLSInFlight = 0
+    private var tlsPausedForBackpressure = false
+    private var plainPausedForBackpressure = false
+    private var tlsEOF = false         // TCP FIN on the TLS side (records may still be buffered)
+    private var tlsFinished = false    // close_notify, or EOF with every buffered record relayed
+    private var plainFinished = false  // EOF on the plaintext side
+    private var tlsShutDown = false
+    private var plainShutDown = false
+
+    private(set) var closeReason = ""
+    private(set) var handshakeFailure: TLSFailure?
+    /// Log classification of a failed handshake: a TLS failure kind, `timeout`, `eof` or `connect`.
+    private(set) var handshakeErrorKind = ""
+    private(set) var handshakeCompleted = false
+
+    /// Above this many unacknowledged bytes towards one side, stop reading the other side.
+    static let highWater = 1 << 20
+    /// Resume reading once the backlog drains to this.
+    static let lowWater = 256 << 10
+
+    init(id: UInt64, worker: Worker, generation: Generation, accepted: StreamSocket) throws {
+        self.id = id
+        self.worker = worker
+        self.generation = generation
+        self.mode = generation.settings.mode
+        self.accepted = accepted
+        self.session = try TLSSession(context: generation.tls)
+        self.timer = Timer(loop: worker.loop)
+        self.peerAddress = accepted.peerAddress
+        self.lastActivity = worker.loop.now
+        switch mode {
+        case .server:
+            tlsSide = accepted
+            state = .handshaking
+        case .client:
+            plainSide = accepted
+            state = .connecting
+        }
+    }
+
+    var settings: ListenerRuntimeSettings { generation.settings }
+
+    /// Handshake done and relaying (or half-closed): the peer's identity is known and admitted.
+    var isEstablished: Bool { state == .relaying }
+
+    /// Bytes from the accepted side towards the target, and back.
+    var bytesUp: Int { mode == .server ? bytesFromTLS : bytesFromPlain }
+    var bytesDown: Int { mode == .server ? bytesFromPlain : bytesFromTLS }
+
+    func start() {
+        accepted.delegate = self
+        accepted.setNoDelay()
+        switch mode {
+        case .server:
+            accepted.startReading()
+            armHandshakeTimer()
+        case .client:
+            // The local application is not read until the server is verified.
+            timer.start(after: settings.connectTimeoutMs) { [unowned self] in
+                self.worker.noteTargetConnectFailure()
+                self.failHandshake(TLSFailure(kind: .protocolError, detail: "no connection to the target within the connect timeout"), kind: "connect")
+                self.closeGracefully(reason: "target connect failed: timeout")
+            }
+            connectTarget()
+        }
+    }
+
+    private func armHandshakeTimer() {
+        timer.start(after: settings.handshakeTimeoutMs) { [unowned self] in
+            self.failHandshake(TLSFailure(kind: .protocolError, detail: "no complete handshake within the handshake timeout"),
+                               kind: "timeout")
+            self.close(reason: "handshake timeout")
+        }
+    }
+
+    // MARK: StreamSocketDelegate
+
+    func socket(_ socket: StreamSocket, didRead bytes: UnsafeRawBufferPointer) {
+        lastActivity = worker.loop.now
+        if socket === tlsSide {
+            session.receive(bytes)
+            switch state {
+            case .handshaking: advanceHandshake()
+            case .relaying: pumpTLSToPlain()
+            case .connecting, .closing: break
+            }
+        } else {
+            relayPlainToTLS(bytes)
+        }
+    }
+
+    func socketDidReadEOF(_ socket: StreamSocket) {
+        if socket === tlsSide {
+            switch state {
+            case .handshaking:
+                failHandshake(TLSFailure(kind: .protocolError, detail: "peer closed the connection during the handshake"), kind: "eof")
+                close(reason: mode == .server ? "client closed during handshake" : "target closed during handshake")
+            case .relaying:
+                // TCP FIN without close_notify: the peer is done sending either way; relay what is still
+                // buffered first (the pump finishes the input once the session runs dry).
+                tlsEOF = true
+                pumpTLSToPlain()
+            case .connecting, .closing:
+                break
+            }
+        } else if state == .relaying {
+            finishPlainInput()
+        } else if mode == .client {
+            // The local application gave up before the server was verified.
+            close(reason: "client closed before the target was ready")
+        }
+    }
+
+    func socket(_ socket: StreamSocket, didFailReading error: UVError) {
+        close(reason: "\(sideName(socket)) read error: \(error.message)")
+    }
+
+    func socket(_ socket: StreamSocket, didWrite byteCount: Int, error: UVError?) {
+        if let error {
+            if !error.isCanceled { close(reason: "\(sideName(socket)) write error: \(error.message)") }
+            return
+        }
+        if socket === tlsSide {
+            toTLSInFlight -= byteCount
+            if plainPausedForBackpressure && toTLSInFlight <= RelayConnection.lowWater {
+                plainPausedForBackpressure = false
+                if !plainFinished && state == .relaying { plainSide?.startReading() }
+            }
+        } else {
+            toPlainInFlight -= byteCount
+            if tlsPausedForBackpressure && toPlainInFlight <= RelayConnection.lowWater {
+                tlsPausedForBackpressure = false
+                pumpTLSToPlain()
+                if !tlsPausedForBackpressure && !tlsFinished && !tlsEOF && state == .relaying { tlsSide?.startReading() }
+            }
+        }
+    }
+
+    func socket(_ socket: StreamSocket, didConnect error: UVError?) {
+        guard state == .connecting else { return }
+        if let error {
+            worker.noteTargetConnectFailure()
+            if mode == .client {
+                failHandshake(TLSFailure(kind: .protocolError, detail: "cannot connect to the target: \(error.message)"), kind: "connect")
+            }
+            closeGracefully(reason: "target connect failed: \(error.message)")
+            return
+        }
+        socket.setNoDelay()
+        switch mode {
+        case .server:
+            startRelaying()
+        case .client:
+            state = .handshaking
+            armHandshakeTimer()
+            socket.startReading()
+            advanceHandshake()  // sends the ClientHello
+        }
+    }
+
+    func socketDidShutdown(_ socket: StreamSocket, error: UVError?) {
+        if socket === tlsSide { tlsShutDown = true } else { plainShutDown = true }
+        if state == .closing {
+            // A graceful close (alert or close_notify, then FIN) has reached the peers' kernels.
+            pendingShutdowns -= 1
+            if pendingShutdowns <= 0 { close(reason: closeReason) }
+            return
+        }
+        if tlsFinished && plainFinished && tlsShutDown && plainShutDown {
+            close(reason: "done")
+        }
+    }
+
+    func socketDidClose(_ socket: StreamSocket) {
+        openSockets -= 1
+        if openSockets == 0 { worker.connectionDidClose(self) }
+    }
+
+    private func sideName(_ socket: StreamSocket) -> String {
+        socket === accepted ? "client" : "target"
+    }
+
+    // MARK: establishing
+
+    private func connectTarget() {
+        do {
+            switch settings.target {
+            case .tcp(let address):
+                let socket = try StreamSocket(loop: worker.loop, kind: .tcp)
+                attach(socket)
+                socket.connect(to: address)
+            case .unix(let path):
+                let socket = try StreamSocket(loop: worker.loop, kind: .pipe)
+                attach(socket)
+                socket.connect(toPath: path)
+            }
+        } catch {
+            closeGracefully(reason: "target connect failed: \(error)")
+        }
+    }
+
+    private func attach(_ socket: StreamSocket) {
+        socket.delegate = self
+        openSockets += 1
+        if mode == .server { plainSide = socket } else { tlsSide = socket }
+    }
+
+    private func advanceHandshake() {
+        switch session.handshake() {
+        case .needsInput:
+            flushTLS()
+        case .failed(let failure):
+            failHandshake(failure, kind: failure.kind.rawValue)
+            closeGracefully(reason: "handshake failed")  // flushes the alert first
+        case .complete:
+            handshakeCompleted = true
+            flushTLS()  // Finished, session tickets
+            switch mode {
+            case .server:
+                state = .connecting
+                accepted.stopReading()
+                timer.start(after: settings.connectTimeoutMs) { [unowned self] in
+                    self.worker.noteTargetConnectFailure()
+                    self.closeGracefully(reason: "target connect failed: timeout")
+                }
+                connectTarget()
+            case .client:
+                startRelaying()
+            }
+        }
+    }
+
+    private func startRelaying() {
+        state = .relaying
+        armIdleTimer()
+        tlsSide?.startReading()
+        plainSide?.startReading()
+        // Records that arrived with the handshake's last flight are already buffered in the session.
+        pumpTLSToPlain()
+    }
+
+    // MARK: relay
+
+    /// Decrypts what the session holds into pooled buffers and writes them to the plaintext side, until the
+    /// session needs more input or that side's backlog reaches the high-water mark.
+    private func pumpTLSToPlain() {
+        guard state == .relaying, let plainSide, !tlsFinished else { return }
+        let pool = worker.loop.writeBuffers
+        var sawCloseNotify = false
+        var drained = false
+        while toPlainInFlight < RelayConnection.highWater {
+            let buffer = pool.take()
+            var filled = 0
+            var needsInput = false
+            // Fill the buffer with as many records as are ready: fewer, larger writes.
+            fill: while filled < buffer.bytes.count {
+                let free = UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[filled...])
+                switch session.read(into: free) {
+                case .bytes(let n): filled += n
+                case .needsInput: needsInput = true; break fill
+                case .closed: sawCloseNotify = true; break fill
+                case .failed(let failure):
+                    pool.give(buffer)
+                    close(reason: "TLS error from \(mode == .server ? "client" : "target"): \(failure.detail)")
+                    return
+                }
+            }
+            if filled > 0 {
+                bytesFromTLS += filled
+                toPlainInFlight += filled
+                if let error = plainSide.write(buffer, count: filled) {
+                    close(reason: "\(sideName(plainSide)) write error: \(error.message)")
+                    return
+                }
+            } else {
+                pool.give(buffer)
+            }
+            if needsInput || sawCloseNotify {
+                drained = needsInput
+                break
+            }
+        }
+        if toPlainInFlight >= RelayConnection.highWater {
+            tlsPausedForBackpressure = true
+            tlsSide?.stopReading()
+        }
+        flushTLS()  // e.g. KeyUpdate responses
+        if sawCloseNotify || (drained && tlsEOF) { finishTLSInput() }
+    }
+
+    private func relayPlainToTLS(_ bytes: UnsafeRawBufferPointer) {
+        guard state == .relaying else { return }
+        bytesFromPlain += bytes.count
+        if let failure = session.write(bytes) {
+            close(reason: "TLS error: \(failure.detail)")
+            return
+        }
+        flushTLS()
+        if toTLSInFlight >= RelayConnection.highWater, let plainSide {
+            plainPausedForBackpressure = true
+            plainSide.stopReading()
+        }
+    }
+
+    /// Moves pending ciphertext from the session to the TLS side.
+    private func flushTLS() {
+        guard let tlsSide else { return }
+        let pool = worker.loop.writeBuffers
+        while session.pendingOutputCount > 0 {
+            let buffer = pool.take()
+            let n = session.readOutput(into: buffer.bytes)
+            guard n > 0 else {
+                pool.give(buffer)
+                break
+            }
+            toTLSInFlight += n
+            if let error = tlsSide.write(buffer, count: n) {
+                close(reason: "\(sideName(tlsSide)) write error: \(error.message)")
+                return
+            }
+        }
+    }
+
+    // MARK: half-close
+
+    /// The TLS peer will send nothing more: pass the half-close on to the plaintext side.
+    private func finishTLSInput() {
+        guard !tlsFinished, state == .relaying else { return }
+        tlsFinished = true
+        tlsSide?.stopReading()
+        plainSide?.shutdown()
+        armCloseTimer()
+    }
+
+    /// The plaintext side will send nothing more: close_notify and FIN to the TLS peer, keep reading it.
+    private func finishPlainInput() {
+        guard !plainFinished, state == .relaying else { return }
+        plainFinished = true
+        session.sendCloseNotify()
+        flushTLS()
+        tlsSide?.shutdown()
+        armCloseTimer()
+    }
+
+    private func armCloseTimer() {
+        timer.start(after: settings.closeTimeoutMs) { [unowned self] in
+            self.close(reason: "close timeout")
+        }
+    }
+
+    private func armIdleTimer() {
+        let idle = settings.idleTimeoutMs
+        guard idle > 0 else {
+            timer.stop()
+            return
+        }
+        // Check periodically instead of re-arming the timer on every read.
+        let interval = max(idle / 4, 10)
+        timer.start(after: interval, repeat: interval) { [unowned self] in
+            if self.worker.loop.now &- self.lastActivity >= idle { self.close(reason: "idle timeout") }
+        }
+    }
+
+    // MARK: closing
+
+    /// Records the first reason a handshake failed; later events (a timer, an EOF) do not overwrite it.
+    private func failHandshake(_ failure: TLSFailure, kind: String) {
+        guard handshakeFailure == nil else { return }
+        handshakeFailure = failure
+        handshakeErrorKind = kind
+    }
+
+    /// Ends the connection after telling both peers: a pending alert or close_notify (once the handshake
+    /// finished) and FIN are flushed before the sockets close. A short timer bounds the wait for a peer that
+    /// reads nothing.
+    func closeGracefully(reason: String) {
+        guard state != .closing else { return }
+        if closeReason.isEmpty { closeReason = reason }
+        let wasConnecting = state == .connecting
+        state = .closing
+        accepted.stopReading()
+        if handshakeCompleted { session.sendCloseNotify() }
+        flushTLS()
+        timer.start(after: 1000) { [unowned self] in self.close(reason: self.closeReason) }
+        // Shut down every connected socket; the one still connecting (if any) is simply closed.
+        var sockets: [StreamSocket] = [accepted]
+        if let other = (accepted === tlsSide ? plainSide : tlsSide) {
+            if wasConnecting { other.close() } else { sockets.append(other) }
+        }
+        pendingShutdowns = sockets.count
+        for socket in sockets {
+            socket.stopReading()
+            socket.shutdown()
+        }
+    }
+
+    /// Closes both sockets now (queued writes are cancelled). Idempotent; the first reason wins.
+    func close(reason: String) {
+        if closeReason.isEmpty { closeReason = reason }
+        guard !accepted.isClosing else { return }
+        state = .closing
+        timer.close()
+        accepted.close()
+        (accepted === tlsSide ? plainSide : tlsSide)?.close()
+    }
+
+    var durationMs: UInt64 { (Loop.monotonicNanoseconds &- startedAt) / 1_000_000 }
+}

@@ -1,0 +1,113 @@
+%% dist_check: the checks examples/erlang/run.sh and tests/e2e/test_systems_erlang.py run on two nodes
+%% connected only through Portcullis sidecar pairs. Each result is one line on stdout:
+%%   PASS <check> <detail>     or     FAIL <check> <detail>
+%% and the node stops with init:stop(0) when every check passed, init:stop(1) otherwise.
+%%
+%% Node a is started first and waits. Node b dials a (b's client sidecar -> a's server sidecar), checks
+%% rpc and a 1 MB echo b->a, then tells a to go. a drops that connection, dials b itself (a's client
+%% sidecar -> b's server sidecar), checks rpc and a 1 MB echo a->b, and stops b, then itself.
+%% So each direction is exercised on a connection it initiated: both sidecar pairs carry traffic.
+-module(dist_check).
+-export([a/1, b/1, echo_loop/0]).
+
+-define(MB, 1048576).
+-define(WAIT, 60000).
+
+%% a(["b@127.0.0.1", "19102"]): peer node and the local port we expect our connection to it to use.
+a([Peer, ExpectPort]) ->
+    register(dist_check_ctl, self()),
+    start_echo(),
+    io:format("READY ~s~n", [node()]),
+    B = list_to_atom(Peer),
+    R0 = receive {go, B, Results} -> Results after ?WAIT -> [{fail, "go", "no go from " ++ Peer}] end,
+    [report(R) || {_, "go", _} = R <- R0],   % b printed its own results
+    %% Drop b's connection; wait until it is gone on our side.
+    erlang:disconnect_node(B),
+    wait_until(fun() -> not lists:member(B, nodes()) end, 10000),
+    Rs = checks(B, list_to_integer(ExpectPort)),
+    [report(R) || R <- Rs],
+    rpc:cast(B, init, stop, [0]),
+    finish(R0 ++ Rs).
+
+%% b(["a@127.0.0.1", "19101"])
+b([Peer, ExpectPort]) ->
+    start_echo(),
+    io:format("READY ~s~n", [node()]),
+    A = list_to_atom(Peer),
+    Connected = wait_until(fun() -> net_kernel:connect_node(A) end, 30000),
+    Rs = case Connected of
+             true -> checks(A, list_to_integer(ExpectPort));
+             false -> [{fail, "connect", "could not connect to " ++ Peer}]
+         end,
+    [report(R) || R <- Rs],
+    {dist_check_ctl, A} ! {go, node(), Rs},
+    %% a stops us with init:stop(0) once its own checks are done; stop on our own if that never comes.
+    receive never -> ok after 2 * ?WAIT -> ok end,
+    finish([{fail, "stop", "a never stopped us"} | Rs]).
+
+checks(Peer, ExpectPort) ->
+    Dir = atom_to_list(node()) ++ "->" ++ atom_to_list(Peer),
+    Node = check("rpc " ++ Dir, fun() ->
+                     case rpc:call(Peer, erlang, node, [], 15000) of
+                         Peer -> {ok, io_lib:format("rpc:call(~s, erlang, node, []) = ~s", [Peer, Peer])};
+                         Other -> {error, io_lib:format("~p", [Other])}
+                     end end),
+    Release = check("rpc-otp-release " ++ Dir, fun() ->
+                     case rpc:call(Peer, erlang, system_info, [otp_release], 15000) of
+                         L when is_list(L) -> {ok, "peer runs OTP " ++ L};
+                         Other -> {error, io_lib:format("~p", [Other])}
+                     end end),
+    Echo = check("echo-1MB " ++ Dir, fun() ->
+                     Bin = crypto_free_random(?MB),
+                     T0 = erlang:monotonic_time(millisecond),
+                     {portcullis_echo, Peer} ! {echo, self(), Bin},
+                     receive
+                         {echoed, Back} when Back =:= Bin ->
+                             {ok, io_lib:format("~b bytes sent and returned identical in ~b ms",
+                                                [byte_size(Bin), erlang:monotonic_time(millisecond) - T0])};
+                         {echoed, Back} -> {error, io_lib:format("returned ~b bytes that differ", [byte_size(Back)])}
+                     after 15000 -> {error, "no echo within 15 s"}
+                     end end),
+    Path = check("via-sidecar " ++ Dir, fun() ->
+                     case net_kernel:node_info(Peer, address) of
+                         {ok, {net_address, {_, Port} = Addr, _, _, _}} when Port =:= ExpectPort ->
+                             {ok, io_lib:format("connection to ~s goes to ~s:~b (the local client sidecar)",
+                                                [Peer, inet:ntoa(element(1, Addr)), Port])};
+                         Other -> {error, io_lib:format("~p (expected port ~b)", [Other, ExpectPort])}
+                     end end),
+    [Node, Release, Echo, Path].
+
+check(Name, F) ->
+    try F() of
+        {ok, Detail} -> {pass, Name, lists:flatten(Detail)};
+        {error, Detail} -> {fail, Name, lists:flatten(Detail)}
+    catch C:E -> {fail, Name, lists:flatten(io_lib:format("~p:~p", [C, E]))}
+    end.
+
+report({pass, Name, Detail}) -> io:format("PASS ~s ~s~n", [Name, Detail]);
+report({fail, Name, Detail}) -> io:format("FAIL ~s ~s~n", [Name, Detail]).
+
+finish(Results) ->
+    case [R || {fail, _, _} = R <- Results] of
+        [] -> init:stop(0);
+        _ -> init:stop(1)
+    end.
+
+start_echo() ->
+    register(portcullis_echo, spawn(?MODULE, echo_loop, [])).
+
+echo_loop() ->
+    receive {echo, From, Bin} -> From ! {echoed, Bin} end,
+    echo_loop().
+
+%% 1 MB that does not compress and is not all one byte (no crypto app needed).
+crypto_free_random(N) ->
+    rand:seed(exsss, {1, 2, 3}),
+    << <<(rand:uniform(256) - 1)>> || _ <- lists:seq(1, N) >>.
+
+wait_until(F, Timeout) when Timeout =< 0 -> F();
+wait_until(F, Timeout) ->
+    case F() of
+        true -> true;
+        _ -> timer:sleep(200), wait_until(F, Timeout - 200)
+    end.
