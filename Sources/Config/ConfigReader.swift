@@ -229,8 +229,12 @@ final class ConfigReader {
             if let value = ListenerMode(rawValue: text) {
                 mode = value
             } else {
+                // What else is required or allowed depends on the mode: the mode is the one problem to fix.
                 report(modeNode, f.child("mode"), "\(f.child("mode")): \(singleQuoted(text)) is not a mode: use server or client")
+                return parsed
             }
+        } else if f["mode"] != nil && !isNull(f["mode"]!.value) {
+            return parsed
         }
         let client = mode == .client
 

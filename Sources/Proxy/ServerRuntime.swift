@@ -250,10 +250,11 @@ public final class ServerRuntime {
             "listeners.reauthorized": "\(reauthorize.sorted().joined(separator: ","))",
             "listeners.renamed": "\(renames.map { "\($0.value)->\($0.key)" }.sorted().joined(separator: ","))",
         ])
-        for name in added {
+        let announced = added + renames.keys.sorted()
+        for name in announced {
             if let listener = next.listeners.first(where: { $0.name == name }) { logListening(listener) }
         }
-        for listener in next.listeners where !added.contains(listener.name) { warnIfCRLExpired(listener) }
+        for listener in next.listeners where !announced.contains(listener.name) { warnIfCRLExpired(listener) }
     }
 
     /// Watches the directories of every referenced file; a change there (debounced, so an editor's

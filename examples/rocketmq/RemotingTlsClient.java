@@ -45,14 +45,17 @@ public final class RemotingTlsClient {
         ctx.init(kmf.getKeyManagers(), tmf.getTrustManagers(), null);
 
         String who = expectRefused ? "refused" : "roundtrip";
+        String stage = "connect";
         try (SSLSocket s = (SSLSocket) ctx.getSocketFactory().createSocket(host, port)) {
             s.setSoTimeout(10_000);
-            s.setTcpNoDelay(true); // as RocketMQ's Netty client does
+            s.setTcpNoDelay(true); // request/response traffic: do not let Nagle hold small frames
             s.setEnabledProtocols(new String[] {"TLSv1.3"});
             SSLParameters params = s.getSSLParameters();
             params.setEndpointIdentificationAlgorithm("HTTPS"); // the server certificate must name HOST
             s.setSSLParameters(params);
+            stage = "handshake";
             s.startHandshake();
+            stage = "first exchange";
             String negotiated = s.getSession().getProtocol() + " " + s.getSession().getCipherSuite();
             String server = s.getSession().getPeerPrincipal().getName();
             // One write (one TLS record) per frame, as Netty writes a whole encoded command.
@@ -78,6 +81,7 @@ public final class RemotingTlsClient {
                     fail(who, "message " + i + ": " + size + " bytes came back different");
                 }
                 bytes += size;
+                stage = "exchange";
             }
             if (expectRefused) {
                 fail(who, "not refused: " + count + " messages went through as " + negotiated);
@@ -85,7 +89,7 @@ public final class RemotingTlsClient {
             System.out.println("PASS " + who + " " + count + " length-prefixed messages (" + bytes
                 + " payload bytes) echoed intact over " + negotiated + "; server " + server);
         } catch (IOException e) { // SSLHandshakeException, SSLException, SocketException, EOFException
-            String what = e.getClass().getName() + ": " + e.getMessage();
+            String what = e.getClass().getName() + ": " + e.getMessage() + " (during the " + stage + ")";
             if (expectRefused) {
                 System.out.println("PASS " + who + " the JDK reported " + what);
                 return;
