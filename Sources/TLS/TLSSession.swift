@@ -98,6 +98,9 @@ public final class TLSSession {
                     if isAddress {
                         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name)
                     } else {
+                        // RFC 6125: DNS SANs only (never the CN), and no partial-label wildcards.
+                        X509_VERIFY_PARAM_set_hostflags(SSL_get0_param(ssl),
+                            UInt32(X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
                         X509_VERIFY_PARAM_set1_host(SSL_get0_param(ssl), name, 0)
                     }
                 }

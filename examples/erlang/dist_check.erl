@@ -8,7 +8,7 @@
 %% sidecar -> b's server sidecar), checks rpc and a 1 MB echo a->b, and stops b, then itself.
 %% So each direction is exercised on a connection it initiated: both sidecar pairs carry traffic.
 -module(dist_check).
--export([a/1, b/1, echo_loop/0]).
+-export([a/1, b/1, intruder/1, echo_loop/0]).
 
 -define(MB, 1048576).
 -define(WAIT, 60000).
@@ -44,6 +44,23 @@ b([Peer, ExpectPort]) ->
     %% a stops us with init:stop(0) once its own checks are done; stop on our own if that never comes.
     receive never -> ok after 2 * ?WAIT -> ok end,
     finish([{fail, "stop", "a never stopped us"} | Rs]).
+
+%% intruder(["b@127.0.0.1"]): a node with the right cookie whose sidecar presents a certificate the peer's
+%% sidecar does not admit. Passes when the distribution connection is never established.
+intruder([Peer]) ->
+    P = list_to_atom(Peer),
+    T0 = erlang:monotonic_time(millisecond),
+    Tries = [net_kernel:connect_node(P) || _ <- lists:seq(1, 3)],
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    R = case lists:member(true, Tries) of
+            false -> {pass, "refused " ++ atom_to_list(node()) ++ "->" ++ Peer,
+                      lists:flatten(io_lib:format("net_kernel:connect_node(~s) = false, 3 tries in ~b ms "
+                                                  "(right cookie, certificate not admitted)", [Peer, Ms]))};
+            true -> {fail, "refused " ++ atom_to_list(node()) ++ "->" ++ Peer,
+                     "connected although its certificate is not admitted"}
+        end,
+    report(R),
+    finish([R]).
 
 checks(Peer, ExpectPort) ->
     Dir = atom_to_list(node()) ++ "->" ++ atom_to_list(Peer),

@@ -75,7 +75,7 @@ ex_say "portcullis run --config portcullis.yaml: namesrv 127.0.0.1:$namesrv_tls 
 start "portcullis run" portcullis.log "$bin" run --config portcullis.yaml
 pc=$last_pid
 deadline=$((SECONDS + 20))
-until [[ $(grep -c '"msg":"listening"' portcullis.log) -ge 2 ]]; do
+until [[ $(grep -c '"msg":"listening"' portcullis.log 2>/dev/null) -ge 2 ]]; do
     kill -0 "$pc" 2>/dev/null && ((SECONDS < deadline)) || { echo "FAIL portcullis did not start:"; cat portcullis.log; exit 1; }
     sleep 0.05
 done
@@ -103,6 +103,8 @@ refused() { # description keystore
         test "$before" = "$after" -a "${out:0:4}" = PASS
 }
 refused "Java client with intruder.p12 (same CA, not allowlisted)" intruder.p12
+# The JDK's key manager only offers a certificate issued by a CA the server asks for (the CertificateRequest
+# lists ca.pem), so with stranger.p12 it sends no certificate at all: handshake.error=no-certificate.
 refused "Java client with stranger.p12 (another CA)" stranger.p12
 before=$(accepted broker.log)
 plain="$(python3 - "$broker_tls" <<'PY'
@@ -123,8 +125,8 @@ check "plaintext client (no tls.enable) refused: $plain; connections the broker 
 
 echo
 ex_say "what the sidecar logged (portcullis.log):"
-show_log portcullis.log '"msg":"connection closed".*"listener":"broker"'
-show_log portcullis.log '"handshake.error":"denied"'
-show_log portcullis.log '"handshake.error":"unknown-ca"'
-show_log portcullis.log '"handshake.error":"protocol"'
+for pattern in '"msg":"connection closed".*"listener":"broker"' '"handshake.error":"denied"' \
+    '"handshake.error":"no-certificate"' '"handshake.error":"protocol"'; do
+    show_log portcullis.log "$pattern" || true
+done
 ex_finish

@@ -142,22 +142,38 @@ def check_pubsub(pub_bind_port: int, sub_port: int, n: int = 100_000, ctx: zmq.C
 
 def check_restart(req_port: int, restart, before: int = 200, after: int = 200, timeout: float = 30.0,
                   ctx: zmq.Context | None = None) -> str:
-    """Request/replies in a loop; after `before` replies call restart() (which stops the server-side sidecar
-    and starts a new one on the same port); continue until `after` more replies. A request that times out
-    (1 s) is sent again on the same socket (REQ_RELAXED); ZeroMQ reconnects through the client sidecar."""
+    """Request/replies in a loop; after `before` replies, restart() runs in another thread (it stops the
+    server-side sidecar with SIGTERM and starts a new one on the same port) while requests keep flowing;
+    continue until `after` replies arrived after the new sidecar listens. A request that times out (1 s) is
+    sent again on the same socket (REQ_RELAXED); ZeroMQ reconnects through the client sidecar by itself."""
     ctx = ctx or zmq.Context()
     s = req_socket(ctx, req_port, timeout_ms=1000)
-    got_before = got_after = resends = 0
-    t_restart = t_first_after = None
+    counts = {"before": 0, "during": 0, "after": 0}
+    resends = 0
+    restarted = threading.Event()
+    errors: list[BaseException] = []
+    t_up = [0.0]
+    t_first_after = None
+
+    def do_restart():
+        try:
+            restart()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        t_up[0] = time.monotonic()
+        restarted.set()
+
+    th = None
     i = 0
     try:
         deadline = time.monotonic() + timeout
-        while got_after < after:
+        while counts["after"] < after:
+            assert not errors, f"restarting the server sidecar failed: {errors[0]}"
             assert time.monotonic() < deadline, (
-                f"only {got_after} replies after the restart within {timeout}s ({got_before} before, {resends} resends)")
-            if got_before == before and t_restart is None:
-                restart()
-                t_restart = time.monotonic()
+                f"only {counts['after']} replies after the restart within {timeout}s ({counts}, {resends} resends)")
+            if th is None and counts["before"] >= before:
+                th = threading.Thread(target=do_restart, name="restart", daemon=True)
+                th.start()
             body = b"r%d" % i
             s.send(body)
             try:
@@ -167,17 +183,22 @@ def check_restart(req_port: int, restart, before: int = 200, after: int = 200, t
                 continue  # REQ_RELAXED: send the same request again
             assert reply == b"re:" + body, f"request {i}: got {reply[:40]!r}"
             i += 1
-            if t_restart is None:
-                got_before += 1
+            if th is None:
+                counts["before"] += 1
+            elif not restarted.is_set():
+                counts["during"] += 1
             else:
-                got_after += 1
+                counts["after"] += 1
                 if t_first_after is None:
                     t_first_after = time.monotonic()
     finally:
         s.close(0)
-    gap = (t_first_after - t_restart) if t_first_after and t_restart else float("nan")
-    return (f"restart: {got_before} replies before the server sidecar restart, {got_after} after "
-            f"(first reply {gap:.2f}s after the new sidecar listened, {resends} request(s) resent after a timeout)")
+        if th is not None:
+            th.join(20)
+    gap = t_first_after - t_up[0]
+    return (f"restart mid-stream: {counts['before']} replies before SIGTERM to the server sidecar, "
+            f"{counts['during']} while it drained and the new one started, {counts['after']} after "
+            f"(first {gap:.2f}s after the new sidecar listened; {resends} request(s) resent after a 1s timeout)")
 
 
 def check_refused(rep: RepServer, req_port: int, ctx: zmq.Context | None = None, wait_s: float = 2.0) -> str:

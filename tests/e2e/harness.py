@@ -782,3 +782,73 @@ def load_example_module(system: str, name: str = "check"):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+class TLSRecorder:
+    """A real TLS server (Python ssl, TLS 1.3) on a free loopback port that records what each connection
+    did: whether its handshake completed and how many application bytes it received. Used to show that a
+    client-mode Portcullis sends no plaintext byte to a server it refused. Client certificates are requested
+    and verified against `client_ca` when given (CERT_OPTIONAL otherwise none)."""
+
+    def __init__(self, cert: str, key: str, client_ca: str | None = None):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.ctx.load_cert_chain(cert, key)
+        if client_ca:
+            self.ctx.load_verify_locations(client_ca)
+            self.ctx.verify_mode = ssl.CERT_OPTIONAL
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.handshakes_ok = 0
+        self.handshake_errors: list[str] = []
+        self.app_bytes = 0
+        self._closed = False
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self):
+        while not self._closed:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        c.settimeout(10)
+        try:
+            s = self.ctx.wrap_socket(c, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            with self.lock:
+                self.handshake_errors.append(f"{type(e).__name__}: {e}")
+            c.close()
+            return
+        with self.lock:
+            self.handshakes_ok += 1
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                with self.lock:
+                    self.app_bytes += len(d)
+                s.sendall(d)
+        except (ssl.SSLError, OSError):
+            pass
+        finally:
+            s.close()
+
+    def close(self):
+        self._closed = True
+        self.sock.close()
+        self.thread.join(2)

@@ -334,3 +334,26 @@ def issue_leaf(pki: "PKI", name: str, subject: str, *, ca: str = "ca", san: str 
     cred = pki._describe(name, cert, key)
     pki.creds[name] = cred
     return cred
+
+
+# ----------------------------------------------------------------------------------------------
+# Added for the systems examples (issue 4): what Java clients are handed. Nothing above changes.
+# ----------------------------------------------------------------------------------------------
+def pkcs12_keystore(pki: "PKI", name: str, out: str | os.PathLike, password: str = "changeit") -> str:
+    """A PKCS#12 keystore holding pki[name]'s certificate chain and private key (`openssl pkcs12 -export`),
+    as a JDK KeyManagerFactory loads it (KeyStore.getInstance("PKCS12"))."""
+    c = pki[name]
+    args = ["openssl", "pkcs12", "-export", "-in", c.cert, "-inkey", c.key, "-name", name, "-out", str(out),
+            "-passout", f"pass:{password}"]
+    if c.password:
+        args += ["-passin", f"pass:{c.password}"]
+    _run(args, pki.dir)
+    return str(out)
+
+
+def java_truststore(pki: "PKI", out: str | os.PathLike, password: str = "changeit", ca: str | None = None) -> str:
+    """A PKCS#12 truststore with the CA certificate (`ca`, default pki.ca) as a trusted entry, made with
+    `keytool -importcert` (an `openssl pkcs12` file without keys has no entries the JDK trusts)."""
+    _run(["keytool", "-importcert", "-noprompt", "-storetype", "PKCS12", "-keystore", str(out),
+          "-storepass", password, "-alias", "ca", "-file", ca or pki.ca], pki.dir)
+    return str(out)
