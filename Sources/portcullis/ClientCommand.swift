@@ -17,18 +17,7 @@ struct ClientCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Local address to accept plaintext on (loopback unless --unsafe-listen).")
-    var listen: String?
-    @Option(help: "Remote TLS server, as HOST:PORT.")
-    var target: String?
-    @Option(help: "Client certificate chain to present (PEM).")
-    var cert: String?
-    @Option(help: "Private key for --cert (PEM; may be encrypted).")
-    var key: String?
-    @Option(name: .customLong("key-passphrase-file"), help: "File holding the passphrase of an encrypted --key.")
-    var keyPassphraseFile: String?
-    @Option(help: "CA certificates the server's certificate must chain to (PEM file or directory).")
-    var cacert: String?
+    @OptionGroup var shared: SharedOptions
 
     @Option(name: .customLong("verify-cn"), help: "Accept a server whose subject CN matches (glob). Repeatable.")
     var verifyCN: [String] = []
@@ -49,37 +38,9 @@ struct ClientCommand: ParsableCommand {
 
     @Flag(name: .customLong("unsafe-listen"), help: "Allow a --listen address that is not on loopback.")
     var unsafeListen = false
-    @Option(name: .customLong("min-tls"), help: "Lowest TLS version: 1.3 (default) or 1.2.")
-    var minTLS: String?
-    @Option(name: .customLong("handshake-timeout"), help: "Time allowed for the TLS handshake (default 10s).")
-    var handshakeTimeout: String?
-    @Option(name: .customLong("connect-timeout"), help: "Time allowed to connect to the target (default 10s).")
-    var connectTimeout: String?
-    @Option(name: .customLong("idle-timeout"), help: "Close connections idle this long (default 0 = never).")
-    var idleTimeout: String?
-    @Option(name: .customLong("close-timeout"), help: "After one side closes, how long the other may keep sending (default 60s).")
-    var closeTimeout: String?
-    @Option(name: .customLong("shutdown-timeout"), help: "On SIGTERM, how long open connections may drain (default 5m).")
-    var shutdownTimeout: String?
-    @Option(name: .customLong("max-concurrent-conns"), help: "Refuse connections beyond this many open ones (default 0 = unlimited).")
-    var maxConcurrentConns: String?
-    @Option(help: "Worker threads (default: number of CPUs).")
-    var workers: String?
-    @Flag(name: .customLong("no-session-tickets"), help: "Disable TLS session resumption.")
-    var noSessionTickets = false
-    @Option(name: .customLong("log-format"), help: "Log format: text (default) or json.")
-    var logFormat: String?
-    @Option(name: .customLong("log-level"), help: "Log level (default info).")
-    var logLevel: String?
-
     func run() throws {
         var flags = ClientFlags()
-        flags.listen = listen
-        flags.target = target
-        flags.cert = cert
-        flags.key = key
-        flags.keyPassphraseFile = keyPassphraseFile
-        flags.cacert = cacert
+        shared.apply(to: &flags)
         flags.verifyCN = verifyCN
         flags.verifyOU = verifyOU
         flags.verifyDNS = verifyDNS
@@ -89,17 +50,6 @@ struct ClientCommand: ParsableCommand {
         flags.verifySPKI = verifySPKI
         flags.overrideServerName = overrideServerName
         flags.unsafeListen = unsafeListen
-        flags.minTLS = minTLS
-        flags.handshakeTimeout = handshakeTimeout
-        flags.connectTimeout = connectTimeout
-        flags.idleTimeout = idleTimeout
-        flags.closeTimeout = closeTimeout
-        flags.shutdownTimeout = shutdownTimeout
-        flags.maxConcurrentConns = maxConcurrentConns
-        flags.workers = workers
-        flags.logFormat = logFormat
-        flags.logLevel = logLevel
-        flags.sessionTickets = !noSessionTickets
         let file: PortcullisConfiguration
         do {
             file = try PortcullisConfiguration(clientFlags: flags)

@@ -15,28 +15,13 @@ struct ServerCommand: ParsableCommand {
         and the target never sees a connection from it. Globs: '*' matches within one DNS label or URI path \
         segment, '**' across them.
 
-        Signals: SIGHUP reloads certificate, key and CA bundle; SIGTERM/SIGINT stop accepting and drain open \
+        Signals: SIGHUP — or any change to those files on disk — reloads certificate, key and CA bundle; \
+        SIGTERM/SIGINT stop accepting and drain open \
         connections for up to --shutdown-timeout.
         """
     )
 
-    @Option(help: "Address to accept TLS on, as HOST:PORT (e.g. 0.0.0.0:6380, [::]:6380).")
-    var listen: String?
-
-    @Option(help: "Plaintext target, as HOST:PORT on loopback or unix:/path/to.sock.")
-    var target: String?
-
-    @Option(help: "Server certificate chain (PEM).")
-    var cert: String?
-
-    @Option(help: "Private key for --cert (PEM; RSA, ECDSA or Ed25519; may be encrypted).")
-    var key: String?
-
-    @Option(name: .customLong("key-passphrase-file"), help: "File holding the passphrase of an encrypted --key.")
-    var keyPassphraseFile: String?
-
-    @Option(help: "CA certificates that client certificates must chain to (PEM file, or a directory of them).")
-    var cacert: String?
+    @OptionGroup var shared: SharedOptions
 
     @Option(name: .customLong("allow-cn"), help: "Admit clients whose subject CN matches (glob). Repeatable.")
     var allowCN: [String] = []
@@ -62,42 +47,9 @@ struct ServerCommand: ParsableCommand {
     @Flag(name: .customLong("unsafe-target"), help: "Allow a target that is not on loopback.")
     var unsafeTarget = false
 
-    @Option(name: .customLong("min-tls"), help: "Lowest TLS version accepted: 1.3 (default) or 1.2.")
-    var minTLS: String?
-
-    @Option(name: .customLong("handshake-timeout"), help: "Time allowed for the TLS handshake (default 10s).")
-    var handshakeTimeout: String?
-    @Option(name: .customLong("connect-timeout"), help: "Time allowed to connect to the target (default 10s).")
-    var connectTimeout: String?
-    @Option(name: .customLong("idle-timeout"), help: "Close connections idle this long in both directions (default 0 = never).")
-    var idleTimeout: String?
-    @Option(name: .customLong("close-timeout"), help: "After one side closes, how long the other may keep sending (default 60s).")
-    var closeTimeout: String?
-    @Option(name: .customLong("shutdown-timeout"), help: "On SIGTERM, how long open connections may drain (default 5m).")
-    var shutdownTimeout: String?
-
-    @Option(name: .customLong("max-concurrent-conns"), help: "Refuse connections beyond this many open ones (default 0 = unlimited).")
-    var maxConcurrentConns: String?
-
-    @Option(help: "Worker threads, each with its own event loop (default: number of CPUs).")
-    var workers: String?
-
-    @Flag(name: .customLong("no-session-tickets"), help: "Disable TLS session resumption.")
-    var noSessionTickets = false
-
-    @Option(name: .customLong("log-format"), help: "Log format: text (default) or json.")
-    var logFormat: String?
-    @Option(name: .customLong("log-level"), help: "Log level: trace, debug, info (default), notice, warning, error, critical.")
-    var logLevel: String?
-
     func run() throws {
         var flags = ServerFlags()
-        flags.listen = listen
-        flags.target = target
-        flags.cert = cert
-        flags.key = key
-        flags.keyPassphraseFile = keyPassphraseFile
-        flags.cacert = cacert
+        shared.apply(to: &flags)
         flags.allowCN = allowCN
         flags.allowOU = allowOU
         flags.allowO = allowO
@@ -109,18 +61,6 @@ struct ServerCommand: ParsableCommand {
         flags.allowSPKI = allowSPKI
         flags.allowAll = allowAll
         flags.unsafeTarget = unsafeTarget
-        flags.minTLS = minTLS
-        flags.handshakeTimeout = handshakeTimeout
-        flags.connectTimeout = connectTimeout
-        flags.idleTimeout = idleTimeout
-        flags.closeTimeout = closeTimeout
-        flags.shutdownTimeout = shutdownTimeout
-        flags.maxConcurrentConns = maxConcurrentConns
-        flags.workers = workers
-        flags.logFormat = logFormat
-        flags.logLevel = logLevel
-        flags.sessionTickets = !noSessionTickets
-
         let file: PortcullisConfiguration
         do {
             file = try PortcullisConfiguration(flags: flags)

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Config
+
+/// Flags that `server` and `client` share, with the same meaning and spelling.
+struct SharedOptions: ParsableArguments {
+    @Option(help: "Address to accept connections on, as HOST:PORT.")
+    var listen: String?
+    @Option(help: "Where to forward: HOST:PORT (server mode: loopback or unix:/path; client mode: the remote TLS server).")
+    var target: String?
+    @Option(help: "Our certificate chain (PEM).")
+    var cert: String?
+    @Option(help: "Private key for --cert (PEM; RSA, ECDSA or Ed25519; may be encrypted).")
+    var key: String?
+    @Option(name: .customLong("key-passphrase-file"), help: "File holding the passphrase of an encrypted --key.")
+    var keyPassphraseFile: String?
+    @Option(help: "CA certificates the peer's certificate must chain to (PEM file, or a directory of them).")
+    var cacert: String?
+
+    @Option(name: .customLong("min-tls"), help: "Lowest TLS version accepted: 1.3 (default) or 1.2.")
+    var minTLS: String?
+    @Option(name: .customLong("handshake-timeout"), help: "Time allowed for the TLS handshake (default 10s).")
+    var handshakeTimeout: String?
+    @Option(name: .customLong("connect-timeout"), help: "Time allowed to connect to the target (default 10s).")
+    var connectTimeout: String?
+    @Option(name: .customLong("idle-timeout"), help: "Close connections idle this long in both directions (default 0 = never).")
+    var idleTimeout: String?
+    @Option(name: .customLong("close-timeout"), help: "After one side closes, how long the other may keep sending (default 60s).")
+    var closeTimeout: String?
+    @Option(name: .customLong("shutdown-timeout"), help: "On SIGTERM, how long open connections may drain (default 5m).")
+    var shutdownTimeout: String?
+    @Option(name: .customLong("max-concurrent-conns"), help: "Refuse connections beyond this many open ones (default 0 = unlimited).")
+    var maxConcurrentConns: String?
+    @Option(help: "Worker threads, each with its own event loop (default: number of CPUs).")
+    var workers: String?
+    @Flag(name: .customLong("no-session-tickets"), help: "Disable TLS session resumption.")
+    var noSessionTickets = false
+    @Option(name: .customLong("log-format"), help: "Log format: text (default) or json.")
+    var logFormat: String?
+    @Option(name: .customLong("log-level"), help: "Log level: trace, debug, info (default), notice, warning, error, critical.")
+    var logLevel: String?
+
+    /// Copies the shared raw values into either mode's flag set.
+    func apply<Flags: SharedFlagFields>(to flags: inout Flags) {
+        flags.listen = listen
+        flags.target = target
+        flags.cert = cert
+        flags.key = key
+        flags.keyPassphraseFile = keyPassphraseFile
+        flags.cacert = cacert
+        flags.minTLS = minTLS
+        flags.handshakeTimeout = handshakeTimeout
+        flags.connectTimeout = connectTimeout
+        flags.idleTimeout = idleTimeout
+        flags.closeTimeout = closeTimeout
+        flags.shutdownTimeout = shutdownTimeout
+        flags.maxConcurrentConns = maxConcurrentConns
+        flags.workers = workers
+        flags.logFormat = logFormat
+        flags.logLevel = logLevel
+        flags.sessionTickets = !noSessionTickets
+    }
+}
+
+/// The raw fields both `ServerFlags` and `ClientFlags` carry.
+protocol SharedFlagFields {
+    var listen: String? { get set }
+    var target: String? { get set }
+    var cert: String? { get set }
+    var key: String? { get set }
+    var keyPassphraseFile: String? { get set }
+    var cacert: String? { get set }
+    var minTLS: String? { get set }
+    var handshakeTimeout: String? { get set }
+    var connectTimeout: String? { get set }
+    var idleTimeout: String? { get set }
+    var closeTimeout: String? { get set }
+    var shutdownTimeout: String? { get set }
+    var maxConcurrentConns: String? { get set }
+    var workers: String? { get set }
+    var logFormat: String? { get set }
+    var logLevel: String? { get set }
+    var sessionTickets: Bool { get set }
+}
+
+extension ServerFlags: SharedFlagFields {}
+extension ClientFlags: SharedFlagFields {}
