@@ -305,6 +305,13 @@ final class RelayConnection: StreamSocketDelegate {
                 case .closed: sawCloseNotify = true; break fill
                 case .failed(let failure):
                     pool.give(buffer)
+                    if mode == .client && bytesFromTLS == 0 && failure.kind == .refusedByPeer {
+                        // TLS 1.3: the server judges our certificate after we consider the handshake done;
+                        // its refusal arrives as the first record. Report it as the handshake failure it is.
+                        failHandshake(failure, kind: failure.kind.rawValue)
+                        close(reason: "handshake failed")
+                        return
+                    }
                     close(reason: "TLS error from \(mode == .server ? "client" : "target"): \(failure.detail)")
                     return
                 }

@@ -15,6 +15,8 @@ public struct TLSFailure: Error, Sendable, CustomStringConvertible {
         case revoked = "revoked"
         /// No usable CRL (missing for a chain member, expired, not yet valid): fail closed.
         case crl = "crl"
+        /// The peer sent a fatal alert refusing us (e.g. it does not trust our certificate).
+        case refusedByPeer = "refused-by-peer"
         case badCertificate = "bad-certificate"
         case denied = "denied"
         case protocolError = "protocol"
@@ -332,6 +334,10 @@ public final class TLSSession {
         }
         if reasons.contains(where: { $0.contains("peer did not return a certificate") }) {
             return TLSFailure(kind: .noCertificate, detail: "peer did not return a certificate")
+        }
+        // OpenSSL names a received alert "sslv3 alert …" / "tlsv1 alert …".
+        if let alert = reasons.first(where: { $0.hasPrefix("sslv3 alert") || $0.hasPrefix("tlsv1 alert") || $0.hasPrefix("tlsv13 alert") }) {
+            return TLSFailure(kind: .refusedByPeer, detail: "peer sent alert: " + alert.split(separator: " ").dropFirst(2).joined(separator: " "))
         }
         if sslError == SSL_ERROR_SYSCALL || sslError == SSL_ERROR_ZERO_RETURN, reasons.isEmpty {
             return TLSFailure(kind: .protocolError, detail: "connection closed during the handshake")

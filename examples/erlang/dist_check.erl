@@ -26,7 +26,7 @@ a([Peer, ExpectPort]) ->
     wait_until(fun() -> not lists:member(B, nodes()) end, 10000),
     Rs = checks(B, list_to_integer(ExpectPort)),
     [report(R) || R <- Rs],
-    rpc:cast(B, init, stop, [0]),
+    rpc:call(B, init, stop, [0], 5000),   % returns ok at once; b then shuts down
     finish(R0 ++ Rs).
 
 %% b(["a@127.0.0.1", "19101"])
@@ -75,7 +75,7 @@ checks(Peer, ExpectPort) ->
                          Other -> {error, io_lib:format("~p", [Other])}
                      end end),
     Echo = check("echo-1MB " ++ Dir, fun() ->
-                     Bin = crypto_free_random(?MB),
+                     Bin = payload(?MB),
                      T0 = erlang:monotonic_time(millisecond),
                      {portcullis_echo, Peer} ! {echo, self(), Bin},
                      receive
@@ -118,7 +118,7 @@ echo_loop() ->
     echo_loop().
 
 %% 1 MB that does not compress and is not all one byte (no crypto app needed).
-crypto_free_random(N) ->
+payload(N) ->
     rand:seed(exsss, {1, 2, 3}),
     << <<(rand:uniform(256) - 1)>> || _ <- lists:seq(1, N) >>.
 

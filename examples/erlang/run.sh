@@ -80,6 +80,20 @@ node() { # log, name, own dist port, then: -portcullis_epmd pairs and -eval
 node a.log a "$pa" -portcullis_epmd b@127.0.0.1 "$a_to_b" -eval "dist_check:a([\"b@127.0.0.1\", \"$a_to_b\"])"
 node_a=$last_pid
 wait_for 20 "node a" grep -q READY a.log
+listeners_on() { # PORT: the local addresses listening on it (from /proc/net/tcp and tcp6)
+    python3 - "$1" <<'PY'
+import sys
+port = int(sys.argv[1])
+for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for row in open(path).read().splitlines()[1:]:
+        f = row.split()
+        addr, p = f[1].rsplit(":", 1)
+        if f[3] == "0A" and int(p, 16) == port:
+            print("127.0.0.1" if addr == "0100007F" else addr)
+PY
+}
+check "node a's distribution port $pa listens on $(listeners_on "$pa" | tr '\n' ' ')only" \
+    test "$(listeners_on "$pa")" = 127.0.0.1
 node b.log b "$pb" -portcullis_epmd a@127.0.0.1 "$b_to_a" -eval "dist_check:b([\"a@127.0.0.1\", \"$b_to_a\"])"
 node_b=$last_pid
 echo

@@ -230,7 +230,6 @@ def test_node_with_the_cookie_but_no_admitted_certificate_cannot_connect(cluster
     assert not server_b.logs("connection closed"), "the intruder was admitted"
     # The client sidecar saw its TLS connection refused and closed the node's plaintext connection.
     assert not [r for r in client_c.logs("connection closed") if int(r.get("bytes.down", "0")) > 0]
-    print("\n".join(client_c.lines))
 
 
 def test_client_sidecar_refuses_a_server_that_is_not_the_expected_node(cluster, backend):
