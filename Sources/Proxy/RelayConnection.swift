@@ -37,6 +37,9 @@ final class RelayConnection: StreamSocketDelegate {
     private var lastActivity: UInt64
     private var openSockets = 1
     private var pendingShutdowns = 0
+    /// After refusing a TLS client: keep reading (and discarding) until it closes, so a client still
+    /// writing its last handshake flight (the JDK writes three records) reads our alert instead of a reset.
+    private var lingeringForPeer = false
 
     // Per-direction progress.
     private var bytesFromTLS = 0       // decrypted and written to the plaintext side
@@ -120,6 +123,7 @@ final class RelayConnection: StreamSocketDelegate {
     // MARK: StreamSocketDelegate
 
     func socket(_ socket: StreamSocket, didRead bytes: UnsafeRawBufferPointer) {
+        guard state != .closing else { return }  // draining a refused peer: discard
         lastActivity = worker.loop.now
         if socket === tlsSide {
             session.receive(bytes)
@@ -134,6 +138,10 @@ final class RelayConnection: StreamSocketDelegate {
     }
 
     func socketDidReadEOF(_ socket: StreamSocket) {
+        if state == .closing {
+            if lingeringForPeer { close(reason: closeReason) }
+            return
+        }
         if socket === tlsSide {
             switch state {
             case .handshaking:
@@ -205,9 +213,10 @@ final class RelayConnection: StreamSocketDelegate {
     func socketDidShutdown(_ socket: StreamSocket, error: UVError?) {
         if socket === tlsSide { tlsShutDown = true } else { plainShutDown = true }
         if state == .closing {
-            // A graceful close (alert or close_notify, then FIN) has reached the peers' kernels.
+            // A graceful close (alert or close_notify, then FIN) has reached the peers' kernels. A refused TLS
+            // client is given until its EOF (or the timer) to read the alert.
             pendingShutdowns -= 1
-            if pendingShutdowns <= 0 { close(reason: closeReason) }
+            if pendingShutdowns <= 0 && !lingeringForPeer { close(reason: closeReason) }
             return
         }
         if tlsFinished && plainFinished && tlsShutDown && plainShutDown {
@@ -255,7 +264,7 @@ final class RelayConnection: StreamSocketDelegate {
             flushTLS()
         case .failed(let failure):
             failHandshake(failure, kind: failure.kind.rawValue)
-            closeGracefully(reason: "handshake failed")  // flushes the alert first
+            closeGracefully(reason: "handshake failed", lingerForPeer: mode == .server)  // flushes the alert first
         case .complete:
             handshakeCompleted = true
             flushTLS()  // Finished, session tickets
@@ -424,12 +433,12 @@ final class RelayConnection: StreamSocketDelegate {
     /// Ends the connection after telling both peers: a pending alert or close_notify (once the handshake
     /// finished) and FIN are flushed before the sockets close. A short timer bounds the wait for a peer that
     /// reads nothing.
-    func closeGracefully(reason: String) {
+    func closeGracefully(reason: String, lingerForPeer: Bool = false) {
         guard state != .closing else { return }
         if closeReason.isEmpty { closeReason = reason }
         let wasConnecting = state == .connecting
         state = .closing
-        accepted.stopReading()
+        lingeringForPeer = lingerForPeer
         if handshakeCompleted { session.sendCloseNotify() }
         flushTLS()
         timer.start(after: 1000) { [unowned self] in self.close(reason: self.closeReason) }
@@ -440,7 +449,7 @@ final class RelayConnection: StreamSocketDelegate {
         }
         pendingShutdowns = sockets.count
         for socket in sockets {
-            socket.stopReading()
+            if !(lingerForPeer && socket === accepted) { socket.stopReading() }
             socket.shutdown()
         }
     }
