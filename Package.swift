@@ -12,6 +12,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "portcullis", targets: ["portcullis"]),
+        // For the micro-benchmark package in Benchmarks/Micro (kept separate so the main build stays lean).
+        .library(name: "PortcullisCore", targets: ["Policy", "TLS", "EventLoop", "Config"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
