@@ -263,3 +263,8 @@ public final class DirectoryWatcher {
         }
     }
 }
+
+/// Blocks the calling thread (the control thread of a benchmark; never a loop thread).
+public func sleepSeconds(_ seconds: Double) {
+    usleep(UInt32(max(0, seconds) * 1_000_000))
+}

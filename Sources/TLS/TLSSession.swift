@@ -365,3 +365,12 @@ public final class ResumableSession: @unchecked Sendable {
     init(raw: OpaquePointer) { self.raw = raw }
     deinit { SSL_SESSION_free(raw) }
 }
+
+extension TLSSession {
+    /// Client role: the server has issued a session ticket. In TLS 1.3 a server sends tickets only after it
+    /// verified our certificate, so this is the client's proof that the handshake completed on both sides.
+    public var hasResumableSession: Bool {
+        guard let session = SSL_get_session(ssl) else { return false }
+        return SSL_SESSION_is_resumable(session) == 1
+    }
+}

@@ -13,7 +13,7 @@ struct Portcullis: ParsableCommand {
         commandName: "portcullis",
         abstract: "An mTLS sidecar: TLS 1.3 with required client certificates in front of plaintext services.",
         version: version,
-        subcommands: [ServerCommand.self, ClientCommand.self, RunCommand.self, CheckCommand.self, DemoCommand.self, VersionCommand.self]
+        subcommands: [ServerCommand.self, ClientCommand.self, RunCommand.self, CheckCommand.self, BenchCommand.self, DemoCommand.self, VersionCommand.self]
     )
 }
 
