@@ -61,6 +61,8 @@ let package = Package(
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: strictSettings),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Policy"], swiftSettings: strictSettings),
         .testTarget(name: "TLSTests", dependencies: ["TLS", "Policy"], swiftSettings: strictSettings),
+        .testTarget(name: "BenchTests", dependencies: ["Bench", .product(name: "Histogram", package: "hdrhistogram-swift")],
+                    swiftSettings: strictSettings),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSettings),
     ]
 )
