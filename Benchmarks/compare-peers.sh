@@ -374,7 +374,7 @@ MD="$OUT/$DATE-$COMMIT$SUFFIX.md"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 WORKLOADS="hs-full hs-resumed tput-up tput-down lat-c1 lat-c32 idle redis"
-REDIS_N=$((20000 * DUR_S))
+REDIS_N=$((10000 * DUR_S))
 targets_for() { # workload → targets
     case $1 in
         hs-resumed|idle) echo "$TERMINATORS" ;;
@@ -382,10 +382,13 @@ targets_for() { # workload → targets
         *) echo "direct $TERMINATORS" ;;
     esac
 }
-nruns=0
-for w in $WORKLOADS; do for t in $(targets_for $w); do nruns=$((nruns + 1)); done; done
-EST=$((ROUNDS * nruns * (DUR_S + 2) + 30))
-say "plan: $ROUNDS round(s) × $nruns runs × ~$DURATION (+ idle and redis-benchmark runs bounded by the work done) ≈ $((EST / 60)) min $((EST % 60)) s; results → $MD"
+nruns=0; nidle=0; nredis=0
+for w in $WORKLOADS; do for t in $(targets_for $w); do
+    case $w in idle) nidle=$((nidle + 1)) ;; redis) nredis=$((nredis + 1)) ;; *) nruns=$((nruns + 1)) ;; esac
+done; done
+# bench runs: duration + ~2 s start-up; idle: ~IDLE_CONNS/400 s + 2; redis-benchmark: 2 × REDIS_N at ~8k req/s
+EST=$((ROUNDS * (nruns * (DUR_S + 2) + nidle * (IDLE_CONNS / 400 + 2) + nredis * (2 * REDIS_N / 8000 + 1)) + 20))
+say "plan: $ROUNDS round(s) × ($nruns bench runs of $DURATION + $nidle idle runs of $IDLE_CONNS connections + $nredis redis-benchmark runs of 2 × $REDIS_N requests) ≈ $((EST / 60)) min $((EST % 60)) s; results → $MD"
 [ $HAVE_BENCH = 1 ] || say "no 'portcullis bench': only the redis-benchmark runs happen"
 
 pid_of() { case $1 in direct) echo "" ;; redis-tls) echo "$PID_redis" ;; *) local v=PID_$1; echo "${!v}" ;; esac; }
@@ -411,14 +414,14 @@ run_one() { # round workload target
         redis) kind=redis ;;
     esac
     port=$(target_port "$t" $kind)
-    local base="{\"peer\":\"$t\",\"round\":$r,\"workload\":\"$w\",\"duration_s\":$DUR_S,\"target_port\":$port"
+    local base="{\"peer\":\"$t\",\"round\":$r,\"case\":\"$w\",\"duration_s\":$DUR_S,\"target_port\":$port"
     cpu0=$([ -n "$pid" ] && python3 "$HELPER" treecpu "$pid" || echo null)
     local t0=$(date +%s.%N)
     if [ $w = redis ]; then
         local rargs=(-h 127.0.0.1 -p "$port" -c 32 -n $REDIS_N -t set,get --csv)
         [ "$t" != direct ] && rargs+=(--tls --cert "$PKI/client.pem" --key "$PKI/client.key" --cacert "$PKI/ca.pem" --sni localhost)
         set +e
-        timeout -s INT $((DUR_S * 6 + 30)) redis-benchmark "${rargs[@]}" > "$WORK/rb.csv" 2>"$WORK/rb.err"; rc=$?
+        timeout -s INT $((DUR_S * 12 + 30)) redis-benchmark "${rargs[@]}" > "$WORK/rb.csv" 2>"$WORK/rb.err"; rc=$?
         set -e
         out="{\"tool\":\"redis-benchmark\",\"command\":\"redis-benchmark ${rargs[*]}\",\"exit\":$rc,\"results\":$(python3 "$HELPER" redis-csv "$WORK/rb.csv")}"
         [ $rc = 0 ] || out=$(jq -c --arg e "exit $rc: $(tail -2 "$WORK/rb.err")" '. + {error:$e}' <<<"$out")
@@ -454,11 +457,11 @@ run_one() { # round workload target
     local t1=$(date +%s.%N)
     cpu1=$([ -n "$pid" ] && python3 "$HELPER" treecpu "$pid" || echo null)
     local tc=null; [ -n "$pid" ] && tc=$(python3 -c "print(round($cpu1-$cpu0,3))")
-    jq -c --argjson b "$base,\"tree_cpu_seconds\":$tc,\"wall_seconds\":$(python3 -c "print(round($t1-$t0,3))")}" \
+    jq -c --argjson b "$base,\"tree_cpu_seconds\":$tc,\"wall_seconds\":$(python3 -c "print(round($t1-$t0,3))"),\"loadavg_after\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}" \
         '. + $b' <<<"$out" >> "$JSONL"
     # one progress line
-    jq -r '"  r\(.round) \(.workload) \(.peer): " + (if .error then "ERROR " + .error
-        elif .workload == "redis" then "SET \(.results.set.rps // "?") GET \(.results.get.rps // "?") req/s"
+    jq -r '"  r\(.round) \(.case) \(.peer): " + (if .error then "ERROR " + .error
+        elif .case == "redis" then "SET \(.results.set.rps // "?") GET \(.results.get.rps // "?") req/s"
         else ([.results.handshakes_per_second, .results.resumed_fraction, .results.mb_per_second_up, .results.mb_per_second_down,
                .results.requests_per_second, .results.latency_us.p99, .tree_rss_kb_per_connection]
               | map(select(. != null)) | map(tostring) | join(" ")) end)

@@ -251,8 +251,8 @@ def report(a):
     meta = json.load(open(a.meta))
     per = {}  # (workload, peer) -> list of runs
     for r in runs:
-        if r.get("workload") and r.get("peer"):
-            per.setdefault((r["workload"], r["peer"]), []).append(r)
+        if r.get("case") and r.get("peer"):
+            per.setdefault((r["case"], r["peer"]), []).append(r)
 
     def med(workload, peer, fn):
         vals = []
