@@ -220,7 +220,7 @@ public enum Workloads {
                 var received = 0
                 var sentAt: [UInt64] = []  // intended send times of outstanding requests (FIFO)
                 var head = 0
-                var nextDue: UInt64 = 0
+                var schedule = OpenLoopSchedule(start: 0, interval: 1)
             }
             var clients: [(BenchClient, State)] = []
             let tick = Timer(loop: loop)
@@ -240,14 +240,15 @@ public enum Workloads {
                 stop.start(after: durationNs / 1_000_000) { finish() }
                 if let interval = perConnectionInterval {
                     for (index, (_, state)) in clients.enumerated() {
-                        state.nextDue = partial.firstReady + UInt64(index) * interval / UInt64(max(1, clients.count))
+                        // Stagger the connections so the total rate is smooth, not bursts of N.
+                        let offset = UInt64(index) * interval / UInt64(max(1, clients.count))
+                        state.schedule = OpenLoopSchedule(start: partial.firstReady + offset, interval: interval)
                     }
                     tick.start(after: 1, repeat: 1) {
                         let now = Loop.monotonicNanoseconds
                         for (client, state) in clients where client.phase == .ready {
-                            while state.nextDue <= now {
-                                state.sentAt.append(state.nextDue)
-                                state.nextDue += interval
+                            state.schedule.forEachDue(now: now) { intended in
+                                state.sentAt.append(intended)
                                 client.send(shared.bytes)
                             }
                         }
@@ -400,6 +401,26 @@ public enum Workloads {
             merged.end = max(merged.end, partial.end)
         }
         return merged
+    }
+}
+
+/// Fixed-rate send times for open-loop load: every request has an *intended* time, independent of when
+/// replies arrive, so latency measured from it includes any queueing a stall causes (no coordinated omission).
+struct OpenLoopSchedule {
+    private(set) var next: UInt64
+    let interval: UInt64
+
+    init(start: UInt64, interval: UInt64) {
+        self.next = start
+        self.interval = max(1, interval)
+    }
+
+    /// Calls `body` with each intended send time that is due by `now`, in order, and advances.
+    mutating func forEachDue(now: UInt64, _ body: (UInt64) -> Void) {
+        while next <= now {
+            body(next)
+            next += interval
+        }
     }
 }
 

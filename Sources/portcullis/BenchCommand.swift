@@ -73,9 +73,46 @@ struct TargetOptions: ParsableArguments {
     /// Runs `body`, adding the target's CPU time when --pid is given, and prints the result.
     func measure(_ body: () throws -> BenchResult) throws {
         let before = pid.map { ProcessStats.cpuSeconds($0) }
+        let progress = ProgressLine(label: target, seconds: (try? durationSeconds) ?? 0)
+        defer { progress.finish() }
         var result = try body()
         if let pid, let before { result.targetCPUSeconds = ProcessStats.cpuSeconds(pid) - before }
         emit(result, json: json)
+    }
+}
+
+/// A live "running … 3 s / 10 s" line on stderr while a run is in progress, only when stderr is a terminal
+/// (quiet in scripts, CI and pipes).
+final class ProgressLine: @unchecked Sendable {
+    private let done = NSCondition()
+    private var finished = false
+    private var cleared = false
+    private let enabled = isatty(2) == 1
+
+    init(label: String, seconds: Double) {
+        guard enabled else { return }
+        let started = Date()
+        Thread {
+            self.done.lock()
+            while !self.finished {
+                let elapsed = Date().timeIntervalSince(started)
+                FileHandle.standardError.write(Data(String(format: "\r  running against %@: %.0f s / %.0f s ", label, elapsed, seconds).utf8))
+                _ = self.done.wait(until: Date().addingTimeInterval(0.5))
+            }
+            FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+            self.cleared = true
+            self.done.broadcast()
+            self.done.unlock()
+        }.start()
+    }
+
+    func finish() {
+        guard enabled else { return }
+        done.lock()
+        finished = true
+        done.broadcast()
+        while !cleared { done.wait() }  // the result must not share a line with the progress
+        done.unlock()
     }
 }
 

@@ -52,4 +52,19 @@ import Testing
         let cpu = try #require(object["cpu"] as? [String: Any])
         #expect(cpu["per_request_us"] as? Double == 50_000)
     }
+
+    @Test func openLoopScheduleKeepsItsRateWhateverTheTickTiming() {
+        // 1 ms interval; the ticker wakes late (at 0, 3.5 ms, 3.6 ms, 10 ms): every intended time is still
+        // produced exactly once, in order, and none early.
+        var schedule = OpenLoopSchedule(start: 0, interval: 1_000_000)
+        var produced: [UInt64] = []
+        for now: UInt64 in [0, 3_500_000, 3_600_000, 10_000_000] {
+            schedule.forEachDue(now: now) { intended in
+                #expect(intended <= now)
+                produced.append(intended)
+            }
+        }
+        #expect(produced == (0...10).map { UInt64($0) * 1_000_000 })
+        #expect(schedule.next == 11_000_000)
+    }
 }
