@@ -74,8 +74,9 @@ struct TargetOptions: ParsableArguments {
     func measure(_ body: () throws -> BenchResult) throws {
         let before = pid.map { ProcessStats.cpuSeconds($0) }
         let progress = ProgressLine(label: target, seconds: (try? durationSeconds) ?? 0)
-        defer { progress.finish() }
-        var result = try body()
+        let outcome = Result { try body() }
+        progress.finish()
+        var result = try outcome.get()
         if let pid, let before { result.targetCPUSeconds = ProcessStats.cpuSeconds(pid) - before }
         emit(result, json: json)
     }

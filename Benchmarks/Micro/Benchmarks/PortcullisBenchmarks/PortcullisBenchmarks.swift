@@ -163,6 +163,13 @@ final class HandshakeState: @unchecked Sendable {
         guard server.decision?.ruleName == "cn=alice" else { throw BenchError.unexpected("policy did not admit alice") }
         guard let ticket = client.copySession() else { throw BenchError.unexpected("no session ticket") }
         self.ticket = ticket
+        for attempt in 0..<3 {
+            let s = try TLSSession(context: serverContext)
+            let c = try TLSSession(context: clientContext)
+            c.resume(ticket)
+            try completeHandshake(client: c, server: s, via: wire.bytes, plaintext: plain.bytes)
+            print("DEBUG attempt \(attempt) resumed server=\(s.isResumed) client=\(c.isResumed)")
+        }
     }
 }
 
