@@ -8,7 +8,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [
         .package(name: "Portcullis", path: "../.."),
-        .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
+        // The repository was renamed from package-benchmark; 1.38 warns on the legacy identifier. Only the
+        // MallocInterposer trait: the default RuntimeInterposer trait would pull swift-runtime-interposer (not
+        // needed: retain/release counts are not measured here, and it is not mirrored on our machines).
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]),
     ],
     targets: [
         // OpenSSL directly, only for the "PEM parse only" reference point of the identity suite.
@@ -17,11 +20,11 @@ let package = Package(
             name: "PortcullisBenchmarks",
             dependencies: [
                 .product(name: "PortcullisCore", package: "Portcullis"),
-                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "Benchmark", package: "benchmark"),
                 "CBenchOpenSSL",
             ],
             path: "Benchmarks/PortcullisBenchmarks",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]
 )

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Bench
 import Foundation
 import Logging
 import Policy
@@ -36,7 +37,7 @@ struct DemoCommand: ParsableCommand {
         let host = String(listen[..<colon])
         let directory = try dir ?? makeTemporaryDirectory()
         let files = try writeDemoPKI(into: directory)
-        let echo = try EchoBackend()
+        let echo = try BenchBackend(mode: .echo, host: "127.0.0.1", port: 0, workers: 1)
         say("• echo backend (plaintext) on 127.0.0.1:\(echo.port)")
 
         let logger = bootstrapLogging(format: logFormat == "json" ? .json : .text, level: "info")
@@ -63,7 +64,6 @@ struct DemoCommand: ParsableCommand {
         probes.start()
         let code = runtime.run()
         probes.join()
-        echo.stop()
         if !probes.allAsExpected { throw ExitCode(1) }
         if code != 0 { throw ExitCode(code) }
     }
