@@ -7,8 +7,10 @@
 #   Benchmarks/compare-peers.sh --check-only     # start everything, run the admission checks, stop
 #
 # Options: --rounds R (3)  --duration D (5s)  --idle-connections N (2000)  --base-port P (23000)
+#          --only CASES (comma list of hs-full,hs-resumed,tput-up,tput-down,lat-c1,lat-c32,idle,redis)
 #          --out DIR (Benchmarks/results)  --keep (leave the work directory)
-# Environment: PORTCULLIS_BIN (default .build/release/portcullis)
+# Environment: PORTCULLIS_BIN (default .build/release/portcullis); PORTCULLIS_COMMIT (the commit the binary was
+#          built from, when it is not HEAD; default: git rev-parse --short HEAD, +dirty if Sources/ has changes)
 #
 # What it does (see Benchmarks/README.md, "Peer comparison"):
 #  1. As root, installs stunnel4, haproxy, nginx and libnginx-mod-stream when missing.
@@ -38,6 +40,7 @@ OUT="$HERE/results"
 SMOKE=0
 CHECK_ONLY=0
 KEEP=0
+ONLY=""
 CMDLINE="Benchmarks/compare-peers.sh $*"
 
 while [ $# -gt 0 ]; do
@@ -50,7 +53,8 @@ while [ $# -gt 0 ]; do
         --base-port) BASE=$2; shift ;;
         --out) OUT=$2; shift ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        --only) ONLY=$2; shift ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "compare-peers: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -328,15 +332,35 @@ EOF
 } > "$WORK/nginx.conf"
 nginx -t -c "$WORK/nginx.conf" -p "$WORK" >"$WORK/nginx-check.log" 2>&1 || die "nginx -t failed: $(tail -5 "$WORK/nginx-check.log")"
 
+start_terminator() { # name: start it, wait until all four listeners are up
+    case $1 in
+        portcullis) start portcullis "$BIN" run --config "$WORK/portcullis.yaml" ;;
+        stunnel) start stunnel stunnel "$WORK/stunnel.conf" ;;
+        haproxy) start haproxy haproxy -db -f "$WORK/haproxy.cfg" ;;
+        nginx) start nginx nginx -c "$WORK/nginx.conf" -p "$WORK" -g "daemon off;" ;;
+    esac
+    local pv=PID_$1 kind
+    for kind in echo sink source redis; do wait_port "$(port_of "$1" $kind)" "${!pv}" "$1"; done
+}
+restart_terminator() { # name: stop it by PID (SIGTERM, then SIGKILL after 10 s), start a fresh process
+    local pv=PID_$1 old keep=() p
+    old=${!pv}
+    kill -TERM "$old" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$old" 2>/dev/null || true
+    wait "$old" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [ "$p" = "$old" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+    # the listeners must be gone before the new process binds (SO_REUSEPORT would share them otherwise)
+    for _ in $(seq 50); do
+        ss -Hltn "sport = :$(port_of "$1" echo)" | grep -q . || break
+        sleep 0.1
+    done
+    mv "$WORK/$1.log" "$WORK/$1.log.$old" 2>/dev/null || true
+    start_terminator "$1"
+}
 say "starting Portcullis, stunnel, HAProxy, nginx"
-start portcullis "$BIN" run --config "$WORK/portcullis.yaml"
-start stunnel stunnel "$WORK/stunnel.conf"
-start haproxy haproxy -db -f "$WORK/haproxy.cfg"
-start nginx nginx -c "$WORK/nginx.conf" -p "$WORK" -g "daemon off;"
-for t in $TERMINATORS; do
-    pv=PID_$t
-    for kind in echo sink source redis; do wait_port "$(port_of $t $kind)" "${!pv}" "$t"; done
-done
+for t in $TERMINATORS; do start_terminator "$t"; done
 
 # ------------------------------------------------------------------ 5a. admission checks
 say "admission checks (Python ssl client: allowed, denied, no certificate, other CA, SAN tricks, TLS 1.2, resumption)"
@@ -363,10 +387,14 @@ openssl speed -seconds $SPEED_S ecdhx25519 > "$WORK/speed-x25519.txt" 2>/dev/nul
 CRYPTO=$(python3 "$HELPER" speed "$WORK")
 
 # ------------------------------------------------------------------ 5b. the interleaved runs
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$ROOT" status --porcelain -- Sources Package.swift 2>/dev/null)" ]; then COMMIT="$COMMIT+dirty"; fi
+if [ -n "${PORTCULLIS_COMMIT:-}" ]; then
+    COMMIT=$PORTCULLIS_COMMIT
+else
+    COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if [ -n "$(git -C "$ROOT" status --porcelain -- Sources Package.swift 2>/dev/null)" ]; then COMMIT="$COMMIT+dirty"; fi
+fi
 DATE=$(date -u +%Y-%m-%d)
-SUFFIX=$([ $SMOKE = 1 ] && echo "-smoke" || echo "")
+SUFFIX=$([ $SMOKE = 1 ] && echo "-smoke" || echo "")$([ -n "$ONLY" ] && echo "-${ONLY//,/-}" || echo "")
 mkdir -p "$OUT"
 JSONL="$OUT/$DATE-$COMMIT$SUFFIX.jsonl"
 MD="$OUT/$DATE-$COMMIT$SUFFIX.md"
@@ -374,6 +402,10 @@ MD="$OUT/$DATE-$COMMIT$SUFFIX.md"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 WORKLOADS="hs-full hs-resumed tput-up tput-down lat-c1 lat-c32 idle redis"
+if [ -n "$ONLY" ]; then
+    for c in ${ONLY//,/ }; do case " $WORKLOADS " in *" $c "*) ;; *) die "--only: unknown case '$c'" ;; esac; done
+    WORKLOADS=${ONLY//,/ }
+fi
 REDIS_N=$((10000 * DUR_S))
 targets_for() { # workload → targets
     case $1 in
@@ -432,6 +464,12 @@ run_one() { # round workload target
         set +e
         if [ $w = idle ]; then
             local rss0 pss0 mx
+            # a fresh process: memory freed after earlier runs stays in the allocator (and HAProxy's pools),
+            # so a warm process would hide the per-connection cost
+            restart_terminator "$t"
+            pid=$(pid_of "$t")
+            cmd=("$BIN" bench "${args[@]}" --target "127.0.0.1:$port" --json "${TLSARGS[@]}" --pid "$pid")
+            cpu0=$(python3 "$HELPER" treecpu "$pid")
             read -r rss0 pss0 < <(python3 "$HELPER" treemem "$pid")
             timeout -s INT $((DUR_S * 4 + 120)) "${cmd[@]}" > "$WORK/bench.out" 2>"$WORK/bench.err" &
             local bp=$!
@@ -483,7 +521,7 @@ jq -n \
     --arg duration "$DURATION" --arg command "${PORTCULLIS_BIN:+PORTCULLIS_BIN=$PORTCULLIS_BIN }$CMDLINE" \
     --arg machine "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r)" \
     --arg lb "$LOAD_BEFORE" --arg la "$(cut -d' ' -f1-3 /proc/loadavg)" \
-    --arg portcullis "$("$BIN" --version 2>&1 | head -1)" --arg openssl "$(openssl version)" \
+    --arg portcullis "$("$BIN" --version 2>&1 | head -1) (binary $(sha256sum "$BIN" | cut -c1-12), built $(date -u -r "$BIN" '+%Y-%m-%d %H:%M UTC'))" --arg openssl "$(openssl version)" \
     --arg stunnel "$(stunnel -version 2>&1 | grep -m1 '^stunnel' | cut -d' ' -f2)" \
     --arg haproxy "$(haproxy -v | head -1 | cut -d' ' -f3)" --arg nginx "$(nginx -v 2>&1 | cut -d/ -f2)" \
     --arg redis "$(redis-server --version | cut -d' ' -f3 | cut -d= -f2)" \
@@ -495,7 +533,7 @@ jq -n \
       notes:[
         "Client and terminators share the same 2 cores: every figure includes the load generator'"'"'s own cost.",
         "Proxy CPU = utime+stime of the terminator and all its descendants (nginx: master + 2 workers) from /proc/PID/stat, before and after each run.",
-        "Idle memory = peak of the summed VmRSS/PSS (smaps_rollup) of the terminator'"'"'s process tree while \($idle) idle mTLS connections are open, minus the value before, divided by \($idle).",
+        "Idle memory: each terminator is restarted (fresh process) before its idle run; peak of the summed VmRSS/PSS (smaps_rollup) of its process tree while \($idle) idle mTLS connections are open, minus the value before, divided by \($idle).",
         "Per-connection log line to a file for all four (Portcullis audit line, stunnel notice level, HAProxy tcplog to stdout, nginx stream access_log buffered 64k).",
         "Refusal point: Portcullis and stunnel refuse inside the handshake (alert); HAProxy (tcp-request session reject) and nginx (map → a server that closes) after it, with EOF.",
         (if $redis_tls == 1 then "redis native TLS: the same redis-server 7.0 process (its --tls-port, --tls-auth-clients yes, TLS 1.3, TLS_AES_128_GCM_SHA256, io-threads 1); it has no CN allowlist. redis-benchmark -c 32 -n \($redis_n) -t set,get."
