@@ -13,7 +13,7 @@ let package = Package(
     products: [
         .executable(name: "portcullis", targets: ["portcullis"]),
         // For the micro-benchmark package in Benchmarks/Micro (kept separate so the main build stays lean).
-        .library(name: "PortcullisCore", targets: ["Policy", "TLS", "EventLoop", "Config"]),
+        .library(name: "PortcullisCore", targets: ["Policy", "TLS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -112,6 +112,12 @@ public final class TLSSession {
     }
 
     deinit {
+        // OpenSSL marks a session non-resumable when its connection is freed without a clean shutdown, and
+        // tickets copied from it (`copySession`) share that flag. A client connection that completed its
+        // handshake is not evidence against the session, so keep it resumable.
+        if context.configuration.role == .client && SSL_is_init_finished(ssl) == 1 {
+            SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN)
+        }
         SSL_free(ssl)
     }
 

@@ -376,4 +376,28 @@ func policy(cn: String) throws -> AccessPolicy {
         #expect(handshake(try TLSSession(context: pki.clientContext(cert: alice.cert, key: alice.key)),
                           try TLSSession(context: context)) == (.complete, .complete))
     }
+
+    @Test func ticketStaysResumableWhenTheClientConnectionIsDroppedWithoutCloseNotify() throws {
+        let pki = try TestPKI()
+        let alice = try pki.client("alice", subject: .init([("CN", "alice")]))
+        let clientContext = try pki.clientContext(cert: alice.cert, key: alice.key)
+        let serverContext = try pki.serverContext(policy: policy(cn: "alice"))
+        var ticket: ResumableSession?
+        do {
+            let client = try TLSSession(context: clientContext)
+            let server = try TLSSession(context: serverContext)
+            #expect(handshake(client, server) == (.complete, .complete))
+            pump(client, server)
+            _ = drain(client)
+            ticket = client.copySession()
+            // `client` is freed here without close_notify, as when a peer resets the connection.
+        }
+        for _ in 0..<2 {
+            let client = try TLSSession(context: clientContext)
+            let server = try TLSSession(context: serverContext)
+            client.resume(try #require(ticket))
+            #expect(handshake(client, server) == (.complete, .complete))
+            #expect(server.isResumed, "a dropped connection must not spoil its ticket")
+        }
+    }
 }

@@ -5,6 +5,8 @@ import Policy
 import TLS
 
 // Portcullis micro benchmarks. What each measures, and why only mallocs are gated: ../../README.md.
+// Names carry no spaces or slashes: package-benchmark 1.38 writes threshold files with those replaced by "_"
+// but looks them up by the raw name, so such a benchmark could never be checked.
 //
 // PORTCULLIS_BENCH_MODE=ci shortens every benchmark (run.sh ci sets it); anything else is the full run.
 // Malloc counts do not depend on the iteration count, so thresholds stored from either mode hold for both.
@@ -33,7 +35,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: 1. In-memory TLS 1.3 mTLS handshake (ECDSA P-256, policy with one CN rule)
 
-    Benchmark("Handshake full mTLS P-256",
+    Benchmark("Handshake-full-mTLS-P256",
               configuration: configuration(scaling: .one, mallocSlack: 20)) { benchmark, state in
         do {
             for _ in benchmark.scaledIterations {
@@ -51,7 +53,7 @@ let benchmarks: @Sendable () -> Void = {
         try HandshakeState()
     }
 
-    Benchmark("Handshake resumed mTLS P-256",
+    Benchmark("Handshake-resumed-mTLS-P256",
               configuration: configuration(scaling: .one, mallocSlack: 20)) { benchmark, state in
         do {
             for _ in benchmark.scaledIterations {
@@ -73,7 +75,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: 2. 16 KiB records through an established TLSSession pair (client encrypts, server decrypts)
 
-    Benchmark("Record pump 16KiB",
+    Benchmark("RecordPump-16KiB",
               configuration: configuration(scaling: .kilo, mallocSlack: 0)) { benchmark, state in
         let record = UnsafeRawBufferPointer(state.record.bytes)
         var received = 0
@@ -94,7 +96,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: 3. Policy evaluation over 1,000 rules
 
-    Benchmark("Policy 1000 rules allow last",
+    Benchmark("Policy-1000rules-allow-last",
               configuration: configuration(scaling: .kilo, mallocSlack: 0)) { benchmark, state in
         for _ in benchmark.scaledIterations {
             blackHole(state.policy.evaluate(state.lastRuleIdentity))
@@ -103,7 +105,7 @@ let benchmarks: @Sendable () -> Void = {
         try PolicyState()
     }
 
-    Benchmark("Policy 1000 rules deny closest",
+    Benchmark("Policy-1000rules-deny-closest",
               configuration: configuration(scaling: .kilo, mallocSlack: 0)) { benchmark, state in
         for _ in benchmark.scaledIterations {
             blackHole(state.policy.evaluate(state.unknownIdentity))
@@ -114,7 +116,7 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: 4. Identity extraction from a certificate
 
-    Benchmark("Identity from PEM",
+    Benchmark("Identity-fromPEM",
               configuration: configuration(scaling: .kilo, mallocSlack: 0)) { benchmark, pem in
         do {
             for _ in benchmark.scaledIterations {
@@ -128,9 +130,9 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // Reference point, no Portcullis code: the PEM decode + X509 parse that `identity(ofPEM:)` starts with.
-    // "Identity from PEM" minus this is the cost of extraction from an already-parsed certificate (what the
+    // "Identity-fromPEM" minus this is the cost of extraction from an already-parsed certificate (what the
     // handshake pays: it extracts from the X509 OpenSSL already parsed).
-    Benchmark("Identity PEM parse only (reference)",
+    Benchmark("Identity-PEMparseOnly-reference",
               configuration: configuration(scaling: .kilo, mallocSlack: 0)) { benchmark, pem in
         for _ in benchmark.scaledIterations {
             guard let bio = BIO_new_mem_buf(pem, Int32(pem.utf8.count)) else { benchmark.error("BIO"); return }
