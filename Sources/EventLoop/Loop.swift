@@ -25,13 +25,15 @@ public final class Loop {
         writeBuffers = BufferPool(capacity: Loop.readBufferSize + 1024)
     }
 
+    /// The owner closes every handle (and lets `run` return) before dropping the loop: handle callbacks
+    /// reach the loop through unowned references, so it must not be torn down under them.
     deinit {
-        // Close whatever is left (handles already closed are skipped) so uv_loop_close succeeds.
-        uv_walk(raw, { handle, _ in
-            if let handle, uv_is_closing(handle) == 0 { uv_close(handle, nil) }
-        }, nil)
-        uv_run(raw, UV_RUN_DEFAULT)
-        uv_loop_close(raw)
+        let rc = uv_loop_close(raw)
+        assert(rc == 0, "a Loop was dropped with open handles (\(rc)): close them before releasing the loop")
+        guard rc == 0 else {
+            // Release build: leak rather than free memory libuv still points into.
+            return
+        }
         raw.deallocate()
         readBuffer.deallocate()
     }
