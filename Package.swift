@@ -45,7 +45,7 @@ let package = Package(
         // The load generator: the same bridges as the proxy, no C of its own.
         .target(
             name: "Bench",
-            dependencies: ["EventLoop", "TLS", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            dependencies: ["EventLoop", "TLS", "Policy", .product(name: "Histogram", package: "hdrhistogram-swift")],
             swiftSettings: strictSettings
         ),
         .executableTarget(

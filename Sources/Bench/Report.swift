@@ -1,4 +1,5 @@
 import Histogram
+import Policy
 
 #if canImport(Glibc)
 import Glibc
@@ -10,18 +11,18 @@ extension BenchResult {
     /// One JSON object (one line): tool, version, workload, target, parameters, machine, results, CPU.
     public func json(version: String, machine: [(String, String)]) -> String {
         var fields: [String] = [
-            "\"tool\":\"portcullis bench\"", "\"version\":\(quote(version))", "\"workload\":\(quote(workload))",
-            "\"target\":\(quote(target))",
-            "\"parameters\":{" + parameters.map { "\(quote($0.0)):\(quote($0.1))" }.joined(separator: ",") + "}",
-            "\"machine\":{" + machine.map { "\(quote($0.0)):\(quote($0.1))" }.joined(separator: ",") + "}",
+            "\"tool\":\"portcullis bench\"", "\"version\":\(jsonString(version))", "\"workload\":\(jsonString(workload))",
+            "\"target\":\(jsonString(target))",
+            "\"parameters\":{" + parameters.map { "\(jsonString($0.0)):\(jsonString($0.1))" }.joined(separator: ",") + "}",
+            "\"machine\":{" + machine.map { "\(jsonString($0.0)):\(jsonString($0.1))" }.joined(separator: ",") + "}",
         ]
-        var results = values.map { "\(quote($0.0)):\(number($0.1))" }
+        var results = values.map { "\(jsonString($0.0)):\(number($0.1))" }
         if let latency, latency.totalCount > 0 {
             let parts = BenchResult.percentiles.map { "\"\($0.0)\":\(latency.valueAtPercentile($0.1))" }
                 + ["\"max\":\(latency.max)", "\"mean\":\(number(latency.mean))", "\"count\":\(latency.totalCount)"]
             results.append("\"latency_us\":{" + parts.joined(separator: ",") + "}")
         }
-        results.append("\"errors\":{" + errors.sorted { $0.key < $1.key }.map { "\(quote($0.key)):\($0.value)" }.joined(separator: ",") + "}")
+        results.append("\"errors\":{" + errors.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\($0.value)" }.joined(separator: ",") + "}")
         results.append("\"elapsed_s\":\(number(elapsedSeconds))")
         fields.append("\"results\":{" + results.joined(separator: ",") + "}")
         if let cpu = targetCPUSeconds {
@@ -60,19 +61,6 @@ public func machineFacts(openSSL: String) -> [(String, String)] {
     }
     return [("cpus", "\(sysconf(Int32(_SC_NPROCESSORS_ONLN)))"), ("kernel", field(name.release)),
             ("arch", field(name.machine)), ("openssl", openSSL)]
-}
-
-func quote(_ s: String) -> String {
-    var out = "\""
-    for scalar in s.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        default:
-            if scalar.value < 0x20 { out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16) } else { out.unicodeScalars.append(scalar) }
-        }
-    }
-    return out + "\""
 }
 
 func number(_ value: Double) -> String {

@@ -33,3 +33,27 @@ public func escapedForLog(_ value: String, limit: Int = .max) -> String {
     }
     return out
 }
+
+/// A JSON string literal for `value`: quotes, backslashes and control characters escaped (plus U+2028/2029,
+/// which some JSON consumers treat as line breaks), so a JSON log line can never be split or forged.
+public func jsonString(_ value: String) -> String {
+    var out = "\""
+    out.reserveCapacity(value.utf8.count + 2)
+    for scalar in value.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7f || scalar == "\u{2028}" || scalar == "\u{2029}" {
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}

@@ -1,3 +1,4 @@
+import Policy
 import Testing
 @testable import Proxy
 
@@ -7,6 +8,7 @@ import Testing
         ("quote \" and backslash \\", "\"quote \\\" and backslash \\\\\""),
         ("line\nbreak\ttab\r", "\"line\\nbreak\\ttab\\r\""),
         ("nul\u{0}bell\u{7}del\u{7f}", "\"nul\\u0000bell\\u0007del\\u007f\""),
+        ("line\u{2028}separator", "\"line\\u2028separator\""),
         ("CN=ünïcode", "\"CN=ünïcode\""),
     ])
     func jsonStringEscapesEverythingThatCouldSplitALine(_ input: String, _ expected: String) {
