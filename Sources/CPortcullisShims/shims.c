@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,6 +85,33 @@ fail:
     rc = -errno;
     close(fd);
     return rc;
+}
+
+int pc_listen_unix(const char *path, int backlog) {
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path) return -ENAMETOOLONG;
+    strcpy(sa.sun_path, path);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) return -EEXIST;
+        // A socket file: in use if something accepts on it, stale (left by a crash) otherwise.
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0) return -errno;
+        int live = connect(probe, (struct sockaddr *)&sa, sizeof sa) == 0;
+        close(probe);
+        if (live) return -EADDRINUSE;
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, backlog) != 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
 }
 
 int pc_thread_set_name(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }

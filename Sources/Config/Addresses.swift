@@ -81,6 +81,19 @@ extension Validate {
         return address
     }
 
+    /// The status endpoint's address: `HOST:PORT` on loopback (anywhere with `allowNonLoopback`; the message
+    /// names `unsafeKey`) or `unix:/absolute/path`. Returns the canonical text and, for TCP, the address.
+    public static func statusAddress(
+        _ value: String, key: String, allowNonLoopback: Bool, unsafeKey: String
+    ) throws(ConfigError) -> (canonical: String, address: ListenAddress?) {
+        if value.hasPrefix("unix:") {
+            let target = try targetAddress(value, key: key, allowNonLoopback: true, unsafeKey: unsafeKey)
+            return (target.description, nil)
+        }
+        let address = try loopbackListenAddress(value, key: key, allowNonLoopback: allowNonLoopback, unsafeKey: unsafeKey)
+        return (address.description, address)
+    }
+
     /// Parses `HOST:PORT` (port 1-65535; `localhost` → 127.0.0.1) or `unix:/absolute/path`.
     ///
     /// A TCP target that is not loopback is refused unless `allowNonLoopback`; the message names `unsafeKey`.

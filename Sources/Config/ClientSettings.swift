@@ -33,6 +33,12 @@ public struct ClientFlags: Sendable, Equatable {
     public var logFormat: String?
     public var logLevel: String?
     public var sessionTickets: Bool
+    /// `--status`: where to serve health, readiness, status and metrics (nil: nowhere).
+    public var status: String? = nil
+    /// `--unsafe-status`: allow a `--status` address that is not loopback.
+    public var unsafeStatus = false
+    /// `--quiet-handshake-failures`: do not log handshake failures of peers that sent no certificate.
+    public var quietHandshakeFailures = false
 
     public init(
         listen: String? = nil, target: String? = nil,
@@ -100,6 +106,8 @@ public struct ClientFlags: Sendable, Equatable {
         public static let workers = "--workers"
         public static let logFormat = "--log-format"
         public static let logLevel = "--log-level"
+        public static let status = "--status"
+        public static let unsafeStatus = "--unsafe-status"
     }
 
     /// The `--verify-*` flags in order, with the matcher kind each builds.
@@ -205,8 +213,9 @@ extension PortcullisConfiguration {
             verifyServerName: rules.isEmpty
         )
         self.init(
-            log: LogSettings(format: logFormat, level: logLevel),
-            status: nil,
+            log: LogSettings(format: logFormat, level: logLevel, quietHandshakeFailures: flags.quietHandshakeFailures),
+            status: try StatusSettings.fromFlags(flags.status, unsafe: flags.unsafeStatus,
+                                                 key: Name.status, unsafeKey: Name.unsafeStatus),
             workers: workers,
             shutdownTimeoutMs: timeouts.shutdown,
             listeners: [listener]

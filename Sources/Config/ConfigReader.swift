@@ -36,7 +36,7 @@ final class ConfigReader {
     // MARK: Sections
 
     private static let topKeys = ["log", "status", "workers", "shutdown-timeout", "listeners"]
-    private static let logKeys = ["format", "level"]
+    private static let logKeys = ["format", "level", "quiet-handshake-failures"]
     private static let statusKeys = ["listen", "unsafe-listen"]
     private static let listenerKeys = [
         "name", "mode", "listen", "unsafe-listen", "target", "unsafe-target", "tls", "timeouts", "max-connections",
@@ -131,6 +131,7 @@ final class ConfigReader {
                     log.level = value
                 } else { ok = false }
             }
+            if let quiet = bool(section, "quiet-handshake-failures") { log.quietHandshakeFailures = quiet }
         } else if top["log"] != nil && !isNull(top["log"]!.value) { ok = false }
 
         var status: StatusSettings?
@@ -189,20 +190,10 @@ final class ConfigReader {
 
     /// The canonical status address and, for TCP, the address it binds.
     private func statusListen(_ text: String, unsafe: Bool, node: Node, path: String) -> (String, ListenAddress?)? {
-        if text.hasPrefix("unix:") {
-            let target = validate(node, path) { k throws(ConfigError) in
-                try Validate.targetAddress(text, key: k, allowNonLoopback: true, unsafeKey: "")
-            }
-            return target.map { ($0.description, nil) }
+        let parsed = validate(node, path) { k throws(ConfigError) in
+            try Validate.statusAddress(text, key: k, allowNonLoopback: unsafe, unsafeKey: "status.unsafe-listen: true")
         }
-        guard let address = validate(node, path, { k throws(ConfigError) in try Validate.listenAddress(text, key: k) }) else {
-            return nil
-        }
-        if !unsafe && !isLoopbackHost(address.host) {
-            report(node, path, "\(path): \(singleQuoted(text)) is not a loopback address (set status.unsafe-listen: true to allow it)")
-            return nil
-        }
-        return (address.description, address)
+        return parsed.map { ($0.canonical, $0.address) }
     }
 
     private struct ParsedListener {

@@ -13,6 +13,7 @@ extension PortcullisConfiguration {
         add(0, "log:")
         add(2, "format: \(log.format.rawValue)")
         add(2, "level: \(log.level)")
+        add(2, "quiet-handshake-failures: \(log.quietHandshakeFailures)")
         if let status {
             add(0, "status:")
             add(2, "listen: \(value(status.listen))")
@@ -91,7 +92,8 @@ extension PortcullisConfiguration {
 
     private var configurationJSON: JSONValue {
         .object([
-            ("log", .object([("format", .string(log.format.rawValue)), ("level", .string(log.level))])),
+            ("log", .object([("format", .string(log.format.rawValue)), ("level", .string(log.level)),
+                             ("quiet-handshake-failures", .bool(log.quietHandshakeFailures))])),
             ("status", status.map { .object([("listen", .string($0.listen)), ("unsafe-listen", .bool($0.unsafeListen))]) } ?? .null),
             ("workers", .integer(workers)),
             ("shutdown-timeout", .string(formatDuration(shutdownTimeoutMs))),

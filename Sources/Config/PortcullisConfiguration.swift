@@ -83,8 +83,10 @@ public struct PortcullisConfiguration: Sendable, Equatable {
             policy: settings.policy
         )
         self.init(
-            log: LogSettings(format: settings.logFormat, level: settings.logLevel),
-            status: nil,
+            log: LogSettings(format: settings.logFormat, level: settings.logLevel,
+                             quietHandshakeFailures: flags.quietHandshakeFailures),
+            status: try StatusSettings.fromFlags(flags.status, unsafe: flags.unsafeStatus,
+                                                 key: ServerFlags.Name.status, unsafeKey: ServerFlags.Name.unsafeStatus),
             workers: settings.workers,
             shutdownTimeoutMs: settings.timeouts.shutdown,
             listeners: [listener]
@@ -96,10 +98,23 @@ public struct LogSettings: Sendable, Equatable {
     public var format: LogFormat
     /// One of `Validate.logLevels`.
     public var level: String
+    /// Do not log handshake failures of peers that presented no certificate (TCP health checks, scanners);
+    /// they are still counted in the metrics.
+    public var quietHandshakeFailures: Bool
 
-    public init(format: LogFormat = .text, level: String = "info") {
+    public init(format: LogFormat = .text, level: String = "info", quietHandshakeFailures: Bool = false) {
         self.format = format
         self.level = level
+        self.quietHandshakeFailures = quietHandshakeFailures
+    }
+}
+
+extension StatusSettings {
+    /// From `--status` / `--unsafe-status` (nil when `--status` was not given).
+    static func fromFlags(_ value: String?, unsafe: Bool, key: String, unsafeKey: String) throws(ConfigError) -> StatusSettings? {
+        guard let value else { return nil }
+        let parsed = try Validate.statusAddress(value, key: key, allowNonLoopback: unsafe, unsafeKey: unsafeKey)
+        return StatusSettings(listen: parsed.canonical, unsafeListen: unsafe)
     }
 }
 

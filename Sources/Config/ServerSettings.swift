@@ -30,6 +30,12 @@ public struct ServerFlags: Sendable, Equatable {
     public var logFormat: String?
     public var logLevel: String?
     public var sessionTickets: Bool
+    /// `--status`: where to serve health, readiness, status and metrics (nil: nowhere).
+    public var status: String? = nil
+    /// `--unsafe-status`: allow a `--status` address that is not loopback.
+    public var unsafeStatus = false
+    /// `--quiet-handshake-failures`: do not log handshake failures of peers that sent no certificate.
+    public var quietHandshakeFailures = false
 
     public init(
         listen: String? = nil, target: String? = nil,
@@ -102,6 +108,8 @@ public struct ServerFlags: Sendable, Equatable {
         public static let workers = "--workers"
         public static let logFormat = "--log-format"
         public static let logLevel = "--log-level"
+        public static let status = "--status"
+        public static let unsafeStatus = "--unsafe-status"
     }
 
     /// The `--allow-*` flags in order, with the matcher kind each builds.

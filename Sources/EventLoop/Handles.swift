@@ -5,14 +5,17 @@ import CPortcullisShims
 import Glibc
 #endif
 
-/// Accepts TCP connections on a listening socket made by `ListeningSocket.bind`.
+/// Accepts connections on a listening socket made by `ListeningSocket.bind` (TCP) or
+/// `ListeningSocket.bindUnix` (Unix stream socket).
 ///
 /// Ownership: as for `StreamSocket`, the handle's `data` holds a retained reference released in the
 /// close callback, which also frees the handle (and closes the descriptor).
 /// - Warning: call only on the loop's thread.
 public final class TCPListener {
     unowned let loop: Loop
-    let handle: UnsafeMutablePointer<uv_tcp_t>
+    /// A `uv_tcp_t` or a `uv_pipe_t`, by `kind`.
+    let handle: UnsafeMutableRawPointer
+    private let kind: StreamSocket.Kind
     private var onConnection: ((StreamSocket) -> Void)?
     private var onClose: (() -> Void)?
     private var isClosing = false
@@ -20,16 +23,20 @@ public final class TCPListener {
     public init(loop: Loop, socket: ListeningSocket, onConnection: @escaping (StreamSocket) -> Void) throws(UVError) {
         self.loop = loop
         self.onConnection = onConnection
-        handle = .allocate(capacity: 1)
-        var rc = uv_tcp_init(loop.raw, handle)
+        kind = socket.isUnix ? .pipe : .tcp
+        handle = .allocate(byteCount: max(MemoryLayout<uv_tcp_t>.size, MemoryLayout<uv_pipe_t>.size),
+                           alignment: max(MemoryLayout<uv_tcp_t>.alignment, MemoryLayout<uv_pipe_t>.alignment))
+        let tcp = handle.assumingMemoryBound(to: uv_tcp_t.self)
+        let pipe = handle.assumingMemoryBound(to: uv_pipe_t.self)
+        var rc = kind == .tcp ? uv_tcp_init(loop.raw, tcp) : uv_pipe_init(loop.raw, pipe, 0)
         if rc != 0 {
             handle.deallocate()
-            throw UVError(code: rc, operation: "uv_tcp_init")
+            throw UVError(code: rc, operation: kind == .tcp ? "uv_tcp_init" : "uv_pipe_init")
         }
-        pc_handle(handle).pointee.data = Unmanaged.passRetained(self).toOpaque()
-        rc = uv_tcp_open(handle, uv_os_sock_t(socket.fd))
+        stream.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        rc = kind == .tcp ? uv_tcp_open(tcp, uv_os_sock_t(socket.fd)) : uv_pipe_open(pipe, uv_file(socket.fd))
         if rc == 0 {
-            rc = uv_listen(pc_stream(handle), 1024) { server, status in
+            rc = uv_listen(stream, 1024) { server, status in
                 let listener = Unmanaged<TCPListener>.fromOpaque(server!.pointee.data).takeUnretainedValue()
                 listener.accept(status)
             }
@@ -40,10 +47,12 @@ public final class TCPListener {
         }
     }
 
+    private var stream: UnsafeMutablePointer<uv_stream_t> { handle.assumingMemoryBound(to: uv_stream_t.self) }
+
     private func accept(_ status: Int32) {
         guard status == 0, !isClosing else { return }
-        guard let client = try? StreamSocket(loop: loop, kind: .tcp) else { return }
-        if uv_accept(pc_stream(handle), client.stream) == 0 {
+        guard let client = try? StreamSocket(loop: loop, kind: kind) else { return }
+        if uv_accept(stream, client.stream) == 0 {
             onConnection?(client)
         } else {
             client.close()
@@ -56,7 +65,7 @@ public final class TCPListener {
         isClosing = true
         onConnection = nil
         onClose = completion
-        uv_close(pc_handle(handle)) { handle in
+        uv_close(handle.assumingMemoryBound(to: uv_handle_t.self)) { handle in
             let listener = Unmanaged<TCPListener>.fromOpaque(handle!.pointee.data).takeRetainedValue()
             listener.handle.deallocate()
             listener.onClose?()

@@ -59,6 +59,8 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 public struct ListeningSocket: Sendable {
     public let fd: Int32
     public let port: UInt16
+    /// A Unix stream socket (then `port` is 0).
+    public var isUnix = false
 
     /// Binds and listens. With `reusePort`, several sockets can share the port (one per worker loop).
     public static func bind(ip: String, port: UInt16, backlog: Int32 = 1024, reusePort: Bool) throws(UVError) -> ListeningSocket {
@@ -69,6 +71,13 @@ public struct ListeningSocket: Sendable {
             throw UVError(code: fd, operation: "listen on \(ip.contains(":") ? "[\(ip)]" : ip):\(port)")
         }
         return ListeningSocket(fd: fd, port: UInt16(bound))
+    }
+
+    /// Binds and listens on a Unix stream socket; a stale socket file left by a crash is replaced.
+    public static func bindUnix(path: String, backlog: Int32 = 128) throws(UVError) -> ListeningSocket {
+        let fd = pc_listen_unix(path, backlog)
+        if fd < 0 { throw UVError(code: fd, operation: "listen on unix:\(path)") }
+        return ListeningSocket(fd: fd, port: 0, isUnix: true)
     }
 
     /// Closes the descriptor (when it was never handed to a loop).

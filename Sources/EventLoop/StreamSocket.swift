@@ -123,6 +123,23 @@ public final class StreamSocket {
         return nil
     }
 
+    /// Queues a whole byte array, split over as many pooled buffers as it needs (for small control-plane
+    /// responses; the data path writes pooled buffers directly).
+    @discardableResult
+    public func write(contentsOf bytes: [UInt8]) -> UVError? {
+        var offset = 0
+        while offset < bytes.count {
+            let buffer = loop.writeBuffers.take()
+            let n = min(buffer.bytes.count, bytes.count - offset)
+            bytes.withUnsafeBytes { source in
+                buffer.bytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<(offset + n)]))
+            }
+            if let error = write(buffer, count: n) { return error }
+            offset += n
+        }
+        return nil
+    }
+
     /// Shuts down the write side once queued writes are flushed (sends FIN).
     public func shutdown() {
         guard !isClosing else { return }

@@ -74,6 +74,13 @@ public struct RuntimeConfiguration: Sendable {
     public var shutdownTimeoutMs: UInt64 = 300_000
     /// Files whose change on disk triggers a reload (config file, certificates, keys, CAs, CRLs).
     public var watchedFiles: [String] = []
+    /// The health/metrics endpoint, if any; `statusSettingName` names it in errors (`--status`, `status.listen`).
+    public var status: StatusEndpoint?
+    public var statusSettingName = "--status"
+    /// Reported by `/status` and the `portcullis_build_info` metric.
+    public var version = "unknown"
+    /// Do not log handshake failures of peers that presented no certificate (TCP health checks, scanners).
+    public var quietHandshakeFailures = false
 
     public init(listeners: [ListenerConfiguration]) {
         self.listeners = listeners

@@ -34,6 +34,10 @@ final class RelayConnection: StreamSocketDelegate {
 
     let peerAddress: String
     let startedAt: UInt64 = Loop.monotonicNanoseconds
+    /// Server mode: the accept; client mode: the TCP connect to the remote server.
+    private var handshakeStartedAt: UInt64 = Loop.monotonicNanoseconds
+    /// This worker's counters for the listener.
+    let stats: ListenerStats
     private var lastActivity: UInt64
     private var openSockets = 1
     private var pendingShutdowns = 0
@@ -55,6 +59,8 @@ final class RelayConnection: StreamSocketDelegate {
     private var plainShutDown = false
 
     private(set) var closeReason = ""
+    /// The bounded label for `closeReason` (metrics).
+    private(set) var closeCategory = CloseCategory.normal
     private(set) var handshakeFailure: TLSFailure?
     /// Log classification of a failed handshake: a TLS failure kind, `timeout`, `eof` or `connect`.
     private(set) var handshakeErrorKind = ""
@@ -65,8 +71,9 @@ final class RelayConnection: StreamSocketDelegate {
     /// Resume reading once the backlog drains to this.
     static let lowWater = 256 << 10
 
-    init(id: UInt64, worker: Worker, generation: Generation, accepted: StreamSocket) throws {
+    init(id: UInt64, worker: Worker, generation: Generation, stats: ListenerStats, accepted: StreamSocket) throws {
         self.id = id
+        self.stats = stats
         self.worker = worker
         self.generation = generation
         self.mode = generation.settings.mode
@@ -104,9 +111,10 @@ final class RelayConnection: StreamSocketDelegate {
         case .client:
             // The local application is not read until the server is verified.
             timer.start(after: settings.connectTimeoutMs) { [unowned self] in
-                self.worker.noteTargetConnectFailure()
-                self.failHandshake(TLSFailure(kind: .protocolError, detail: "no connection to the target within the connect timeout"), kind: "connect")
-                self.closeGracefully(reason: "target connect failed: timeout")
+                self.noteTargetConnectFailure()
+                self.failHandshake(TLSFailure(kind: .protocolError, detail: "no connection to the target within the connect timeout"),
+                                   kind: "connect", reason: .targetUnreachable)
+                self.closeGracefully(.targetConnectFailed, reason: "target connect failed: timeout")
             }
             connectTarget()
         }
@@ -115,8 +123,8 @@ final class RelayConnection: StreamSocketDelegate {
     private func armHandshakeTimer() {
         timer.start(after: settings.handshakeTimeoutMs) { [unowned self] in
             self.failHandshake(TLSFailure(kind: .protocolError, detail: "no complete handshake within the handshake timeout"),
-                               kind: "timeout")
-            self.close(reason: "handshake timeout")
+                               kind: "timeout", reason: .timeout)
+            self.close(.handshakeFailed, reason: "handshake timeout")
         }
     }
 
@@ -139,14 +147,15 @@ final class RelayConnection: StreamSocketDelegate {
 
     func socketDidReadEOF(_ socket: StreamSocket) {
         if state == .closing {
-            if lingeringForPeer { close(reason: closeReason) }
+            if lingeringForPeer { closeNow() }
             return
         }
         if socket === tlsSide {
             switch state {
             case .handshaking:
-                failHandshake(TLSFailure(kind: .protocolError, detail: "peer closed the connection during the handshake"), kind: "eof")
-                close(reason: mode == .server ? "client closed during handshake" : "target closed during handshake")
+                failHandshake(TLSFailure(kind: .protocolError, detail: "peer closed the connection during the handshake"),
+                              kind: "eof", reason: .peerClosed)
+                close(.handshakeFailed, reason: mode == .server ? "client closed during handshake" : "target closed during handshake")
             case .relaying:
                 // TCP FIN without close_notify: the peer is done sending either way; relay what is still
                 // buffered first (the pump finishes the input once the session runs dry).
@@ -159,17 +168,17 @@ final class RelayConnection: StreamSocketDelegate {
             finishPlainInput()
         } else if mode == .client {
             // The local application gave up before the server was verified.
-            close(reason: "client closed before the target was ready")
+            close(.clientGaveUp, reason: "client closed before the target was ready")
         }
     }
 
     func socket(_ socket: StreamSocket, didFailReading error: UVError) {
-        close(reason: "\(sideName(socket)) read error: \(error.message)")
+        close(socket === accepted ? .clientError : .targetError, reason: "\(sideName(socket)) read error: \(error.message)")
     }
 
     func socket(_ socket: StreamSocket, didWrite byteCount: Int, error: UVError?) {
         if let error {
-            if !error.isCanceled { close(reason: "\(sideName(socket)) write error: \(error.message)") }
+            if !error.isCanceled { close(socket === accepted ? .clientError : .targetError, reason: "\(sideName(socket)) write error: \(error.message)") }
             return
         }
         if socket === tlsSide {
@@ -191,11 +200,12 @@ final class RelayConnection: StreamSocketDelegate {
     func socket(_ socket: StreamSocket, didConnect error: UVError?) {
         guard state == .connecting else { return }
         if let error {
-            worker.noteTargetConnectFailure()
+            noteTargetConnectFailure()
             if mode == .client {
-                failHandshake(TLSFailure(kind: .protocolError, detail: "cannot connect to the target: \(error.message)"), kind: "connect")
+                failHandshake(TLSFailure(kind: .protocolError, detail: "cannot connect to the target: \(error.message)"),
+                              kind: "connect", reason: .targetUnreachable)
             }
-            closeGracefully(reason: "target connect failed: \(error.message)")
+            closeGracefully(.targetConnectFailed, reason: "target connect failed: \(error.message)")
             return
         }
         socket.setNoDelay()
@@ -204,6 +214,7 @@ final class RelayConnection: StreamSocketDelegate {
             startRelaying()
         case .client:
             state = .handshaking
+            handshakeStartedAt = Loop.monotonicNanoseconds
             armHandshakeTimer()
             socket.startReading()
             advanceHandshake()  // sends the ClientHello
@@ -216,11 +227,11 @@ final class RelayConnection: StreamSocketDelegate {
             // A graceful close (alert or close_notify, then FIN) has reached the peers' kernels. A refused TLS
             // client is given until its EOF (or the timer) to read the alert.
             pendingShutdowns -= 1
-            if pendingShutdowns <= 0 && !lingeringForPeer { close(reason: closeReason) }
+            if pendingShutdowns <= 0 && !lingeringForPeer { closeNow() }
             return
         }
         if tlsFinished && plainFinished && tlsShutDown && plainShutDown {
-            close(reason: "done")
+            close(.normal, reason: "done")
         }
     }
 
@@ -248,7 +259,7 @@ final class RelayConnection: StreamSocketDelegate {
                 socket.connect(toPath: path)
             }
         } catch {
-            closeGracefully(reason: "target connect failed: \(error)")
+            closeGracefully(.targetConnectFailed, reason: "target connect failed: \(error)")
         }
     }
 
@@ -264,17 +275,17 @@ final class RelayConnection: StreamSocketDelegate {
             flushTLS()
         case .failed(let failure):
             failHandshake(failure, kind: failure.kind.rawValue)
-            closeGracefully(reason: "handshake failed", lingerForPeer: mode == .server)  // flushes the alert first
+            closeGracefully(.handshakeFailed, reason: "handshake failed", lingerForPeer: mode == .server)  // flushes the alert first
         case .complete:
-            handshakeCompleted = true
+            noteHandshakeCompleted()
             flushTLS()  // Finished, session tickets
             switch mode {
             case .server:
                 state = .connecting
                 accepted.stopReading()
                 timer.start(after: settings.connectTimeoutMs) { [unowned self] in
-                    self.worker.noteTargetConnectFailure()
-                    self.closeGracefully(reason: "target connect failed: timeout")
+                    self.noteTargetConnectFailure()
+                    self.closeGracefully(.targetConnectFailed, reason: "target connect failed: timeout")
                 }
                 connectTarget()
             case .client:
@@ -318,18 +329,19 @@ final class RelayConnection: StreamSocketDelegate {
                         // TLS 1.3: the server judges our certificate after we consider the handshake done;
                         // its refusal arrives as the first record. Report it as the handshake failure it is.
                         failHandshake(failure, kind: failure.kind.rawValue)
-                        close(reason: "handshake failed")
+                        close(.handshakeFailed, reason: "handshake failed")
                         return
                     }
-                    close(reason: "TLS error from \(mode == .server ? "client" : "target"): \(failure.detail)")
+                    close(.tlsError, reason: "TLS error from \(mode == .server ? "client" : "target"): \(failure.detail)")
                     return
                 }
             }
             if filled > 0 {
                 bytesFromTLS += filled
+                stats.addBytes(UInt64(filled), up: mode == .server)
                 toPlainInFlight += filled
                 if let error = plainSide.write(buffer, count: filled) {
-                    close(reason: "\(sideName(plainSide)) write error: \(error.message)")
+                    close(plainSide === accepted ? .clientError : .targetError, reason: "\(sideName(plainSide)) write error: \(error.message)")
                     return
                 }
             } else {
@@ -351,8 +363,9 @@ final class RelayConnection: StreamSocketDelegate {
     private func relayPlainToTLS(_ bytes: UnsafeRawBufferPointer) {
         guard state == .relaying else { return }
         bytesFromPlain += bytes.count
+        stats.addBytes(UInt64(bytes.count), up: mode == .client)
         if let failure = session.write(bytes) {
-            close(reason: "TLS error: \(failure.detail)")
+            close(.tlsError, reason: "TLS error: \(failure.detail)")
             return
         }
         flushTLS()
@@ -375,7 +388,7 @@ final class RelayConnection: StreamSocketDelegate {
             }
             toTLSInFlight += n
             if let error = tlsSide.write(buffer, count: n) {
-                close(reason: "\(sideName(tlsSide)) write error: \(error.message)")
+                close(tlsSide === accepted ? .clientError : .targetError, reason: "\(sideName(tlsSide)) write error: \(error.message)")
                 return
             }
         }
@@ -404,7 +417,7 @@ final class RelayConnection: StreamSocketDelegate {
 
     private func armCloseTimer() {
         timer.start(after: settings.closeTimeoutMs) { [unowned self] in
-            self.close(reason: "close timeout")
+            self.close(.closeTimeout, reason: "close timeout")
         }
     }
 
@@ -417,31 +430,57 @@ final class RelayConnection: StreamSocketDelegate {
         // Check periodically instead of re-arming the timer on every read.
         let interval = max(idle / 4, 10)
         timer.start(after: interval, repeat: interval) { [unowned self] in
-            if self.worker.loop.now &- self.lastActivity >= idle { self.close(reason: "idle timeout") }
+            if self.worker.loop.now &- self.lastActivity >= idle { self.close(.idleTimeout, reason: "idle timeout") }
         }
     }
 
     // MARK: closing
 
     /// Records the first reason a handshake failed; later events (a timer, an EOF) do not overwrite it.
-    private func failHandshake(_ failure: TLSFailure, kind: String) {
+    private func failHandshake(_ failure: TLSFailure, kind: String, reason: HandshakeFailureReason? = nil) {
         guard handshakeFailure == nil else { return }
         handshakeFailure = failure
         handshakeErrorKind = kind
+        let reason = reason ?? HandshakeFailureReason(failure.kind)
+        let decision = session.decision
+        stats.count { counts in
+            counts.failures[reason.index] += 1
+            if let decision, !decision.isAllowed { counts.denied += 1 }
+        }
+    }
+
+    /// Counts a completed handshake: full or resumed, and the rule that admitted the peer.
+    private func noteHandshakeCompleted() {
+        handshakeCompleted = true
+        stats.handshakeDuration.recordNanoseconds(Int64(truncatingIfNeeded: Loop.monotonicNanoseconds &- handshakeStartedAt))
+        let resumed = session.isResumed
+        let rule = admittingRule
+        stats.count { counts in
+            if resumed { counts.handshakesResumed += 1 } else { counts.handshakesFull += 1 }
+            if let rule { counts.allowedByRule[rule, default: 0] += 1 }
+        }
+    }
+
+    /// The rule that admitted the peer: a policy rule, or (client mode without identity rules) the server
+    /// name it was verified against.
+    var admittingRule: String? {
+        let configuration = session.context.configuration
+        if mode == .client, configuration.verifyServerName, configuration.serverName != nil { return "server-name" }
+        return session.decision?.ruleName
     }
 
     /// Ends the connection after telling both peers: a pending alert or close_notify (once the handshake
     /// finished) and FIN are flushed before the sockets close. A short timer bounds the wait for a peer that
     /// reads nothing.
-    func closeGracefully(reason: String, lingerForPeer: Bool = false) {
+    func closeGracefully(_ category: CloseCategory, reason: String, lingerForPeer: Bool = false) {
         guard state != .closing else { return }
-        if closeReason.isEmpty { closeReason = reason }
+        noteCloseReason(category, reason)
         let wasConnecting = state == .connecting
         state = .closing
         lingeringForPeer = lingerForPeer
         if handshakeCompleted { session.sendCloseNotify() }
         flushTLS()
-        timer.start(after: 1000) { [unowned self] in self.close(reason: self.closeReason) }
+        timer.start(after: 1000) { [unowned self] in self.closeNow() }
         // Shut down every connected socket; the one still connecting (if any) is simply closed.
         var sockets: [StreamSocket] = [accepted]
         if let other = (accepted === tlsSide ? plainSide : tlsSide) {
@@ -455,13 +494,28 @@ final class RelayConnection: StreamSocketDelegate {
     }
 
     /// Closes both sockets now (queued writes are cancelled). Idempotent; the first reason wins.
-    func close(reason: String) {
-        if closeReason.isEmpty { closeReason = reason }
+    func close(_ category: CloseCategory, reason: String) {
+        noteCloseReason(category, reason)
         guard !accepted.isClosing else { return }
         state = .closing
         timer.close()
         accepted.close()
         (accepted === tlsSide ? plainSide : tlsSide)?.close()
+    }
+
+    private func noteTargetConnectFailure() {
+        stats.count { $0.targetConnectFailures += 1 }
+    }
+
+    /// Closes now for the reason already recorded (a graceful close whose wait is over).
+    private func closeNow() {
+        close(closeCategory, reason: closeReason)
+    }
+
+    private func noteCloseReason(_ category: CloseCategory, _ reason: String) {
+        guard closeReason.isEmpty else { return }
+        closeReason = reason
+        closeCategory = category
     }
 
     var durationMs: UInt64 { (Loop.monotonicNanoseconds &- startedAt) / 1_000_000 }

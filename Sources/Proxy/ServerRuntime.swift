@@ -13,19 +13,21 @@ public final class ServerRuntime {
     /// Produces the configuration to apply on reload (re-reading the config file, if there is one).
     public typealias ConfigurationSource = @Sendable () throws -> RuntimeConfiguration
 
-    private var configuration: RuntimeConfiguration
+    var configuration: RuntimeConfiguration
     private let source: ConfigurationSource?
     private let logger: Logger
-    private let shared: RuntimeShared
-    private let workerCount: Int
+    let shared: RuntimeShared
+    let workerCount: Int
+    let startTime = Int64(time(nil))
 
     /// Per listener name: its current generation, and the sockets bound for it (one per worker) until the
     /// workers take them over.
-    private var generations: [String: Generation] = [:]
-    private var counters: [String: ListenerCounters] = [:]
-    private var listenAddresses: [String: String] = [:]
+    var generations: [String: Generation] = [:]
+    var counters: [String: ListenerCounters] = [:]
+    var listenAddresses: [String: String] = [:]
     private var pendingSockets: [String: [ListeningSocket]] = [:]
-    private var configurationGeneration: UInt64 = 1
+    var configurationGeneration: UInt64 = 1
+    private var pendingStatusSocket: ListeningSocket?
 
     private var workers: [Worker] = []
     private var threads: [LoopThread] = []
@@ -39,7 +41,10 @@ public final class ServerRuntime {
     private var ticketRotation: Timer?
     private var shutdownTimer: Timer?
     private var exitWatcher: AsyncWakeup?
-    private var shuttingDown = false
+    private var statusServer: StatusServer?
+    private(set) var metricsExporter: MetricsExporter?
+    private(set) var readinessChecker: ReadinessChecker?
+    private(set) var shuttingDown = false
     private var exitCode: Int32 = 0
 
     /// How often session-ticket keys rotate (a ticket stays valid for up to three periods).
@@ -52,6 +57,7 @@ public final class ServerRuntime {
         self.source = source
         self.logger = logger
         shared = RuntimeShared(logger: logger)
+        shared.quietHandshakeFailures.store(configuration.quietHandshakeFailures, ordering: .relaxed)
         workerCount = max(1, configuration.workers)
         var built: [String: Generation] = [:]
         for listener in configuration.listeners {
@@ -66,9 +72,29 @@ public final class ServerRuntime {
                 pendingSockets[listener.name] = sockets
                 listenAddresses[listener.name] = address
             }
+            if let status = configuration.status {
+                pendingStatusSocket = try ServerRuntime.bindStatus(status, settingName: configuration.statusSettingName)
+            }
         } catch {
             pendingSockets.values.joined().forEach { $0.close() }
             throw error
+        }
+    }
+
+    /// Binds the status endpoint (before any privilege drop, like the listeners).
+    static func bindStatus(_ endpoint: StatusEndpoint, settingName: String) throws(StartupError) -> ListeningSocket {
+        do {
+            switch endpoint {
+            case .tcp(let host, let port): return try ListeningSocket.bind(ip: host, port: port, reusePort: false)
+            case .unix(let path): return try ListeningSocket.bindUnix(path: path)
+            }
+        } catch {
+            if error.isAddressInUse {
+                return try { () throws(StartupError) -> ListeningSocket in
+                    throw StartupError("\(settingName) '\(endpoint)': address already in use (another process listens there; stop it or choose another address)")
+                }()
+            }
+            throw StartupError("\(settingName) '\(endpoint)': cannot listen: \(error.message)")
         }
     }
 
@@ -95,9 +121,18 @@ public final class ServerRuntime {
                 TLSContext.rotateTicketKeys()
             }
             ticketRotation = rotation
+            metricsExporter = MetricsExporter(metrics: shared.metrics)
+            readinessChecker = ReadinessChecker(loop: loop)
+            if let socket = pendingStatusSocket {
+                pendingStatusSocket = nil
+                statusServer = try StatusServer(loop: loop, socket: socket) { [unowned self] request, respond in
+                    self.handleStatusRequest(request, respond: respond)
+                }
+            }
         } catch {
             logger.critical("cannot set up the control loop", metadata: ["error": "\(error)"])
             pendingSockets.values.joined().forEach { $0.close() }
+            pendingStatusSocket?.close()
             return 1
         }
         watchFiles()
@@ -111,6 +146,11 @@ public final class ServerRuntime {
         }
         for listener in configuration.listeners {
             logListening(listener)
+        }
+        if let status = configuration.status {
+            logger.info("status endpoint listening", metadata: [
+                "status.address": "\(status)", "status.endpoints": "/healthz /readyz /status /metrics",
+            ])
         }
         control?.run()
         threads.forEach { $0.join() }
@@ -166,10 +206,11 @@ public final class ServerRuntime {
             logger.info("reload ignored while draining")
             return
         }
-        let next: RuntimeConfiguration
+        var next: RuntimeConfiguration
         do {
             next = try source?() ?? configuration
         } catch {
+            shared.metrics.noteReload(succeeded: false)
             logger.error("reload failed: keeping the current configuration", metadata: [
                 "reload.trigger": "\(trigger)", "error": "\(error)", "config.generation": "\(configurationGeneration)",
             ])
@@ -204,6 +245,7 @@ public final class ServerRuntime {
             }
         } catch {
             newSockets.values.joined().forEach { $0.close() }
+            shared.metrics.noteReload(succeeded: false)
             logger.error("reload failed: keeping the current configuration", metadata: [
                 "reload.trigger": "\(trigger)", "error": "\(error.description)", "config.generation": "\(configurationGeneration)",
             ])
@@ -219,6 +261,15 @@ public final class ServerRuntime {
         let removed = configuration.listeners.map(\.name).filter { built[$0] == nil && !renames.values.contains($0) }
         let added = next.listeners.map(\.name).filter { generations[$0] == nil && renames[$0] == nil }
 
+        if next.status != configuration.status {
+            logger.warning("the status endpoint address changed: it takes effect at the next restart", metadata: [
+                "status.address": "\(configuration.status.map { "\($0)" } ?? "none")",
+                "status.address.new": "\(next.status.map { "\($0)" } ?? "none")",
+            ])
+        }
+        next.status = configuration.status
+        shared.quietHandshakeFailures.store(next.quietHandshakeFailures, ordering: .relaxed)
+        shared.metrics.noteReload(succeeded: true)
         configuration = next
         configurationGeneration = number
         generations = built
@@ -330,6 +381,8 @@ public final class ServerRuntime {
         logger.info("stopped", metadata: ["exit.code": "\(exitCode)"])
         shared.setControlWakeup(nil)
         exitWatcher?.close()
+        statusServer?.close()
+        statusServer = nil
         shutdownTimer?.close()
         reloadDebounce?.close()
         ticketRotation?.close()

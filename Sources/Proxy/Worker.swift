@@ -43,7 +43,12 @@ final class Worker: @unchecked Sendable {
     private final class Slot {
         var listener: TCPListener?
         var generation: Generation
-        init(generation: Generation) { self.generation = generation }
+        /// This worker's counters for the listener (a renamed listener counts under its new name).
+        var stats: ListenerStats
+        init(generation: Generation, stats: ListenerStats) {
+            self.generation = generation
+            self.stats = stats
+        }
     }
 
     let index: Int
@@ -107,7 +112,7 @@ final class Worker: @unchecked Sendable {
             case .apply(let assignments): apply(assignments)
             case .drain: beginDrain()
             case .cut:
-                for connection in connections.values { connection.close(reason: "shutdown timeout") }
+                for connection in connections.values { connection.close(.shutdown, reason: "shutdown timeout") }
             }
         }
     }
@@ -119,9 +124,11 @@ final class Worker: @unchecked Sendable {
         for assignment in assignments {
             keep.insert(assignment.name)
             if let old = assignment.renamedFrom, slots[assignment.name] == nil, let moved = slots.removeValue(forKey: old) {
+                moved.stats = shared.metrics.makeStats(listener: assignment.name)
                 slots[assignment.name] = moved
             }
-            let slot = slots[assignment.name] ?? Slot(generation: assignment.generation)
+            let slot = slots[assignment.name]
+                ?? Slot(generation: assignment.generation, stats: shared.metrics.makeStats(listener: assignment.name))
             slots[assignment.name] = slot
             slot.generation = assignment.generation
             if let socket = assignment.socket {
@@ -152,6 +159,7 @@ final class Worker: @unchecked Sendable {
             slots[name] = nil
         }
         updateExpirySweep()
+        shared.noteAccepting(worker: index, listeners: Set(slots.filter { $0.value.listener != nil }.keys))
     }
 
     // MARK: connections
@@ -164,9 +172,14 @@ final class Worker: @unchecked Sendable {
         let generation = slot.generation
         let name = generation.settings.name
         let limit = generation.settings.maxConnections
+        let stats = slot.stats
         let active = generation.counters.active.add(1, ordering: .relaxed).newValue
         if limit > 0 && active > limit {
             generation.counters.active.subtract(1, ordering: .relaxed)
+            stats.count {
+                $0.accepted += 1
+                $0.closed[CloseCategory.limitReached.index] += 1
+            }
             let peer = client.peerAddress
             client.close()
             if let suppressed = refusalLogLimiter?.admit(now: loop.now) {
@@ -179,7 +192,8 @@ final class Worker: @unchecked Sendable {
         shared.activeConnections.add(1, ordering: .relaxed)
         let id = shared.nextConnectionID.add(1, ordering: .relaxed).newValue
         do {
-            let connection = try RelayConnection(id: id, worker: self, generation: generation, accepted: client)
+            let connection = try RelayConnection(id: id, worker: self, generation: generation, stats: stats, accepted: client)
+            stats.count { $0.accepted += 1 }
             connections[id] = connection
             connection.start()
         } catch {
@@ -195,12 +209,12 @@ final class Worker: @unchecked Sendable {
         connections.removeValue(forKey: connection.id)
         connection.generation.counters.active.subtract(1, ordering: .relaxed)
         shared.activeConnections.subtract(1, ordering: .relaxed)
+        let category = connection.closeCategory
+        connection.stats.count { $0.closed[category.index] += 1 }
+        connection.stats.connectionDuration.recordNanoseconds(
+            Int64(truncatingIfNeeded: Loop.monotonicNanoseconds &- connection.startedAt))
         audit(connection)
         if draining && connections.isEmpty { finishDrain() }
-    }
-
-    func noteTargetConnectFailure() {
-        shared.targetConnectFailures.add(1, ordering: .relaxed)
     }
 
     /// Closes this listener's live connections whose peer no longer passes the newer generation's CAs,
@@ -208,7 +222,7 @@ final class Worker: @unchecked Sendable {
     private func reauthorize(listener name: String, against generation: Generation) {
         for connection in connections.values where connection.settings.name == name && connection.isEstablished {
             if case .refused(let why) = connection.session.reauthorize(against: generation.tls) {
-                connection.closeGracefully(reason: "reauthorization failed: \(why)")
+                connection.closeGracefully(.reauthorizationFailed, reason: "reauthorization failed: \(why)")
             }
         }
     }
@@ -230,7 +244,7 @@ final class Worker: @unchecked Sendable {
         let now = Int64(time(nil))
         for connection in connections.values where connection.settings.closeAtCertExpiry && connection.isEstablished {
             if let notAfter = connection.session.peerIdentity?.notAfter, notAfter <= now {
-                connection.closeGracefully(reason: "peer certificate expired")
+                connection.closeGracefully(.certificateExpired, reason: "peer certificate expired")
             }
         }
     }
@@ -246,6 +260,7 @@ final class Worker: @unchecked Sendable {
         }
         expirySweep?.close()
         expirySweep = nil
+        shared.noteAccepting(worker: index, listeners: [])
         if connections.isEmpty { finishDrain() }
     }
 
@@ -273,6 +288,10 @@ final class Worker: @unchecked Sendable {
         }
         if session.expiredCRLTolerated { metadata["tls.crl_expired"] = "true" }
         if let failure = connection.handshakeFailure {
+            // Health checkers and scanners that connect and leave without a certificate: counted in the
+            // metrics, not logged, when asked to be quiet. A presented certificate is always audited.
+            if shared.quietHandshakeFailures.load(ordering: .relaxed) && session.peerIdentity == nil
+                && session.unverifiedPeerSubject == nil { return }
             guard let suppressed = failureLogLimiter?.admit(now: loop.now) else { return }
             metadata["handshake.error"] = "\(connection.handshakeErrorKind)"
             metadata["handshake.detail"] = "\(failure.detail)"
@@ -309,11 +328,27 @@ final class RuntimeShared: Sendable {
     let logger: Logger
     let activeConnections = Atomic<Int>(0)
     let nextConnectionID = Atomic<UInt64>(0)
-    let targetConnectFailures = Atomic<Int>(0)
+    let metrics = RuntimeMetrics()
+    let quietHandshakeFailures = Atomic<Bool>(false)
+    /// Per worker: the listeners it accepts on (readiness: every listener accepting on every worker).
+    private let accepting = Mutex<[Int: Set<String>]>([:])
     private let exits = Mutex<(count: Int, failed: Bool, wakeup: AsyncWakeup.Sender?)>((0, false, nil))
 
     init(logger: Logger) {
         self.logger = logger
+    }
+
+    func noteAccepting(worker: Int, listeners: Set<String>) {
+        accepting.withLock { $0[worker] = listeners }
+    }
+
+    /// How many workers accept on each listener.
+    var acceptingWorkers: [String: Int] {
+        accepting.withLock { byWorker in
+            var counts: [String: Int] = [:]
+            for names in byWorker.values { for name in names { counts[name, default: 0] += 1 } }
+            return counts
+        }
     }
 
     func setControlWakeup(_ sender: AsyncWakeup.Sender?) {

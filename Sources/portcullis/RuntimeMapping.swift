@@ -14,6 +14,12 @@ extension RuntimeConfiguration {
         self.init(listeners: listeners)
         workers = file.workers
         shutdownTimeoutMs = file.shutdownTimeoutMs
+        version = Portcullis.version
+        quietHandshakeFailures = file.log.quietHandshakeFailures
+        if let settings = file.status {
+            status = StatusEndpoint(settings.listen)
+            statusSettingName = configPath.map { "\($0): status.listen" } ?? "--status"
+        }
         var files = configPath.map { [$0] } ?? []
         for listener in file.listeners {
             let tls = listener.tls
@@ -21,6 +27,20 @@ extension RuntimeConfiguration {
             if let passphrase = tls.keyPassphrasePath { files.append(passphrase) }
         }
         watchedFiles = files
+    }
+}
+
+extension StatusEndpoint {
+    /// From the canonical text `Config` produced (`127.0.0.1:9100`, `[::1]:9100`, `unix:/path`).
+    init(_ canonical: String) {
+        if canonical.hasPrefix("unix:") {
+            self = .unix(path: String(canonical.dropFirst(5)))
+            return
+        }
+        let colon = canonical.lastIndex(of: ":")!
+        var host = String(canonical[..<colon])
+        if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
+        self = .tcp(host: host, port: UInt16(canonical[canonical.index(after: colon)...])!)
     }
 }
 

@@ -38,6 +38,13 @@ struct SharedOptions: ParsableArguments {
     var logFormat: String?
     @Option(name: .customLong("log-level"), help: "Log level: trace, debug, info (default), notice, warning, error, critical.")
     var logLevel: String?
+    @Flag(name: .customLong("quiet-handshake-failures"),
+          help: "Do not log failed handshakes of peers that sent no certificate (TCP health checks, port scanners); metrics still count them.")
+    var quietHandshakeFailures = false
+    @Option(help: "Serve /healthz, /readyz, /status and /metrics here: HOST:PORT on loopback, or unix:/path.")
+    var status: String?
+    @Flag(name: .customLong("unsafe-status"), help: "Allow a --status address that is not loopback.")
+    var unsafeStatus = false
 
     /// Copies the shared raw values into either mode's flag set.
     func apply<Flags: SharedFlagFields>(to flags: inout Flags) {
@@ -58,6 +65,9 @@ struct SharedOptions: ParsableArguments {
         flags.logFormat = logFormat
         flags.logLevel = logLevel
         flags.sessionTickets = !noSessionTickets
+        flags.quietHandshakeFailures = quietHandshakeFailures
+        flags.status = status
+        flags.unsafeStatus = unsafeStatus
     }
 }
 
@@ -80,6 +90,9 @@ protocol SharedFlagFields {
     var logFormat: String? { get set }
     var logLevel: String? { get set }
     var sessionTickets: Bool { get set }
+    var quietHandshakeFailures: Bool { get set }
+    var status: String? { get set }
+    var unsafeStatus: Bool { get set }
 }
 
 extension ServerFlags: SharedFlagFields {}

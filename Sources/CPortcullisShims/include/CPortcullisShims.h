@@ -18,6 +18,9 @@ static inline uv_handle_t *pc_handle(void *handle) { return (uv_handle_t *)handl
 // Socket setup: libuv 1.44 has no SO_REUSEPORT flag for TCP, so listeners are made here and handed to
 // uv_tcp_open. Returns the fd, or -errno. `*bound_port` receives the actual port (for port 0).
 int pc_listen_socket(const char *ip, int port, int backlog, int reuseport, int *bound_port);
+/// A listening Unix stream socket at `path` (non-blocking, close-on-exec). A stale socket file nobody
+/// accepts on is replaced; a live one gives -EADDRINUSE. Returns the fd or -errno.
+int pc_listen_unix(const char *path, int backlog);
 
 // sockaddr construction without exposing sockaddr_storage layouts to Swift. Returns 0 or -errno.
 int pc_sockaddr_make(const char *ip, int port, struct sockaddr_storage *out);

@@ -1,0 +1,282 @@
+import CoreMetrics
+import Prometheus
+import Synchronization
+import TLS
+
+/// Why a connection ended, as a bounded label value (`reason` on `portcullis_connections_closed_total`).
+/// The free-text reason stays in the audit line.
+public enum CloseCategory: String, CaseIterable, Sendable {
+    case normal
+    case handshakeFailed = "handshake_failed"
+    case targetConnectFailed = "target_connect_failed"
+    case idleTimeout = "idle_timeout"
+    case closeTimeout = "close_timeout"
+    case clientError = "client_error"
+    case targetError = "target_error"
+    case tlsError = "tls_error"
+    case reauthorizationFailed = "reauthorization_failed"
+    case certificateExpired = "certificate_expired"
+    case shutdown
+    case limitReached = "limit_reached"
+    /// Client mode: the local application closed before the remote server was verified.
+    case clientGaveUp = "client_gave_up"
+}
+
+/// Why a handshake failed, as a bounded label value (`reason` on `portcullis_handshake_failures_total`).
+public enum HandshakeFailureReason: String, CaseIterable, Sendable {
+    case noCertificate = "no_certificate"
+    case unknownCA = "unknown_ca"
+    case expired
+    case revoked
+    case crlUnavailable = "crl_unavailable"
+    case badCertificate = "bad_certificate"
+    case denied
+    case refusedByPeer = "refused_by_peer"
+    case protocolError = "protocol_error"
+    case timeout
+    /// The peer closed the TCP connection before the handshake finished (port scanners, TCP health checks).
+    case peerClosed = "peer_closed"
+    /// Client mode: the remote server could not be reached.
+    case targetUnreachable = "target_unreachable"
+
+    init(_ kind: TLSFailure.Kind) {
+        switch kind {
+        case .noCertificate: self = .noCertificate
+        case .unknownCA: self = .unknownCA
+        case .expired: self = .expired
+        case .revoked: self = .revoked
+        case .crl: self = .crlUnavailable
+        case .refusedByPeer: self = .refusedByPeer
+        case .badCertificate: self = .badCertificate
+        case .denied: self = .denied
+        case .protocolError: self = .protocolError
+        }
+    }
+}
+
+/// Event counts of one listener on one worker. Only that worker writes; the scraper reads under the same
+/// (uncontended) lock, so counting costs no shared cache line between workers.
+struct ListenerEventCounts {
+    var accepted: UInt64 = 0
+    var closed = [UInt64](repeating: 0, count: CloseCategory.allCases.count)
+    var handshakesFull: UInt64 = 0
+    var handshakesResumed: UInt64 = 0
+    var failures = [UInt64](repeating: 0, count: HandshakeFailureReason.allCases.count)
+    /// Allowed handshakes by the name of the rule that admitted the peer (bounded by the configuration).
+    var allowedByRule: [String: UInt64] = [:]
+    var denied: UInt64 = 0
+    var targetConnectFailures: UInt64 = 0
+
+    mutating func add(_ other: ListenerEventCounts) {
+        accepted += other.accepted
+        for i in closed.indices { closed[i] += other.closed[i] }
+        handshakesFull += other.handshakesFull
+        handshakesResumed += other.handshakesResumed
+        for i in failures.indices { failures[i] += other.failures[i] }
+        allowedByRule.merge(other.allowedByRule, uniquingKeysWith: +)
+        denied += other.denied
+        targetConnectFailures += other.targetConnectFailures
+    }
+}
+
+/// The counters one worker keeps for one listener. Byte counts are relaxed atomics (added per chunk, by the
+/// owning worker only); events take a lock the scraper rarely contends. Durations go straight into the
+/// Prometheus histograms through swift-metrics timers (once per handshake / connection, never per chunk).
+final class ListenerStats: Sendable {
+    let listener: String
+    let bytesUp = Atomic<UInt64>(0)
+    let bytesDown = Atomic<UInt64>(0)
+    private let events = Mutex(ListenerEventCounts())
+    let handshakeDuration: CoreMetrics.Timer
+    let connectionDuration: CoreMetrics.Timer
+
+    init(listener: String, factory: PrometheusMetricsFactory) {
+        self.listener = listener
+        handshakeDuration = CoreMetrics.Timer(label: RuntimeMetrics.Name.handshakeDuration,
+                                              dimensions: [("listener", listener)], factory: factory)
+        connectionDuration = CoreMetrics.Timer(label: RuntimeMetrics.Name.connectionDuration,
+                                               dimensions: [("listener", listener)], factory: factory)
+    }
+
+    func addBytes(_ count: UInt64, up: Bool) {
+        if up { bytesUp.add(count, ordering: .relaxed) } else { bytesDown.add(count, ordering: .relaxed) }
+    }
+
+    func count(_ update: (inout ListenerEventCounts) -> Void) {
+        events.withLock { update(&$0) }
+    }
+
+    var snapshot: ListenerEventCounts { events.withLock { $0 } }
+}
+
+/// Every metric of one runtime: per-worker counters (aggregated on scrape) and the Prometheus registry
+/// they are exported through. Metric names are API: they are documented in the README.
+final class RuntimeMetrics: Sendable {
+    enum Name {
+        static let connectionsAccepted = "portcullis_connections_accepted_total"
+        static let connectionsActive = "portcullis_connections_active"
+        static let connectionsClosed = "portcullis_connections_closed_total"
+        static let handshakes = "portcullis_handshakes_total"
+        static let handshakeFailures = "portcullis_handshake_failures_total"
+        static let policyDecisions = "portcullis_policy_decisions_total"
+        static let bytes = "portcullis_bytes_total"
+        static let targetConnectFailures = "portcullis_target_connect_failures_total"
+        static let handshakeDuration = "portcullis_handshake_duration_seconds"
+        static let connectionDuration = "portcullis_connection_duration_seconds"
+        static let certificateExpiry = "portcullis_certificate_expiry_seconds"
+        static let crlExpiry = "portcullis_crl_next_update_seconds"
+        static let reloads = "portcullis_reloads_total"
+        static let configGeneration = "portcullis_config_generation"
+        static let startTime = "portcullis_start_time_seconds"
+        static let buildInfo = "portcullis_build_info"
+    }
+
+    let registry = PrometheusCollectorRegistry()
+    let factory: PrometheusMetricsFactory
+    private let all = Mutex<[ListenerStats]>([])
+    private let reloadCounts = Mutex<(succeeded: UInt64, failed: UInt64)>((0, 0))
+
+    init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let ms = { (n: Int64) in Duration.milliseconds(n) }
+        factory.durationHistogramBuckets = [
+            Name.handshakeDuration: [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000].map(ms),
+            Name.connectionDuration: [10, 100, 1000, 10_000, 60_000, 300_000, 1_800_000, 3_600_000, 21_600_000, 86_400_000].map(ms),
+        ]
+        self.factory = factory
+    }
+
+    /// A fresh counter set for one worker's share of a listener (called when a worker first serves it).
+    func makeStats(listener: String) -> ListenerStats {
+        let stats = ListenerStats(listener: listener, factory: factory)
+        all.withLock { $0.append(stats) }
+        return stats
+    }
+
+    func noteReload(succeeded: Bool) {
+        reloadCounts.withLock { if succeeded { $0.succeeded += 1 } else { $0.failed += 1 } }
+    }
+
+    /// Sums every worker's counters per listener name.
+    func aggregate() -> [String: (events: ListenerEventCounts, bytesUp: UInt64, bytesDown: UInt64)] {
+        let stats = all.withLock { $0 }
+        var totals: [String: (events: ListenerEventCounts, bytesUp: UInt64, bytesDown: UInt64)] = [:]
+        for entry in stats {
+            var total = totals[entry.listener] ?? (ListenerEventCounts(), 0, 0)
+            total.events.add(entry.snapshot)
+            total.bytesUp += entry.bytesUp.load(ordering: .relaxed)
+            total.bytesDown += entry.bytesDown.load(ordering: .relaxed)
+            totals[entry.listener] = total
+        }
+        return totals
+    }
+
+    var reloads: (succeeded: UInt64, failed: UInt64) { reloadCounts.withLock { $0 } }
+}
+
+/// Point-in-time facts the scraper sets as gauges (owned by the control thread).
+struct GaugeSnapshot {
+    struct Listener {
+        let name: String
+        let active: Int
+        let certificateNotAfter: Int64?
+        let crlNextUpdate: Int64?
+    }
+    let listeners: [Listener]
+    let configGeneration: UInt64
+    let startTime: Int64
+    let version: String
+    let now: Int64
+}
+
+/// Turns the aggregated counters into Prometheus text through the registry. Counters are pushed as deltas
+/// since the previous scrape, so the registry's counters stay monotonic. Confined to the control thread.
+final class MetricsExporter {
+    private let metrics: RuntimeMetrics
+    private var exported: [String: UInt64] = [:]
+    private var buffer: [UInt8] = []
+
+    init(metrics: RuntimeMetrics) {
+        self.metrics = metrics
+    }
+
+    private func descriptor(_ name: String, _ help: String) -> MetricNameDescriptor {
+        // The descriptor joins its parts with "_"; the whole name as metricName keeps it verbatim.
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
+    }
+
+    private func counter(_ name: String, _ help: String, _ labels: [(String, String)], total: UInt64) {
+        let key = name + "{" + labels.map { $0.0 + "=" + $0.1 }.joined(separator: ",") + "}"
+        let previous = exported[key] ?? 0
+        let counter = metrics.registry.makeCounter(descriptor: descriptor(name, help), labels: labels)
+        if total > previous { counter.increment(by: Int64(total - previous)) }
+        exported[key] = max(total, previous)
+    }
+
+    private func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) {
+        metrics.registry.makeGauge(descriptor: descriptor(name, help), labels: labels).set(to: value)
+    }
+
+    func render(_ gauges: GaugeSnapshot) -> [UInt8] {
+        typealias N = RuntimeMetrics.Name
+        let totals = metrics.aggregate()
+        var names = Set(totals.keys)
+        gauges.listeners.forEach { names.insert($0.name) }
+        for name in names.sorted() {
+            let l = ("listener", name)
+            let total = totals[name] ?? (ListenerEventCounts(), 0, 0)
+            let events = total.events
+            counter(N.connectionsAccepted, "Connections accepted.", [l], total: events.accepted)
+            for (i, category) in CloseCategory.allCases.enumerated() {
+                counter(N.connectionsClosed, "Connections closed, by reason.", [l, ("reason", category.rawValue)], total: events.closed[i])
+            }
+            counter(N.handshakes, "TLS handshakes, by result (full, resumed, failed).", [l, ("result", "full")], total: events.handshakesFull)
+            counter(N.handshakes, "TLS handshakes, by result (full, resumed, failed).", [l, ("result", "resumed")], total: events.handshakesResumed)
+            counter(N.handshakes, "TLS handshakes, by result (full, resumed, failed).", [l, ("result", "failed")],
+                    total: events.failures.reduce(0, +))
+            for (i, reason) in HandshakeFailureReason.allCases.enumerated() {
+                counter(N.handshakeFailures, "Failed TLS handshakes, by reason.", [l, ("reason", reason.rawValue)], total: events.failures[i])
+            }
+            for (rule, count) in events.allowedByRule {
+                counter(N.policyDecisions, "Access-policy decisions, by rule (denials have rule=\"\").",
+                        [l, ("decision", "allow"), ("rule", rule)], total: count)
+            }
+            counter(N.policyDecisions, "Access-policy decisions, by rule (denials have rule=\"\").",
+                    [l, ("decision", "deny"), ("rule", "")], total: events.denied)
+            counter(N.bytes, "Plaintext bytes relayed: up = client to target, down = target to client.", [l, ("direction", "up")], total: total.bytesUp)
+            counter(N.bytes, "Plaintext bytes relayed: up = client to target, down = target to client.", [l, ("direction", "down")], total: total.bytesDown)
+            counter(N.targetConnectFailures, "Failed connections to the target.", [l], total: events.targetConnectFailures)
+        }
+        for listener in gauges.listeners {
+            let l = ("listener", listener.name)
+            gauge(N.connectionsActive, "Connections open now.", [l], Double(listener.active))
+            if let notAfter = listener.certificateNotAfter {
+                gauge(N.certificateExpiry, "Seconds until this listener's certificate expires (negative: expired).", [l],
+                      Double(notAfter - gauges.now))
+            }
+            if let nextUpdate = listener.crlNextUpdate {
+                gauge(N.crlExpiry, "Seconds until the earliest CRL nextUpdate (negative: a CRL is stale).", [l],
+                      Double(nextUpdate - gauges.now))
+            }
+        }
+        let reloads = metrics.reloads
+        counter(N.reloads, "Configuration reloads, by result.", [("result", "success")], total: reloads.succeeded)
+        counter(N.reloads, "Configuration reloads, by result.", [("result", "failure")], total: reloads.failed)
+        gauge(N.configGeneration, "Configuration generation (1 at start, +1 per successful reload).", [], Double(gauges.configGeneration))
+        gauge(N.startTime, "Process start time, seconds since the Unix epoch.", [], Double(gauges.startTime))
+        gauge(N.buildInfo, "Always 1; the labels say what is running.", [("version", gauges.version)], 1)
+        buffer.removeAll(keepingCapacity: true)
+        metrics.registry.emit(into: &buffer)
+        return buffer
+    }
+}
+
+extension CloseCategory {
+    /// Position in `ListenerEventCounts.closed`.
+    var index: Int { CloseCategory.allCases.firstIndex(of: self)! }
+}
+
+extension HandshakeFailureReason {
+    /// Position in `ListenerEventCounts.failures`.
+    var index: Int { HandshakeFailureReason.allCases.firstIndex(of: self)! }
+}
