@@ -126,7 +126,7 @@ struct ConfigFileTests {
         (insert(after: 0, "shutdown-timeout: 5"), "portcullis.yaml:1: shutdown-timeout: '5' is not a duration: use e.g. 500ms, 10s, 5m, 1h"),
         (insert(after: 0, "log: {format: xml}"), "portcullis.yaml:1: log.format: 'xml' is not a log format: use text or json"),
         (insert(after: 0, "log: {level: verbose}"), "portcullis.yaml:1: log.level: 'verbose' is not a log level: use trace, debug, info, notice, warning, error or critical"),
-        (insert(after: 0, "status: {listen: 0.0.0.0:9100}"), "portcullis.yaml:1: status.listen: '0.0.0.0:9100' is not a loopback address (set status.unsafe-listen: true to allow it)"),
+        (insert(after: 0, "status: {listen: 0.0.0.0:9100}"), "portcullis.yaml:1: status.listen: '0.0.0.0:9100' is not a loopback address (use status.unsafe-listen: true to allow it)"),
         (insert(after: 0, "status: {unsafe-listen: true}"), "portcullis.yaml:1: status: missing required key 'listen': give the address for health and metrics, e.g. 127.0.0.1:9100"),
 
         // Policy.
@@ -384,6 +384,28 @@ struct ConfigFileTests {
         #expect(try status("status:") == nil)
     }
 
+    @Test func statusAndQuietFromFlags() throws {
+        var flags = files.validFlags()
+        flags.status = "localhost:9100"
+        flags.quietHandshakeFailures = true
+        let configuration = try PortcullisConfiguration(flags: flags)
+        #expect(configuration.status == StatusSettings(listen: "127.0.0.1:9100"))
+        #expect(configuration.log.quietHandshakeFailures)
+        flags.status = "unix:/run/portcullis/status.sock"
+        #expect(try PortcullisConfiguration(flags: flags).status == StatusSettings(listen: "unix:/run/portcullis/status.sock"))
+        flags.status = "0.0.0.0:9100"
+        #expect(throws: ConfigError(key: "--status", message: "--status '0.0.0.0:9100' is not a loopback address (use --unsafe-status to allow it)")) {
+            try PortcullisConfiguration(flags: flags)
+        }
+        flags.unsafeStatus = true
+        #expect(try PortcullisConfiguration(flags: flags).status == StatusSettings(listen: "0.0.0.0:9100", unsafeListen: true))
+        flags.status = "unix:relative.sock"
+        #expect(throws: ConfigError.self) { try PortcullisConfiguration(flags: flags) }
+        var client = files.validClientFlags()
+        client.status = "127.0.0.1:9101"
+        #expect(try PortcullisConfiguration(clientFlags: client).status == StatusSettings(listen: "127.0.0.1:9101"))
+    }
+
     @Test func mergeKeysShareSettingsAndWrittenKeysWin() throws {
         let yaml = """
             x-tls: &tls {cert: shared.pem, key: shared.key, cacert: ca.pem, min-version: "1.2"}
@@ -458,8 +480,11 @@ struct ConfigFileTests {
         flags.logFormat = "json"
         flags.logLevel = "debug"
         flags.sessionTickets = false
+        flags.quietHandshakeFailures = true
+        flags.status = "[::1]:9100"
         let yaml = """
-            log: {format: json, level: debug}
+            log: {format: json, level: debug, quiet-handshake-failures: true}
+            status: {listen: "[::1]:9100"}
             workers: 3
             shutdown-timeout: 1h
             listeners:
@@ -582,7 +607,7 @@ struct ConfigFileTests {
     @Test func effectiveJSONIsAConfigurationThatValidatesToTheSameSettings() throws {
         let configuration = try fullConfiguration()
         let json = configuration.effectiveJSON()
-        #expect(json.hasPrefix("{\n  \"log\": {\n    \"format\": \"text\",\n    \"level\": \"info\"\n  },\n  \"status\": {"))
+        #expect(json.hasPrefix("{\n  \"log\": {\n    \"format\": \"text\",\n    \"level\": \"info\",\n    \"quiet-handshake-failures\": false\n  },\n  \"status\": {"))
         #expect(json.contains("\"key-passphrase-file\": null,"))
         let again = try PortcullisConfiguration.parse(yaml: json, source: "/etc/portcullis/portcullis.yaml", checkFiles: false)
         #expect(again == configuration)
