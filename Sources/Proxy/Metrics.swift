@@ -194,6 +194,9 @@ struct GaugeSnapshot {
 final class MetricsExporter {
     private let metrics: RuntimeMetrics
     private var exported: [String: UInt64] = [:]
+    /// Gauges set by the previous scrape: one not set again (a removed listener's) is unregistered.
+    private var gauges: [String: Gauge] = [:]
+    private var gaugesThisScrape: [String: Gauge] = [:]
     private var buffer: [UInt8] = []
 
     init(metrics: RuntimeMetrics) {
@@ -214,7 +217,9 @@ final class MetricsExporter {
     }
 
     private func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) {
-        metrics.registry.makeGauge(descriptor: descriptor(name, help), labels: labels).set(to: value)
+        let gauge = metrics.registry.makeGauge(descriptor: descriptor(name, help), labels: labels)
+        gauge.set(to: value)
+        gaugesThisScrape[name + "{" + labels.map { $0.0 + "=" + $0.1 }.joined(separator: ",") + "}"] = gauge
     }
 
     func render(_ gauges: GaugeSnapshot) -> [UInt8] {
@@ -265,6 +270,9 @@ final class MetricsExporter {
         gauge(N.configGeneration, "Configuration generation (1 at start, +1 per successful reload).", [], Double(gauges.configGeneration))
         gauge(N.startTime, "Process start time, seconds since the Unix epoch.", [], Double(gauges.startTime))
         gauge(N.buildInfo, "Always 1; the labels say what is running.", [("version", gauges.version)], 1)
+        for (key, stale) in self.gauges where gaugesThisScrape[key] == nil { metrics.registry.unregisterGauge(stale) }
+        self.gauges = gaugesThisScrape
+        gaugesThisScrape = [:]
         buffer.removeAll(keepingCapacity: true)
         metrics.registry.emit(into: &buffer)
         return buffer
