@@ -30,6 +30,7 @@ public struct ServerFlags: Sendable, Equatable {
     public var logFormat: String?
     public var logLevel: String?
     public var sessionTickets: Bool
+    public var proxyProtocol: String?
 
     public init(
         listen: String? = nil, target: String? = nil,
@@ -41,7 +42,8 @@ public struct ServerFlags: Sendable, Equatable {
         handshakeTimeout: String? = nil, connectTimeout: String? = nil, idleTimeout: String? = nil,
         closeTimeout: String? = nil, shutdownTimeout: String? = nil,
         maxConcurrentConns: String? = nil, workers: String? = nil,
-        logFormat: String? = nil, logLevel: String? = nil, sessionTickets: Bool = true
+        logFormat: String? = nil, logLevel: String? = nil, sessionTickets: Bool = true,
+        proxyProtocol: String? = nil
     ) {
         self.listen = listen
         self.target = target
@@ -71,6 +73,7 @@ public struct ServerFlags: Sendable, Equatable {
         self.logFormat = logFormat
         self.logLevel = logLevel
         self.sessionTickets = sessionTickets
+        self.proxyProtocol = proxyProtocol
     }
 
     /// The flag spellings the messages use; the command line should declare the same names.
@@ -102,6 +105,7 @@ public struct ServerFlags: Sendable, Equatable {
         public static let workers = "--workers"
         public static let logFormat = "--log-format"
         public static let logLevel = "--log-level"
+        public static let proxyProtocol = "--proxy-protocol"
     }
 
     /// The `--allow-*` flags in order, with the matcher kind each builds.
@@ -178,12 +182,14 @@ public struct ServerSettings: Sendable, Equatable {
     /// One of `Validate.logLevels`.
     public var logLevel: String
     public var sessionTickets: Bool
+    public var proxyProtocol: ProxyProtocolVersion
 
     public init(
         name: String, listen: ListenAddress, target: TargetAddress, tls: TLSFiles,
         minTLSVersion: TLSVersion = .tls13, policy: AccessPolicy, timeouts: Timeouts = .defaults,
         maxConnections: Int = 0, workers: Int = Validate.defaultWorkers,
-        logFormat: LogFormat = .text, logLevel: String = "info", sessionTickets: Bool = true
+        logFormat: LogFormat = .text, logLevel: String = "info", sessionTickets: Bool = true,
+        proxyProtocol: ProxyProtocolVersion = .off
     ) {
         self.name = name
         self.listen = listen
@@ -197,6 +203,7 @@ public struct ServerSettings: Sendable, Equatable {
         self.logFormat = logFormat
         self.logLevel = logLevel
         self.sessionTickets = sessionTickets
+        self.proxyProtocol = proxyProtocol
     }
 
     /// Validates the `server` flags in flag order and reports the first problem.
@@ -276,5 +283,8 @@ public struct ServerSettings: Sendable, Equatable {
         logFormat = try flags.logFormat.map { v throws(ConfigError) in try Validate.logFormat(v, key: Name.logFormat) } ?? .text
         logLevel = try flags.logLevel.map { v throws(ConfigError) in try Validate.logLevel(v, key: Name.logLevel) } ?? "info"
         sessionTickets = flags.sessionTickets
+        proxyProtocol = try flags.proxyProtocol.map { v throws(ConfigError) in
+            try Validate.proxyProtocol(v, key: Name.proxyProtocol)
+        } ?? .off
     }
 }

@@ -46,6 +46,8 @@ struct ServerCommand: ParsableCommand {
 
     @Flag(name: .customLong("unsafe-target"), help: "Allow a target that is not on loopback.")
     var unsafeTarget = false
+    @Option(name: .customLong("proxy-protocol"), help: "Send the target a PROXY protocol header first: v2 (client address and TLS identity) or off (default).")
+    var proxyProtocol: String?
 
     func run() throws {
         var flags = ServerFlags()
@@ -61,6 +63,7 @@ struct ServerCommand: ParsableCommand {
         flags.allowSPKI = allowSPKI
         flags.allowAll = allowAll
         flags.unsafeTarget = unsafeTarget
+        flags.proxyProtocol = proxyProtocol
         let file: PortcullisConfiguration
         do {
             file = try PortcullisConfiguration(flags: flags)
