@@ -32,6 +32,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 HELPER="$HERE/compare_peers.py"
 BIN=${PORTCULLIS_BIN:-$ROOT/.build/release/portcullis}
+# `run` refuses root without --user or --allow-root; the benchmark machine runs it as root.
+ROOT_ARGS=()
+if [ "$(id -u)" = 0 ]; then ROOT_ARGS=(--allow-root); fi
 ROUNDS=3
 DURATION=5s
 IDLE_CONNS=2000
@@ -334,7 +337,7 @@ nginx -t -c "$WORK/nginx.conf" -p "$WORK" >"$WORK/nginx-check.log" 2>&1 || die "
 
 start_terminator() { # name: start it, wait until all four listeners are up
     case $1 in
-        portcullis) start portcullis "$BIN" run --config "$WORK/portcullis.yaml" ;;
+        portcullis) start portcullis "$BIN" run --config "$WORK/portcullis.yaml" "${ROOT_ARGS[@]}" ;;
         stunnel) start stunnel stunnel "$WORK/stunnel.conf" ;;
         haproxy) start haproxy haproxy -db -f "$WORK/haproxy.cfg" ;;
         nginx) start nginx nginx -c "$WORK/nginx.conf" -p "$WORK" -g "daemon off;" ;;

@@ -62,7 +62,8 @@ def main():
         s = socket.socket(); s.bind(("127.0.0.1", 0)); lport = s.getsockname()[1]; s.close()
         proxy = subprocess.Popen([a.bin, "server", "--listen", f"127.0.0.1:{lport}", "--target", f"127.0.0.1:{bport}",
                                   "--cert", f"{d}/server.pem", "--key", f"{d}/server.key", "--cacert", f"{d}/ca.pem",
-                                  "--allow-cn", "bench-client", "--workers", a.workers],
+                                  "--allow-cn", "bench-client", "--workers", a.workers]
+                                 + (["--allow-root"] if os.geteuid() == 0 else []),
                                  stderr=subprocess.PIPE, text=True)
         proxy.stderr.readline()
         ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")

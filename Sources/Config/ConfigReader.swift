@@ -39,8 +39,8 @@ final class ConfigReader {
     private static let logKeys = ["format", "level", "quiet-handshake-failures"]
     private static let statusKeys = ["listen", "unsafe-listen"]
     private static let listenerKeys = [
-        "name", "mode", "listen", "unsafe-listen", "target", "unsafe-target", "tls", "timeouts", "max-connections",
-        "reauthorize", "close-at-cert-expiry", "policy",
+        "name", "mode", "listen", "unsafe-listen", "target", "unsafe-target", "proxy-protocol", "tls", "timeouts",
+        "max-connections", "reauthorize", "close-at-cert-expiry", "policy",
     ]
     private static let tlsKeys = [
         "cert", "key", "key-passphrase-file", "cacert", "server-name", "crl", "crl-scope", "crl-expired", "min-version",
@@ -73,6 +73,8 @@ final class ConfigReader {
             "max-concurrent-conns": "use max-connections", "min-tls": "use tls.min-version",
             "workers": "it is process-wide: set it at the top level, not per listener",
             "override-server-name": "use tls.server-name", "sni": "use tls.server-name",
+            "send-proxy": "use proxy-protocol: v2", "send-proxy-v2": "use proxy-protocol: v2",
+            "proxy-protocol-v2": "use proxy-protocol: v2",
         ]
         for key in tlsKeys { hints[key] = "it belongs under 'tls'" }
         for key in timeoutKeys { hints[key] = "it belongs under 'timeouts'" }
@@ -233,9 +235,16 @@ final class ConfigReader {
         if !client { onlyIn(.client, f, "unsafe-listen", why: "a server-mode listener accepts TLS on any address") }
         if client {
             onlyIn(.server, f, "unsafe-target", why: "in client mode the target is the remote TLS server and may be any address")
+            onlyIn(.server, f, "proxy-protocol", why: "in client mode the target is a remote TLS server, which expects a TLS handshake, not a PROXY header")
         }
         let unsafeListen = client ? bool(f, "unsafe-listen") : nil
         let unsafeTarget = client ? nil : bool(f, "unsafe-target")
+        var proxyProtocol = ProxyProtocolVersion.off
+        if !client, let (text, node) = string(f, "proxy-protocol") {
+            if let value = validate(node, f.child("proxy-protocol"), { k throws(ConfigError) in try Validate.proxyProtocol(text, key: k) }) {
+                proxyProtocol = value
+            } else { ok = false }
+        } else if !client && !isAbsent(f, "proxy-protocol") { ok = false }
 
         let listenWhy = client
             ? "give the local address to accept plaintext connections on, e.g. 127.0.0.1:4150"
@@ -310,7 +319,7 @@ final class ConfigReader {
         }
         parsed.settings = ListenerSettings(
             name: name, mode: mode, listen: listen, unsafeListen: unsafeListen ?? false, target: target,
-            unsafeTarget: unsafeTarget ?? false, tls: tls, timeouts: timeouts, maxConnections: maxConnections,
+            unsafeTarget: unsafeTarget ?? false, proxyProtocol: proxyProtocol, tls: tls, timeouts: timeouts, maxConnections: maxConnections,
             reauthorize: reauthorize, closeAtCertExpiry: closeAtCertExpiry, policy: judged.policy,
             serverName: serverName, verifyServerName: judged.verifyServerName)
         return parsed

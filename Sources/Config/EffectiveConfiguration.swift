@@ -31,7 +31,11 @@ extension PortcullisConfiguration {
             add(4, "listen: \(listener.listen)")
             if client { add(4, "unsafe-listen: \(listener.unsafeListen)") }
             add(4, "target: \(value(listener.target.description))")
-            if !client { add(4, "unsafe-target: \(listener.unsafeTarget)") }
+            if !client {
+                add(4, "unsafe-target: \(listener.unsafeTarget)")
+                let header = listener.proxyProtocol == .v2 ? " (a PROXY v2 header precedes each connection's bytes)" : ""
+                add(4, "proxy-protocol: \(listener.proxyProtocol.rawValue)\(header)")
+            }
             let tls = listener.tls
             add(4, "tls:")
             add(6, "cert: \(value(tls.certificatePath))")
@@ -113,7 +117,8 @@ extension ListenerSettings {
             ("listen", .string(listen.description)),
         ] + only(client, ("unsafe-listen", .bool(unsafeListen))) + [
             ("target", .string(target.description)),
-        ] + only(!client, ("unsafe-target", .bool(unsafeTarget))) + [
+        ] + only(!client, ("unsafe-target", .bool(unsafeTarget)))
+          + only(!client, ("proxy-protocol", .string(proxyProtocol.rawValue))) + [
             ("tls", .object([
                 ("cert", .string(tls.certificatePath)),
                 ("key", .string(tls.keyPath)),

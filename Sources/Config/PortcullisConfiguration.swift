@@ -70,6 +70,7 @@ public struct PortcullisConfiguration: Sendable, Equatable {
             listen: settings.listen,
             target: settings.target,
             unsafeTarget: flags.unsafeTarget,
+            proxyProtocol: settings.proxyProtocol,
             tls: ListenerTLSSettings(
                 certificatePath: absolute(settings.tls.certificatePath),
                 keyPath: absolute(settings.tls.keyPath),
@@ -132,6 +133,14 @@ public struct StatusSettings: Sendable, Equatable {
     }
 }
 
+/// What a server-mode listener sends to its target before the client's bytes (key `proxy-protocol`).
+public enum ProxyProtocolVersion: String, Sendable, Equatable {
+    /// Nothing: the target sees only the client's bytes (the default; most backends parse no header).
+    case off
+    /// A PROXY protocol v2 header with the client's address and TLS facts (see README, "PROXY protocol v2").
+    case v2
+}
+
 public enum ListenerMode: String, Sendable, Equatable {
     /// Accepts mutual TLS and forwards plaintext to the target.
     case server
@@ -153,6 +162,9 @@ public struct ListenerSettings: Sendable, Equatable {
     public var target: TargetAddress
     /// Server mode: the target may be a non-loopback address (key `unsafe-target`). Always `false` in client mode.
     public var unsafeTarget: Bool
+    /// Server mode: a PROXY protocol header goes to the target first (key `proxy-protocol`). Always `.off` in
+    /// client mode, whose target is a TLS server.
+    public var proxyProtocol: ProxyProtocolVersion
     public var tls: ListenerTLSSettings
     /// Connection deadlines. `shutdown` is the configuration's `shutdownTimeoutMs` (a process-wide setting).
     public var timeouts: Timeouts
@@ -176,7 +188,8 @@ public struct ListenerSettings: Sendable, Equatable {
 
     public init(
         name: String, mode: ListenerMode = .server, listen: ListenAddress, unsafeListen: Bool = false,
-        target: TargetAddress, unsafeTarget: Bool = false, tls: ListenerTLSSettings, timeouts: Timeouts = .defaults,
+        target: TargetAddress, unsafeTarget: Bool = false, proxyProtocol: ProxyProtocolVersion = .off,
+        tls: ListenerTLSSettings, timeouts: Timeouts = .defaults,
         maxConnections: Int = 0, reauthorize: Bool = true, closeAtCertExpiry: Bool = false, policy: AccessPolicy,
         serverName: String? = nil, verifyServerName: Bool = false
     ) {
@@ -186,6 +199,7 @@ public struct ListenerSettings: Sendable, Equatable {
         self.unsafeListen = unsafeListen
         self.target = target
         self.unsafeTarget = unsafeTarget
+        self.proxyProtocol = proxyProtocol
         self.tls = tls
         self.timeouts = timeouts
         self.maxConnections = maxConnections

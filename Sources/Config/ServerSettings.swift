@@ -36,6 +36,7 @@ public struct ServerFlags: Sendable, Equatable {
     public var unsafeStatus = false
     /// `--quiet-handshake-failures`: do not log handshake failures of peers that sent no certificate.
     public var quietHandshakeFailures = false
+    public var proxyProtocol: String?
 
     public init(
         listen: String? = nil, target: String? = nil,
@@ -47,7 +48,8 @@ public struct ServerFlags: Sendable, Equatable {
         handshakeTimeout: String? = nil, connectTimeout: String? = nil, idleTimeout: String? = nil,
         closeTimeout: String? = nil, shutdownTimeout: String? = nil,
         maxConcurrentConns: String? = nil, workers: String? = nil,
-        logFormat: String? = nil, logLevel: String? = nil, sessionTickets: Bool = true
+        logFormat: String? = nil, logLevel: String? = nil, sessionTickets: Bool = true,
+        proxyProtocol: String? = nil
     ) {
         self.listen = listen
         self.target = target
@@ -77,6 +79,7 @@ public struct ServerFlags: Sendable, Equatable {
         self.logFormat = logFormat
         self.logLevel = logLevel
         self.sessionTickets = sessionTickets
+        self.proxyProtocol = proxyProtocol
     }
 
     /// The flag spellings the messages use; the command line should declare the same names.
@@ -110,6 +113,7 @@ public struct ServerFlags: Sendable, Equatable {
         public static let logLevel = "--log-level"
         public static let status = "--status"
         public static let unsafeStatus = "--unsafe-status"
+        public static let proxyProtocol = "--proxy-protocol"
     }
 
     /// The `--allow-*` flags in order, with the matcher kind each builds.
@@ -186,12 +190,14 @@ public struct ServerSettings: Sendable, Equatable {
     /// One of `Validate.logLevels`.
     public var logLevel: String
     public var sessionTickets: Bool
+    public var proxyProtocol: ProxyProtocolVersion
 
     public init(
         name: String, listen: ListenAddress, target: TargetAddress, tls: TLSFiles,
         minTLSVersion: TLSVersion = .tls13, policy: AccessPolicy, timeouts: Timeouts = .defaults,
         maxConnections: Int = 0, workers: Int = Validate.defaultWorkers,
-        logFormat: LogFormat = .text, logLevel: String = "info", sessionTickets: Bool = true
+        logFormat: LogFormat = .text, logLevel: String = "info", sessionTickets: Bool = true,
+        proxyProtocol: ProxyProtocolVersion = .off
     ) {
         self.name = name
         self.listen = listen
@@ -205,6 +211,7 @@ public struct ServerSettings: Sendable, Equatable {
         self.logFormat = logFormat
         self.logLevel = logLevel
         self.sessionTickets = sessionTickets
+        self.proxyProtocol = proxyProtocol
     }
 
     /// Validates the `server` flags in flag order and reports the first problem.
@@ -284,5 +291,8 @@ public struct ServerSettings: Sendable, Equatable {
         logFormat = try flags.logFormat.map { v throws(ConfigError) in try Validate.logFormat(v, key: Name.logFormat) } ?? .text
         logLevel = try flags.logLevel.map { v throws(ConfigError) in try Validate.logLevel(v, key: Name.logLevel) } ?? "info"
         sessionTickets = flags.sessionTickets
+        proxyProtocol = try flags.proxyProtocol.map { v throws(ConfigError) in
+            try Validate.proxyProtocol(v, key: Name.proxyProtocol)
+        } ?? .off
     }
 }

@@ -70,6 +70,16 @@ public enum Validate {
         return overflow ? .some(nil) : .some(total)
     }
 
+    // MARK: PROXY protocol
+
+    /// `v2` or `off`. v1 (the text header) is not offered: it cannot carry the TLS facts.
+    public static func proxyProtocol(_ value: String, key: String) throws(ConfigError) -> ProxyProtocolVersion {
+        guard let version = ProxyProtocolVersion(rawValue: value) else {
+            throw .invalid(key, value, "is not a PROXY protocol version: use v2 (send a PROXY v2 header to the target) or off (the default)")
+        }
+        return version
+    }
+
     // MARK: Files
 
     /// Checks that `path` exists and is readable: a file, or (with `allowDirectory`) a directory.

@@ -45,6 +45,26 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         self.storage = storage
     }
 
+    /// The address bytes in network order: 4 for IPv4, 16 for IPv6.
+    public var ipBytes: [UInt8] {
+        var copy = storage
+        return withUnsafeBytes(of: &copy) { raw in
+            if Int32(storage.ss_family) == AF_INET6 {
+                return Array(raw[MemoryLayout<sockaddr_in6>.offset(of: \sockaddr_in6.sin6_addr)!...].prefix(16))
+            }
+            return Array(raw[MemoryLayout<sockaddr_in>.offset(of: \sockaddr_in.sin_addr)!...].prefix(4))
+        }
+    }
+
+    public var port: UInt16 {
+        var copy = storage
+        return withUnsafeBytes(of: &copy) { raw in
+            // sin_port and sin6_port sit at the same offset, in network order.
+            let offset = MemoryLayout<sockaddr_in>.offset(of: \sockaddr_in.sin_port)!
+            return UInt16(raw[offset]) << 8 | UInt16(raw[offset + 1])
+        }
+    }
+
     public var description: String {
         var copy = storage
         var buffer = [CChar](repeating: 0, count: 64)

@@ -1,6 +1,10 @@
 import CLibUV
 import CPortcullisShims
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Events of a `StreamSocket`, delivered on its loop's thread.
 public protocol StreamSocketDelegate: AnyObject {
     /// Bytes received; valid only during the call (they live in the loop's shared read buffer).
@@ -201,6 +205,30 @@ public final class StreamSocket {
         var buffer = [CChar](repeating: 0, count: 64)
         let rc = pc_tcp_peer(handle.assumingMemoryBound(to: uv_tcp_t.self), &buffer, buffer.count)
         return rc == 0 ? buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : "unknown"
+    }
+
+    /// The local address of a TCP socket (for an accepted one: the address the client connected to); `nil` for
+    /// a pipe or when the socket is gone.
+    public var localAddress: SocketAddress? {
+        address(uv_tcp_getsockname)
+    }
+
+    /// The remote address of a TCP socket; `nil` for a pipe or when the peer is gone.
+    public var remoteAddress: SocketAddress? {
+        address(uv_tcp_getpeername)
+    }
+
+    private func address(
+        _ get: (UnsafePointer<uv_tcp_t>?, UnsafeMutablePointer<sockaddr>?, UnsafeMutablePointer<Int32>?) -> Int32
+    ) -> SocketAddress? {
+        guard kind == .tcp else { return nil }
+        var storage = sockaddr_storage()
+        var length = Int32(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { get(handle.assumingMemoryBound(to: uv_tcp_t.self), $0, &length) }
+        }
+        guard rc == 0, Int32(storage.ss_family) == AF_INET || Int32(storage.ss_family) == AF_INET6 else { return nil }
+        return SocketAddress(storage: storage)
     }
 
     // MARK: closing

@@ -52,6 +52,8 @@ public struct ListenerConfiguration: Sendable {
     public var reauthorize = true
     /// Close each connection when its peer certificate's notAfter passes.
     public var closeAtCertExpiry = false
+    /// Server mode: write a PROXY protocol v2 header (`ProxyProtocolHeader`) to the target before any client byte.
+    public var proxyProtocolV2 = false
     public var names = SettingNames()
 
     public init(listenHost: String, listenPort: UInt16, target: Target, tls: TLSConfiguration, policy: AccessPolicy) {
@@ -111,6 +113,7 @@ struct ListenerRuntimeSettings: Sendable {
     let closeTimeoutMs: UInt64
     let maxConnections: Int
     let closeAtCertExpiry: Bool
+    let proxyProtocolV2: Bool
 }
 
 /// State of one listener that outlives its generations (counted across all workers).

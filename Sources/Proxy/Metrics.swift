@@ -20,6 +20,8 @@ public enum CloseCategory: String, CaseIterable, Sendable {
     case limitReached = "limit_reached"
     /// Client mode: the local application closed before the remote server was verified.
     case clientGaveUp = "client_gave_up"
+    /// `proxy-protocol: v2`: the header could not be built (unreadable address, oversized identity).
+    case proxyHeaderFailed = "proxy_header_failed"
 }
 
 /// Why a handshake failed, as a bounded label value (`reason` on `portcullis_handshake_failures_total`).
@@ -195,8 +197,8 @@ final class MetricsExporter {
     private let metrics: RuntimeMetrics
     private var exported: [String: UInt64] = [:]
     /// Gauges set by the previous scrape: one not set again (a removed listener's) is unregistered.
-    private var gauges: [String: Gauge] = [:]
-    private var gaugesThisScrape: [String: Gauge] = [:]
+    private var gauges: [String: Prometheus.Gauge] = [:]
+    private var gaugesThisScrape: [String: Prometheus.Gauge] = [:]
     private var buffer: [UInt8] = []
 
     init(metrics: RuntimeMetrics) {

@@ -58,6 +58,12 @@ final class RelayConnection: StreamSocketDelegate {
     private var tlsShutDown = false
     private var plainShutDown = false
 
+    /// Server mode with `proxy-protocol: v2`: the client's address and the address it connected to, read at
+    /// accept (the client may be gone by the time the header is built), and then the header itself, built once
+    /// after the handshake and written to the target as its first bytes.
+    private var proxyEndpoints: (source: ProxyProtocolHeader.Endpoint, destination: ProxyProtocolHeader.Endpoint)?
+    private var proxyHeader: [UInt8]?
+
     private(set) var closeReason = ""
     /// The bounded label for `closeReason` (metrics).
     private(set) var closeCategory = CloseCategory.normal
@@ -82,6 +88,9 @@ final class RelayConnection: StreamSocketDelegate {
         self.timer = Timer(loop: worker.loop)
         self.peerAddress = accepted.peerAddress
         self.lastActivity = worker.loop.now
+        if generation.settings.proxyProtocolV2, let remote = accepted.remoteAddress, let local = accepted.localAddress {
+            proxyEndpoints = (.init(ip: remote.ipBytes, port: remote.port), .init(ip: local.ipBytes, port: local.port))
+        }
         switch mode {
         case .server:
             tlsSide = accepted
@@ -211,6 +220,17 @@ final class RelayConnection: StreamSocketDelegate {
         socket.setNoDelay()
         switch mode {
         case .server:
+            if let header = proxyHeader {
+                // First on the wire, ahead of every relayed byte: libuv keeps a stream's writes in order.
+                proxyHeader = nil
+                let buffer = worker.loop.writeBuffers.take()
+                header.withUnsafeBytes { buffer.bytes.copyMemory(from: $0) }
+                toPlainInFlight += header.count
+                if let error = socket.write(buffer, count: header.count) {
+                    close(.targetError, reason: "target write error: \(error.message)")
+                    return
+                }
+            }
             startRelaying()
         case .client:
             state = .handshaking
@@ -281,6 +301,10 @@ final class RelayConnection: StreamSocketDelegate {
             flushTLS()  // Finished, session tickets
             switch mode {
             case .server:
+                if settings.proxyProtocolV2 {
+                    guard let header = makeProxyHeader() else { return }
+                    proxyHeader = header
+                }
                 state = .connecting
                 accepted.stopReading()
                 timer.start(after: settings.connectTimeoutMs) { [unowned self] in
@@ -292,6 +316,27 @@ final class RelayConnection: StreamSocketDelegate {
                 startRelaying()
             }
         }
+    }
+
+    /// The PROXY v2 header for this admitted client, or `nil` after closing the connection when it cannot be
+    /// built (the client's addresses were unreadable at accept, or its identity does not fit a header).
+    private func makeProxyHeader() -> [UInt8]? {
+        guard let (source, destination) = proxyEndpoints else {
+            closeGracefully(.proxyHeaderFailed, reason: "PROXY header: the client's address could not be read")
+            return nil
+        }
+        let identity = session.peerIdentity
+        let facts = ProxyProtocolHeader.TLSFacts(
+            version: session.protocolVersion, cipher: session.cipherName, resumed: session.isResumed,
+            commonName: identity?.commonName, peerURI: identity.flatMap { $0.spiffeID ?? $0.uris.first },
+            ruleName: session.decision?.ruleName, serverName: session.serverNameIndication, connectionID: id)
+        guard let header = ProxyProtocolHeader.encode(source: source, destination: destination, tls: facts),
+              header.count <= worker.loop.writeBuffers.capacity
+        else {
+            closeGracefully(.proxyHeaderFailed, reason: "PROXY header: the client's identity is too long for a PROXY v2 header")
+            return nil
+        }
+        return header
     }
 
     private func startRelaying() {

@@ -434,7 +434,8 @@ public final class ServerRuntime {
             name: listener.name, mode: listener.mode == .server ? .server : .client, target: target, targetDescription: listener.target.description,
             handshakeTimeoutMs: listener.handshakeTimeoutMs, connectTimeoutMs: listener.connectTimeoutMs,
             idleTimeoutMs: listener.idleTimeoutMs, closeTimeoutMs: listener.closeTimeoutMs,
-            maxConnections: listener.maxConnections, closeAtCertExpiry: listener.closeAtCertExpiry)
+            maxConnections: listener.maxConnections, closeAtCertExpiry: listener.closeAtCertExpiry,
+            proxyProtocolV2: listener.mode == .server && listener.proxyProtocolV2)
         return Generation(number: number, tls: tls, settings: settings, counters: counters)
     }
 

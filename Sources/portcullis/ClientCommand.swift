@@ -18,6 +18,7 @@ struct ClientCommand: ParsableCommand {
     )
 
     @OptionGroup var shared: SharedOptions
+    @OptionGroup var privileges: PrivilegeOptions
 
     @Option(name: .customLong("verify-cn"), help: "Accept a server whose subject CN matches (glob). Repeatable.")
     var verifyCN: [String] = []
@@ -58,6 +59,6 @@ struct ClientCommand: ParsableCommand {
         }
         let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
         let configuration = RuntimeConfiguration(file, configPath: nil)
-        try serve(configuration, logger: logger, reloadFrom: { configuration })
+        try serve(configuration, privileges: privileges, logger: logger, reloadFrom: { configuration })
     }
 }

@@ -20,12 +20,13 @@ struct RunCommand: ParsableCommand {
 
     @Option(help: "The configuration file.")
     var config: String
+    @OptionGroup var privileges: PrivilegeOptions
 
     func run() throws {
         let path = config
         let file = try loadConfiguration(path)
         let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
-        try serve(RuntimeConfiguration(file, configPath: path), logger: logger, reloadFrom: {
+        try serve(RuntimeConfiguration(file, configPath: path), privileges: privileges, logger: logger, reloadFrom: {
             RuntimeConfiguration(try PortcullisConfiguration.load(path: path), configPath: path)
         })
     }
@@ -53,6 +54,7 @@ struct CheckCommand: ParsableCommand {
 
     @Option(help: "The configuration file.")
     var config: String
+    @OptionGroup var privileges: PrivilegeOptions
 
     @Flag(help: "Print the effective configuration as JSON.")
     var json = false

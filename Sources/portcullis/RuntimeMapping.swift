@@ -79,6 +79,7 @@ extension ListenerConfiguration {
         maxConnections = settings.maxConnections
         reauthorize = settings.reauthorize
         closeAtCertExpiry = settings.closeAtCertExpiry
+        proxyProtocolV2 = settings.proxyProtocol == .v2
         if let prefix = keyPrefix {
             names.listen = "\(prefix).listen"
             names.target = "\(prefix).target"

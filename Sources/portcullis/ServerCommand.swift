@@ -22,6 +22,7 @@ struct ServerCommand: ParsableCommand {
     )
 
     @OptionGroup var shared: SharedOptions
+    @OptionGroup var privileges: PrivilegeOptions
 
     @Option(name: .customLong("allow-cn"), help: "Admit clients whose subject CN matches (glob). Repeatable.")
     var allowCN: [String] = []
@@ -46,6 +47,8 @@ struct ServerCommand: ParsableCommand {
 
     @Flag(name: .customLong("unsafe-target"), help: "Allow a target that is not on loopback.")
     var unsafeTarget = false
+    @Option(name: .customLong("proxy-protocol"), help: "Send the target a PROXY protocol header first: v2 (client address and TLS identity) or off (default).")
+    var proxyProtocol: String?
 
     func run() throws {
         var flags = ServerFlags()
@@ -61,6 +64,7 @@ struct ServerCommand: ParsableCommand {
         flags.allowSPKI = allowSPKI
         flags.allowAll = allowAll
         flags.unsafeTarget = unsafeTarget
+        flags.proxyProtocol = proxyProtocol
         let file: PortcullisConfiguration
         do {
             file = try PortcullisConfiguration(flags: flags)
@@ -70,19 +74,27 @@ struct ServerCommand: ParsableCommand {
         let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
         let configuration = RuntimeConfiguration(file, configPath: nil)
         // The command line cannot change while running: a reload re-reads the same files.
-        try serve(configuration, logger: logger, reloadFrom: { configuration })
+        try serve(configuration, privileges: privileges, logger: logger, reloadFrom: { configuration })
     }
 }
 
 /// Starts the runtime and serves until it stops; a non-zero exit code becomes the process's.
-func serve(_ configuration: RuntimeConfiguration, logger: Logger,
+///
+/// Privileges are dropped between binding (and loading keys) in `ServerRuntime.init` and serving in `run()`:
+/// ports below 1024 and root-only key files work, and no connection is ever handled as root (unless
+/// `--allow-root`). Reloads then re-read files as the unprivileged user.
+func serve(_ configuration: RuntimeConfiguration, privileges: PrivilegeOptions, logger: Logger,
            reloadFrom source: @escaping ServerRuntime.ConfigurationSource) throws {
+    let drop = try PrivilegeDrop.plan(privileges)
     let runtime: ServerRuntime
     do {
         runtime = try ServerRuntime(configuration: configuration, logger: logger, reloadFrom: source)
     } catch {
         throw CommandFailure(message: error.description)
     }
+    // After a successful start only: a startup error stays the one line it is.
+    warnAboutReadableKeys(configuration, logger: logger)
+    try drop?.apply(logger: logger)
     let code = runtime.run()
     if code != 0 { throw ExitCode(code) }
 }

@@ -281,6 +281,7 @@ struct ClientFlagsTests {
             #expect(text.contains(line), "missing: \(line)")
         }
         #expect(!text.contains("unsafe-target"))
+        #expect(!text.contains("proxy-protocol"))
     }
 }
 
@@ -742,11 +743,13 @@ struct ClientFileTests {
         #expect(listeners.map { $0["mode"] as? String } == ["server", "client", "client", "client", "client"])
         let server = listeners[0]
         #expect(server["unsafe-target"] as? Bool == false)
+        #expect(server["proxy-protocol"] as? String == "off")
         #expect(server["unsafe-listen"] == nil)
         #expect((server["tls"] as? [String: Any])?["server-name"] == nil)
         #expect((server["policy"] as? [String: Any])?["verify-server-name"] == nil)
         for client in listeners.dropFirst() {
             #expect(client["unsafe-target"] == nil)
+            #expect(client["proxy-protocol"] == nil)
             #expect(client["unsafe-listen"] is Bool)
             #expect((client["tls"] as? [String: Any])?["server-name"] is String)
             #expect((client["policy"] as? [String: Any])?["verify-server-name"] is Bool)
@@ -759,7 +762,7 @@ struct ClientFileTests {
     @Test func effectiveDescriptionShowsTheModeTheServerNameAndTheNameCheck() throws {
         let text = try mixedConfiguration().effectiveDescription()
         for line in [
-            "  - name: valkey\n    mode: server\n    listen: 0.0.0.0:6380\n    target: 127.0.0.1:6379\n    unsafe-target: false\n",
+            "  - name: valkey\n    mode: server\n    listen: 0.0.0.0:6380\n    target: 127.0.0.1:6379\n    unsafe-target: false\n    proxy-protocol: off\n",
             "  - name: to-broker\n    mode: client\n    listen: 127.0.0.1:4150\n    unsafe-listen: false\n    target: broker-1.internal:4443\n    tls:\n",
             "      cacert: /etc/portcullis/servers-ca.pem\n      server-name: broker-1.internal\n      crl:\n        - /etc/portcullis/servers.crl\n",
             "      allow-all: true\n      verify-server-name: true (the server's certificate must carry broker-1.internal)\n      deny: none\n      rules: none\n",

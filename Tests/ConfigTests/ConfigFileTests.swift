@@ -42,7 +42,7 @@ private func problem(_ yaml: String, checkFiles: Bool = false, source: String = 
 }
 
 private let allKinds = Matcher.Kind.allCases.map(\.rawValue).joined(separator: ", ")
-private let listenerKeyList = "name, mode, listen, unsafe-listen, target, unsafe-target, tls, timeouts, max-connections, reauthorize, close-at-cert-expiry, policy"
+private let listenerKeyList = "name, mode, listen, unsafe-listen, target, unsafe-target, proxy-protocol, tls, timeouts, max-connections, reauthorize, close-at-cert-expiry, policy"
 
 @Suite("Configuration file")
 struct ConfigFileTests {
@@ -107,6 +107,18 @@ struct ConfigFileTests {
         (set(2, "  - name: my listener"), "portcullis.yaml:2: listeners[0].name: 'my listener' is not a valid listener name: use 1-64 letters, digits, '.', '_' or '-'"),
         (insert(after: 2, "    mode: client"), "portcullis.yaml:4: listeners[0].listen: '0.0.0.0:6380' is not a loopback address (set unsafe-listen: true to allow it)"),
         (insert(after: 2, "    mode: proxy"), "portcullis.yaml:3: listeners[0].mode: 'proxy' is not a mode: use server or client"),
+        (insert(after: 4, "    proxy-protocol: v1"),
+         "portcullis.yaml:5: listeners[0].proxy-protocol: 'v1' is not a PROXY protocol version: use v2 (send a PROXY v2 header to the target) or off (the default)"),
+        (insert(after: 4, "    proxy-protocol: true"),
+         "portcullis.yaml:5: listeners[0].proxy-protocol: 'true' is not a PROXY protocol version: use v2 (send a PROXY v2 header to the target) or off (the default)"),
+        (insert(after: 4, "    proxy-protocol: V2"),
+         "portcullis.yaml:5: listeners[0].proxy-protocol: 'V2' is not a PROXY protocol version: use v2 (send a PROXY v2 header to the target) or off (the default)"),
+        (insert(after: 4, "    proxy-protocol: [v2]"), "portcullis.yaml:5: listeners[0].proxy-protocol: expected a string, got a list"),
+        (insert(after: 4, "    send-proxy-v2: true"), "portcullis.yaml:5: listeners[0].send-proxy-v2: unknown key (use proxy-protocol: v2)"),
+        (combine(set(3, "    listen: 127.0.0.1:4150"), insert(after: 2, "    mode: client"), insert(after: 5, "    proxy-protocol: v2")),
+         "portcullis.yaml:6: listeners[0].proxy-protocol: applies to server mode only: in client mode the target is a remote TLS server, which expects a TLS handshake, not a PROXY header; remove it"),
+        (combine(set(3, "    listen: 127.0.0.1:4150"), insert(after: 2, "    mode: client"), insert(after: 5, "    proxy-protocol: \"off\"")),
+         "portcullis.yaml:6: listeners[0].proxy-protocol: applies to server mode only: in client mode the target is a remote TLS server, which expects a TLS handshake, not a PROXY header; remove it"),
         (insert(after: 8, "      min-version: 1.1"), "portcullis.yaml:9: listeners[0].tls.min-version: '1.1' is not allowed: use 1.2 or 1.3"),
         (insert(after: 8, "      min-version: 1.30"), "portcullis.yaml:9: listeners[0].tls.min-version: '1.30' is not a TLS version: use 1.2 or 1.3"),
         (insert(after: 8, "      cipher-suites: TLS_AES_128_GCM_SHA256:TLS_RSA_WITH_AES_128_CBC_SHA"),
@@ -249,6 +261,7 @@ struct ConfigFileTests {
         #expect(listener.listen.description == "0.0.0.0:6380")
         #expect(listener.target == .tcp(host: "127.0.0.1", port: 6379))
         #expect(!listener.unsafeTarget)
+        #expect(listener.proxyProtocol == .off)
         let directory = FileManager.default.currentDirectoryPath
         #expect(listener.tls == ListenerTLSSettings(
             certificatePath: directory + "/server.pem", keyPath: directory + "/server.key", keyPassphrasePath: nil,
@@ -274,6 +287,7 @@ struct ConfigFileTests {
                 listen: 0.0.0.0:6380
                 target: 10.0.0.5:6379
                 unsafe-target: true
+                proxy-protocol: v2
                 tls:
                   cert: server.pem
                   key: server.key
@@ -306,6 +320,7 @@ struct ConfigFileTests {
         let listener = try #require(configuration.listener(named: "valkey"))
         #expect(listener.target == .tcp(host: "10.0.0.5", port: 6379))
         #expect(listener.unsafeTarget)
+        #expect(listener.proxyProtocol == .v2)
         let d = files.directory
         #expect(listener.tls == ListenerTLSSettings(
             certificatePath: d + "/server.pem", keyPath: d + "/server.key", keyPassphrasePath: d + "/passphrase.txt",
@@ -482,6 +497,7 @@ struct ConfigFileTests {
         flags.sessionTickets = false
         flags.quietHandshakeFailures = true
         flags.status = "[::1]:9100"
+        flags.proxyProtocol = "v2"
         let yaml = """
             log: {format: json, level: debug, quiet-handshake-failures: true}
             status: {listen: "[::1]:9100"}
@@ -492,6 +508,7 @@ struct ConfigFileTests {
                 listen: "[::1]:0"
                 target: 10.1.2.3:6379
                 unsafe-target: true
+                proxy-protocol: v2
                 tls:
                   cert: \(files.cert)
                   key: \(files.key)
@@ -531,7 +548,7 @@ struct ConfigFileTests {
 
     static let documentedKeys = [
         "log", "format", "level", "status", "workers", "shutdown-timeout", "listeners", "name", "mode", "listen", "target",
-        "unsafe-target", "tls", "cert", "key", "key-passphrase-file", "cacert", "crl", "crl-scope", "crl-expired",
+        "unsafe-target", "proxy-protocol", "tls", "cert", "key", "key-passphrase-file", "cacert", "crl", "crl-scope", "crl-expired",
         "min-version", "cipher-suites", "groups", "session-tickets", "timeouts", "handshake", "connect", "idle", "close",
         "max-connections", "reauthorize", "close-at-cert-expiry", "policy", "allow-all", "deny", "rules",
     ]
@@ -559,6 +576,7 @@ struct ConfigFileTests {
               - name: admin
                 listen: 127.0.0.1:9443
                 target: 127.0.0.1:8080
+                proxy-protocol: v2
                 tls: {cert: server.pem, key: server.key, cacert: ca.pem}
                 timeouts: {idle: 15m}
                 policy: {allow-all: true}
@@ -580,7 +598,8 @@ struct ConfigFileTests {
             "workers: \(Validate.defaultWorkers)",
             "shutdown-timeout: 5m",
             "  - name: valkey",
-            "    target: unix:/run/valkey.sock",
+            "    target: unix:/run/valkey.sock\n    unsafe-target: false\n    proxy-protocol: off\n    tls:",
+            "    target: 127.0.0.1:8080\n    unsafe-target: false\n    proxy-protocol: v2 (a PROXY v2 header precedes each connection's bytes)",
             "      cert: /etc/portcullis/server.pem",
             "      key-passphrase-file: none (the key is not encrypted)",
             "      crl:\n        - /etc/portcullis/clients.crl",
@@ -621,6 +640,8 @@ struct ConfigFileTests {
         #expect(listeners.count == 2)
         #expect(object?["status"] is [String: Any])
         #expect((listeners[1]["policy"] as? [String: Any])?["allow-all"] as? Bool == true)
+        #expect(listeners[0]["proxy-protocol"] as? String == "off")
+        #expect(listeners[1]["proxy-protocol"] as? String == "v2")
     }
 
     @Test func flagsConfigurationDescribesItself() throws {

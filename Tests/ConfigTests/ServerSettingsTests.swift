@@ -76,6 +76,7 @@ struct ServerSettingsTests {
         flags.logFormat = "json"
         flags.logLevel = "debug"
         flags.sessionTickets = false
+        flags.proxyProtocol = "v2"
         let settings = try ServerSettings(flags: flags)
         #expect(settings.listen.description == "[::1]:0")
         #expect(settings.target == .unix(path: "/run/app.sock"))
@@ -88,6 +89,17 @@ struct ServerSettingsTests {
         #expect(settings.logFormat == .json)
         #expect(settings.logLevel == "debug")
         #expect(!settings.sessionTickets)
+        #expect(settings.proxyProtocol == .v2)
+    }
+
+    @Test("--proxy-protocol takes v2 or off; off is the default", arguments: [
+        (nil, ProxyProtocolVersion.off), ("off", .off), ("v2", .v2),
+    ] as [(String?, ProxyProtocolVersion)])
+    func proxyProtocolValues(value: String?, expected: ProxyProtocolVersion) throws {
+        var flags = files.validFlags()
+        flags.proxyProtocol = value
+        #expect(try ServerSettings(flags: flags).proxyProtocol == expected)
+        #expect(try PortcullisConfiguration(flags: flags).listeners[0].proxyProtocol == expected)
     }
 
     @Test func unsafeTargetAllowsANonLoopbackBackend() throws {
@@ -174,6 +186,12 @@ struct ServerSettingsTests {
         ("--workers '257' is out of range: use 1-256", { $0.workers = "257" }),
         ("--log-format 'xml' is not a log format: use text or json", { $0.logFormat = "xml" }),
         ("--log-level 'verbose' is not a log level: use trace, debug, info, notice, warning, error or critical", { $0.logLevel = "verbose" }),
+        ("--proxy-protocol 'v1' is not a PROXY protocol version: use v2 (send a PROXY v2 header to the target) or off (the default)",
+         { $0.proxyProtocol = "v1" }),
+        ("--proxy-protocol '' is not a PROXY protocol version: use v2 (send a PROXY v2 header to the target) or off (the default)",
+         { $0.proxyProtocol = "" }),
+        ("--proxy-protocol 'on' is not a PROXY protocol version: use v2 (send a PROXY v2 header to the target) or off (the default)",
+         { $0.proxyProtocol = "on" }),
     ]
 
     @Test("each bad flag gets one exact line", arguments: errors)

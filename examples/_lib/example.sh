@@ -29,6 +29,11 @@ ex_deps() {
     done
 }
 
+# As root (CI, containers) the sidecars say so: `server`, `client` and `run` refuse root without --user or
+# --allow-root. On a real host, start them as root with --user instead (see the README, "Running as root").
+root_args=()
+if [[ "$(id -u)" == 0 ]]; then root_args=(--allow-root); fi
+
 # The release binary (or $PORTCULLIS_BIN).
 ex_build() {
     if [[ -n "${PORTCULLIS_BIN:-}" ]]; then
@@ -146,7 +151,7 @@ extendedKeyUsage=serverAuth"
 server_sidecar() {
     local port="$1" target="$2" log="$3"; shift 3
     start "portcullis server :$port" "$log" "$bin" server --listen "127.0.0.1:$port" --target "$target" \
-        --cert server.pem --key server.key --cacert ca.pem --allow-cn app-1 --log-format json "$@"
+        --cert server.pem --key server.key --cacert ca.pem --allow-cn app-1 --log-format json "${root_args[@]}" "$@"
     wait_listening "$last_pid" "$log"
 }
 
@@ -155,7 +160,7 @@ server_sidecar() {
 client_sidecar() {
     local port="$1" remote="$2" log="$3" cred="${4:-app-1}"; shift 4 || shift $#
     start "portcullis client :$port" "$log" "$bin" client --listen "127.0.0.1:$port" --target "127.0.0.1:$remote" \
-        --cert "$cred.pem" --key "$cred.key" --cacert ca.pem --verify-dns localhost --log-format json "$@"
+        --cert "$cred.pem" --key "$cred.key" --cacert ca.pem --verify-dns localhost --log-format json "${root_args[@]}" "$@"
     wait_listening "$last_pid" "$log"
 }
 

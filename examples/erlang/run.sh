@@ -54,12 +54,12 @@ cookie="$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
 server() { # log, listen, target, node cert
     start "portcullis server :$2" "$1" "$bin" server --listen "127.0.0.1:$2" --target "127.0.0.1:$3" \
         --cert "$4.pem" --key "$4.key" --cacert ca.pem --allow-ou erlang-cluster \
-        --idle-timeout 0 --log-format json
+        --idle-timeout 0 --log-format json "${root_args[@]}"
     wait_listening "$last_pid" "$1"
 }
 client() { # log, listen, remote TLS port, node cert, the name the remote certificate must carry
     start "portcullis client :$2" "$1" "$bin" client --listen "127.0.0.1:$2" --target "127.0.0.1:$3" \
-        --cert "$4.pem" --key "$4.key" --cacert ca.pem --override-server-name "$5" --log-format json
+        --cert "$4.pem" --key "$4.key" --cacert ca.pem --override-server-name "$5" --log-format json "${root_args[@]}"
     wait_listening "$last_pid" "$1"
 }
 ex_say "node a: dist on 127.0.0.1:$pa; server sidecar 127.0.0.1:$a_tls → :$pa; client sidecar 127.0.0.1:$a_to_b → b"

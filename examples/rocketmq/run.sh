@@ -72,7 +72,7 @@ listeners:
         - {name: producers, ou: payments, cn: app-1}
 YAML
 ex_say "portcullis run --config portcullis.yaml: namesrv 127.0.0.1:$namesrv_tls → :$namesrv, broker 127.0.0.1:$broker_tls → :$broker"
-start "portcullis run" portcullis.log "$bin" run --config portcullis.yaml
+start "portcullis run" portcullis.log "$bin" run --config portcullis.yaml "${root_args[@]}"
 pc=$last_pid
 deadline=$((SECONDS + 20))
 until [[ $(grep -c '"msg":"listening"' portcullis.log 2>/dev/null) -ge 2 ]]; do

@@ -40,7 +40,7 @@ echo
 
 # The replacement server sidecar for the restart check is started by check.py; we stop it by its PID.
 restart_cmd=("$bin" server --listen "127.0.0.1:$tls_rep" --target "127.0.0.1:$rep" --cert server.pem
-    --key server.key --cacert ca.pem --allow-cn app-1 --log-format json "${server_flags[@]}")
+    --key server.key --cacert ca.pem --allow-cn app-1 --log-format json "${server_flags[@]}" "${root_args[@]}")
 set +e
 python3 "$here/check.py" --rep-bind "$rep" --req-port "$req" --pub-bind "$pub" --sub-port "$sub" \
     --denied-req-port "$denied" --restart-pid "$rep_sidecar_pid" --restart-log server-rep-2.log \

@@ -199,6 +199,19 @@ class Backend:
 # ----------------------------------------------------------------------------------------------
 # The proxy process
 # ----------------------------------------------------------------------------------------------
+_SERVING_COMMANDS = ("server", "client", "run")
+
+
+def with_root_guard(args: list[str], allow_root: bool = True) -> list[str]:
+    """The tests run as root (CI does), and `server`/`client`/`run` refuse root without --user or --allow-root:
+    append --allow-root unless the test chose (--user, --allow-root, or allow_root=False to see the refusal)."""
+    args = [str(a) for a in args]
+    if (allow_root and os.geteuid() == 0 and args and args[0] in _SERVING_COMMANDS
+            and "--user" not in args and "--allow-root" not in args):
+        args.append("--allow-root")
+    return args
+
+
 class ProcessDied(AssertionError):
     pass
 
@@ -213,8 +226,9 @@ class Portcullis:
     .send_signal(sig) / .stop(timeout) / .wait(timeout) / .alive() / .rss_kb()
     """
 
-    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None, name: str = "portcullis"):
-        self.args = [str(a) for a in args]
+    def __init__(self, args: list[str], env: dict | None = None, port: int | None = None, name: str = "portcullis",
+                 allow_root: bool = True):
+        self.args = with_root_guard(args, allow_root)
         self.port = port
         self.name = name
         self.lines: list[str] = []
@@ -337,13 +351,13 @@ class Portcullis:
         raise RuntimeError("no VmRSS")
 
 
-def run_portcullis_once(args: list[str], timeout: float = 20.0) -> subprocess.CompletedProcess:
-    """Run the binary to completion (bad-flag tests). Text output."""
+def run_portcullis_once(args: list[str], timeout: float = 20.0, allow_root: bool = True) -> subprocess.CompletedProcess:
+    """Run the binary to completion (bad-flag tests). Text output. --allow-root as in with_root_guard."""
     env = dict(os.environ)
     adir = asan_log_dir()
     if adir:
         env["ASAN_OPTIONS"] = f"detect_leaks=1:log_path={adir}/asan"
-    return subprocess.run([str(binary_path())] + [str(a) for a in args], capture_output=True, text=True,
+    return subprocess.run([str(binary_path())] + with_root_guard(args, allow_root), capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
 
