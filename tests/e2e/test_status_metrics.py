@@ -335,3 +335,27 @@ def test_quiet_handshake_failures(proxy, tls, quiet):
     assert (len(eof_lines) == 0) if quiet else (len(eof_lines) >= 1)
     denied = p.logs("handshake failed", **{"handshake.error": "denied"})[0]
     assert denied["listener"] == "server" and denied["config.generation"] == "1"
+
+
+def test_example_alerts_use_only_exported_metrics(tmp_path, started, pki, tls, backend):
+    """examples/prometheus/alerts.yml must not reference a metric /metrics does not export."""
+    b = backend("echo")
+    crl = tmp_path / "ca.crl"
+    from pki import make_crl
+    make_crl(pki, crl)
+    port = free_port()
+    sport = free_port()
+    cfg = ConfigFile(tmp_path / "p.yaml", [listener_config(pki, "payments", port, b.address, allow_all=True,
+                                                           tls={"crl": [str(crl)], "crl-scope": "leaf"})],
+                     status={"listen": f"127.0.0.1:{sport}"})
+    p = start_run(cfg)
+    started.append(p)
+    p.wait_listening()
+    s = tls.connect(port, "allowed")
+    s.close()
+    exported = {re.sub(r"\{.*", "", key) for key in scrape(sport)}
+    text = (os.path.dirname(os.path.abspath(__file__)) + "/../../examples/prometheus/alerts.yml")
+    used = set(re.findall(r"\bportcullis_[a-z_]+", open(text).read()))
+    assert used, "no metrics found in alerts.yml"
+    missing = sorted(used - exported)
+    assert not missing, f"alerts.yml uses metrics /metrics does not export: {missing}"
