@@ -383,6 +383,7 @@ public final class ServerRuntime {
         exitWatcher?.close()
         statusServer?.close()
         statusServer = nil
+        if case .unix(let path) = configuration.status { unlink(path) }  // ours: bound at start
         shutdownTimer?.close()
         reloadDebounce?.close()
         ticketRotation?.close()
