@@ -38,6 +38,9 @@ final class RelayConnection: StreamSocketDelegate {
     private var handshakeStartedAt: UInt64 = Loop.monotonicNanoseconds
     /// This worker's counters for the listener.
     let stats: ListenerStats
+    /// Client mode: where this worker keeps the remote's latest session, to resume instead of a full
+    /// handshake; `nil` once this connection has stored its own (or in server mode).
+    private var sessionCache: ClientSessionCache?
     private var lastActivity: UInt64
     private var openSockets = 1
     private var pendingShutdowns = 0
@@ -77,9 +80,11 @@ final class RelayConnection: StreamSocketDelegate {
     /// Resume reading once the backlog drains to this.
     static let lowWater = 256 << 10
 
-    init(id: UInt64, worker: Worker, generation: Generation, stats: ListenerStats, accepted: StreamSocket) throws {
+    init(id: UInt64, worker: Worker, generation: Generation, stats: ListenerStats, sessionCache: ClientSessionCache?,
+         accepted: StreamSocket) throws {
         self.id = id
         self.stats = stats
+        self.sessionCache = sessionCache
         self.worker = worker
         self.generation = generation
         self.mode = generation.settings.mode
@@ -235,6 +240,7 @@ final class RelayConnection: StreamSocketDelegate {
         case .client:
             state = .handshaking
             handshakeStartedAt = Loop.monotonicNanoseconds
+            if let cached = sessionCache?.session(for: generation.number) { session.resume(cached) }
             armHandshakeTimer()
             socket.startReading()
             advanceHandshake()  // sends the ClientHello
@@ -402,6 +408,11 @@ final class RelayConnection: StreamSocketDelegate {
             tlsSide?.stopReading()
         }
         flushTLS()  // e.g. KeyUpdate responses
+        // TLS 1.3 tickets arrive after the handshake, with or before the first records: keep the first one.
+        if let cache = sessionCache, session.hasResumableSession, let copy = session.copySession() {
+            cache.store(copy, generation: generation.number)
+            sessionCache = nil
+        }
         if sawCloseNotify || (drained && tlsEOF) { finishTLSInput() }
     }
 

@@ -45,6 +45,8 @@ final class Worker: @unchecked Sendable {
         var generation: Generation
         /// This worker's counters for the listener (a renamed listener counts under its new name).
         var stats: ListenerStats
+        /// Client mode: the remote's latest session, offered by the next connection.
+        let sessionCache = ClientSessionCache()
         init(generation: Generation, stats: ListenerStats) {
             self.generation = generation
             self.stats = stats
@@ -192,7 +194,9 @@ final class Worker: @unchecked Sendable {
         shared.activeConnections.add(1, ordering: .relaxed)
         let id = shared.nextConnectionID.add(1, ordering: .relaxed).newValue
         do {
-            let connection = try RelayConnection(id: id, worker: self, generation: generation, stats: stats, accepted: client)
+            let cache = generation.settings.mode == .client && generation.tls.configuration.sessionTickets ? slot.sessionCache : nil
+            let connection = try RelayConnection(id: id, worker: self, generation: generation, stats: stats,
+                                                 sessionCache: cache, accepted: client)
             stats.count { $0.accepted += 1 }
             connections[id] = connection
             connection.start()
@@ -320,6 +324,24 @@ final class Worker: @unchecked Sendable {
         metadata["conn.duration_ms"] = "\(connection.durationMs)"
         metadata["close.reason"] = "\(connection.closeReason)"
         shared.logger.info("connection closed", metadata: metadata)
+    }
+}
+
+/// Client mode: the remote server's latest resumable session, per worker and listener. A session is only
+/// offered to connections of the generation that verified the server: after a reload that may have changed
+/// the CA or the `--verify-*` rules, the next connection verifies the server in full again.
+/// - Warning: confined to its worker's loop thread.
+final class ClientSessionCache {
+    private var generation: UInt64 = 0
+    private var session: ResumableSession?
+
+    func session(for generation: UInt64) -> ResumableSession? {
+        self.generation == generation ? session : nil
+    }
+
+    func store(_ session: ResumableSession, generation: UInt64) {
+        self.session = session
+        self.generation = generation
     }
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -251,3 +252,36 @@ def test_remote_dies_mid_connection_local_closed_promptly(proxy, client_proxy, b
     line = client.wait_log("connection closed", timeout=3)
     assert line["close.reason"], line
     assert app_gets_closed(client.port)[1] < 2.0
+
+
+def test_client_mode_resumes_sessions_with_the_remote(proxy, client_proxy, backend):
+    """The second connection through the client sidecar resumes the TLS session the first one got (no full
+    handshake to the remote), and the server sidecar still admits it; after a reload of the client (which
+    may have changed its CA or --verify-* rules) the server is verified in full again."""
+    b = backend("echo")
+    server = proxy(target=b.address)
+    client = client_proxy(f"127.0.0.1:{server.port}", extra=["--workers", "1"])
+
+    def one_round_trip(n: int):
+        with socket.create_connection(("127.0.0.1", client.port), timeout=10) as s:
+            s.sendall(b"ping %d" % n)
+            assert recv_exact(s, len(b"ping %d" % n)) == b"ping %d" % n
+
+    for n in range(3):
+        one_round_trip(n)
+    wait = time.monotonic() + 10
+    while len(client.logs("connection closed")) < 3 and time.monotonic() < wait:
+        time.sleep(0.05)
+    closed = client.logs("connection closed")
+    assert [r["tls.resumed"] for r in closed] == ["false", "true", "true"], closed
+    assert all(r["policy.rule"] == "server-name=127.0.0.1" for r in closed)
+    server_side = server.logs("connection closed")
+    assert [r["tls.resumed"] for r in server_side][-2:] == ["true", "true"]
+
+    client.send_signal(signal.SIGHUP)
+    client.wait_log("reloaded")
+    one_round_trip(3)
+    wait = time.monotonic() + 10
+    while len(client.logs("connection closed")) < 4 and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert client.logs("connection closed")[3]["tls.resumed"] == "false"
