@@ -111,10 +111,13 @@ struct InheritedSockets {
         groups.map { "\($0.name)=\($0.fds.map(String.init).joined(separator: ","))" }.joined(separator: ";")
     }
 
-    /// Removes and returns the sockets for a listener: those passed under its name, else (systemd without a
-    /// matching FileDescriptorName=) those bound to exactly its listen address. Nil: bind as usual.
+    /// Removes and returns the sockets for a listener: those passed under its name (only those on its exact
+    /// address when some are: a socket unit's FileDescriptorName= names all its sockets alike), else
+    /// (systemd without a matching name) those bound to exactly its listen address. Nil: bind as usual.
     mutating func take(listener name: String, address: String) -> (sockets: [ListeningSocket], source: Source, address: String)? {
         var picked = entries.indices.filter { entries[$0].name == name }
+        let exact = picked.filter { entries[$0].address == address }
+        if !exact.isEmpty { picked = exact }
         if picked.isEmpty {
             picked = entries.indices.filter { entries[$0].source == .systemd && entries[$0].address == address }
         }
