@@ -73,14 +73,14 @@ public final class ServerRuntime {
         notifier = SystemdNotifier(environmentFor: logger)
         var inherited = InheritedSockets.fromEnvironment(logger: logger)
         readyFD = inherited.takeReadyFD()
-        var built: [String: Generation] = [:]
-        for listener in configuration.listeners {
-            let counters = ListenerCounters()
-            self.counters[listener.name] = counters
-            built[listener.name] = try ServerRuntime.makeGeneration(listener, number: 1, counters: counters)
-        }
-        generations = built
         do {
+            var built: [String: Generation] = [:]
+            for listener in configuration.listeners {
+                let counters = ListenerCounters()
+                self.counters[listener.name] = counters
+                built[listener.name] = try ServerRuntime.makeGeneration(listener, number: 1, counters: counters)
+            }
+            generations = built
             for listener in configuration.listeners {
                 let sockets: ListenerSockets
                 if let taken = inherited.take(listener: listener.name, address: listener.listenDescription) {
@@ -137,6 +137,7 @@ public final class ServerRuntime {
             logger.critical("cannot set up the control loop", metadata: ["error": "\(error)"])
             pendingSockets.values.joined().joined().forEach { $0.close() }
             listenerSockets.values.forEach { $0.close() }
+            if let readyFD { Descriptor.close(readyFD) }
             return 1
         }
         watchFiles()

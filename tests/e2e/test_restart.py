@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from harness import echo_roundtrip, tls_connect, wait_log_after
+from harness import ConfigFile, echo_roundtrip, free_port, listener_config, start_run, stop_all, tls_connect, \
+    wait_log_after
 from systemd_helpers import NotifyReceiver
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -156,3 +157,44 @@ def test_failed_restart_keeps_serving(proxy, tls, pki, tmp_path, subreaper):
         assert echo_roundtrip(s, b"still the old process") == b"still the old process"
     assert p.alive()
     wait_log_after(p, mark, "restart: process exited", timeout=10)  # reaped, no zombie left
+
+
+def test_sigusr2_restart_of_run_config_hands_over_every_listener(request, pki, tls, backend, tmp_path, subreaper):
+    """Several listeners, more workers than one: every worker's socket of every listener is handed over, and
+    the new process re-reads the configuration file (a policy change made before the restart applies)."""
+    ports = [free_port(), free_port()]
+    config = ConfigFile(tmp_path / "portcullis.yaml", [
+        listener_config(pki, f"l{i}", port, backend("echo").address, rules=[{"name": "ok", "cn": "client-allowed"}])
+        for i, port in enumerate(ports)
+    ], workers=3)
+    p = start_run(config)
+    try:
+        p.wait_log("listening", timeout=20)
+        for port in ports:
+            with tls.connect(port) as s:
+                assert echo_roundtrip(s, b"before") == b"before"
+        # Read by the new process only: admit every client of the CA on l1 from now on.
+        config.listener("l1")["policy"] = {"allow-all": True}
+        config.write()
+        time.sleep(0.5)  # the old process may reload it first (file watching); either way it is valid
+        mark = len(p.records)
+        p.send_signal(signal.SIGUSR2)
+        started = wait_log_after(p, mark, "restart: new process started", timeout=10)
+        child = int(started["restart.pid"])
+        subreaper.append(child)
+        assert started["restart.sockets"] == "l0=3,l1=3"
+        wait_log_after(p, mark, "restart: handing over, draining", timeout=30)
+        assert p.wait(20) == 0
+        sources = {r["listener"]: r["listen.source"] for r in p.records[mark:] if r.get("msg") == "listening"}
+        assert sources == {"l0": "restart", "l1": "restart"}
+        for port in ports:
+            with tls.connect(port) as s:
+                assert echo_roundtrip(s, b"after") == b"after"
+        with tls.connect(ports[1], "denied") as s:  # allowed by the file the new process read
+            assert echo_roundtrip(s, b"policy from the file") == b"policy from the file"
+        assert _stop_and_reap(child, timeout=15) == 0
+        subreaper.remove(child)
+    finally:
+        failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+        problems = stop_all([p], failed)
+        assert not problems, problems

@@ -156,7 +156,14 @@ def test_socket_activation_serves_queued_and_new_connections(started, pki, tls, 
         assert echo_roundtrip(s, b"after start") == b"after start"
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", stray_port), timeout=2).close()
+
+    # A reload that keeps the listener's address keeps the inherited socket.
+    p.send_signal(signal.SIGHUP)
+    p.wait_log("reloaded", timeout=10)
+    with tls_connect(port, tls.ctx()) as s:
+        assert echo_roundtrip(s, b"after reload") == b"after reload"
     assert not p.logs("listening", pred=lambda r: r.get("listen.source") == "bound")
+    assert not p.logs(pred=lambda r: r.get("level") == "error")
 
 
 def test_socket_activation_rejects_a_non_listening_descriptor(started, pki, echo_backend):
