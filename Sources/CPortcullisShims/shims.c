@@ -7,6 +7,9 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -113,6 +116,82 @@ int pc_listen_unix(const char *path, int backlog) {
     }
     return fd;
 }
+
+int pc_adopt_listening_socket(int fd, struct sockaddr_storage *bound) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -errno;
+    if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
+    int value = 0;
+    socklen_t vl = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &value, &vl) != 0) return -errno;
+    if (value != SOCK_STREAM) return -ESOCKTNOSUPPORT;
+    vl = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &vl) != 0) return -errno;
+    if (value != AF_INET && value != AF_INET6) return -EAFNOSUPPORT;
+    vl = sizeof value;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &vl) != 0) return -errno;
+    if (!value) return -EINVAL;
+    socklen_t bl = sizeof *bound;
+    memset(bound, 0, sizeof *bound);
+    if (getsockname(fd, (struct sockaddr *)bound, &bl) != 0) return -errno;
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) return -errno;
+    return pc_set_cloexec(fd);
+}
+
+int pc_dup_fd(int fd, int inheritable) {
+    int copy = fcntl(fd, inheritable ? F_DUPFD : F_DUPFD_CLOEXEC, 3);
+    return copy < 0 ? -errno : copy;
+}
+
+int pc_set_cloexec(int fd) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0) return -errno;
+    return 0;
+}
+
+int pc_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno; }
+
+int pc_unix_dgram_socket(void) {
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    return fd < 0 ? -errno : fd;
+}
+
+int pc_unix_dgram_send(int fd, const char *address, const void *message, size_t length) {
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t n = strlen(address);
+    if (n == 0 || n >= sizeof sa.sun_path) return -ENAMETOOLONG;
+    memcpy(sa.sun_path, address, n);
+    if (address[0] == '@') sa.sun_path[0] = '\0';  // abstract namespace: no trailing NUL counts
+    socklen_t sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (address[0] == '@' ? 0 : 1));
+    ssize_t rc;
+    do {
+        rc = sendto(fd, message, length, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sa, sl);
+    } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : 0;
+}
+
+int pc_spawn(const char *path, char *const argv[], char *const envp[], int *pid) {
+    posix_spawnattr_t attr;
+    int rc = posix_spawnattr_init(&attr);
+    if (rc != 0) return -rc;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t child = 0;
+    rc = posix_spawn(&child, path, NULL, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) return -rc;
+    *pid = (int)child;
+    return 0;
+}
+
+char *const *pc_environ(void) { return environ; }
 
 int pc_thread_set_name(pthread_t thread, const char *name) { return pthread_setname_np(thread, name); }
 

@@ -7,34 +7,44 @@ public import TLS
 import Glibc
 #endif
 
-/// Runs server mode: binds the listening sockets, starts one worker loop per thread, and owns the control
-/// thread — signals (SIGHUP reloads, SIGTERM/SIGINT drain and exit), file watching, ticket-key rotation.
+/// Runs server mode: binds (or inherits) the listening sockets, starts one worker loop per thread, and owns
+/// the control thread — signals (SIGHUP reloads, SIGTERM/SIGINT drain and exit, SIGUSR2 hands the sockets to
+/// a new process), file watching, ticket-key rotation, systemd notifications.
 public final class ServerRuntime {
     /// Produces the configuration to apply on reload (re-reading the config file, if there is one).
     public typealias ConfigurationSource = @Sendable () throws -> RuntimeConfiguration
 
-    var configuration: RuntimeConfiguration
+    private(set) var configuration: RuntimeConfiguration
     private let source: ConfigurationSource?
-    private let logger: Logger
+    let logger: Logger
     let shared: RuntimeShared
     let workerCount: Int
     let startTime = Int64(time(nil))
 
-    /// Per listener name: its current generation, and the sockets bound for it (one per worker) until the
+    /// Per listener name: its current generation, and the sockets made for it (per worker) until the
     /// workers take them over.
-    var generations: [String: Generation] = [:]
-    var counters: [String: ListenerCounters] = [:]
-    var listenAddresses: [String: String] = [:]
-    private var pendingSockets: [String: [ListeningSocket]] = [:]
-    var configurationGeneration: UInt64 = 1
+    private(set) var generations: [String: Generation] = [:]
+    private(set) var counters: [String: ListenerCounters] = [:]
+    private(set) var listenAddresses: [String: String] = [:]
+    private var pendingSockets: [String: [[ListeningSocket]]] = [:]
+    /// Per listener name: the runtime's own descriptors of its listening sockets (workers hold duplicates).
+    /// They are what a SIGUSR2 restart hands over; closed when the listener goes away or is rebound, and
+    /// when draining starts (so the port stops accepting once the workers close theirs).
+    var listenerSockets: [String: ListenerSockets] = [:]
+    private(set) var configurationGeneration: UInt64 = 1
     private var pendingStatusSocket: ListeningSocket?
 
-    private var workers: [Worker] = []
+    private(set) var workers: [Worker] = []
     private var threads: [LoopThread] = []
 
+    let notifier: SystemdNotifier
+    /// Restart handover: where to report that we accept (the old process waits for it).
+    private var readyFD: Int32?
+    private var announcedReady = false
+
     // Control-thread state (the thread that calls `run`).
-    private var control: Loop?
-    private var signalWatchers: [SignalWatcher] = []
+    private(set) var control: Loop?
+    var signalWatchers: [SignalWatcher] = []
     private var directoryWatchers: [DirectoryWatcher] = []
     private var watchedNames: [String: Set<String>] = [:]
     private var reloadDebounce: Timer?
@@ -44,8 +54,14 @@ public final class ServerRuntime {
     private var statusServer: StatusServer?
     private(set) var metricsExporter: MetricsExporter?
     private(set) var readinessChecker: ReadinessChecker?
+    private var watchdogTimer: Timer?
     private(set) var shuttingDown = false
     private var exitCode: Int32 = 0
+    /// SIGUSR2 restart state (see GracefulRestart.swift).
+    var restart: PendingRestart?
+    var handingOver = false
+    /// Spawned processes not yet reaped.
+    var children: Set<Int32> = []
 
     /// How often session-ticket keys rotate (a ticket stays valid for up to three periods).
     static let ticketRotationMs: UInt64 = 3_600_000
@@ -59,26 +75,40 @@ public final class ServerRuntime {
         shared = RuntimeShared(logger: logger)
         shared.quietHandshakeFailures.store(configuration.quietHandshakeFailures, ordering: .relaxed)
         workerCount = max(1, configuration.workers)
-        var built: [String: Generation] = [:]
-        for listener in configuration.listeners {
-            let counters = ListenerCounters()
-            self.counters[listener.name] = counters
-            built[listener.name] = try ServerRuntime.makeGeneration(listener, number: 1, counters: counters)
-        }
-        generations = built
+        // Both read (and unset) their environment variables: do it before any thread starts.
+        notifier = SystemdNotifier(environmentFor: logger)
+        var inherited = InheritedSockets.fromEnvironment(logger: logger)
+        readyFD = inherited.takeReadyFD()
         do {
+            var built: [String: Generation] = [:]
             for listener in configuration.listeners {
-                let (sockets, address) = try ServerRuntime.bindSockets(listener, count: workerCount)
-                pendingSockets[listener.name] = sockets
-                listenAddresses[listener.name] = address
+                let counters = ListenerCounters()
+                self.counters[listener.name] = counters
+                built[listener.name] = try ServerRuntime.makeGeneration(listener, number: 1, counters: counters)
+            }
+            generations = built
+            for listener in configuration.listeners {
+                let sockets: ListenerSockets
+                if let taken = inherited.take(listener: listener.name, address: listener.listenDescription) {
+                    sockets = ListenerSockets(originals: taken.sockets, source: taken.source.rawValue, address: taken.address)
+                } else {
+                    sockets = try ServerRuntime.bindSockets(listener, count: workerCount)
+                }
+                listenerSockets[listener.name] = sockets
+                pendingSockets[listener.name] = try sockets.perWorker(workerCount, listener: listener)
+                listenAddresses[listener.name] = sockets.address
             }
             if let status = configuration.status {
                 pendingStatusSocket = try ServerRuntime.bindStatus(status, settingName: configuration.statusSettingName)
             }
         } catch {
-            pendingSockets.values.joined().forEach { $0.close() }
+            pendingSockets.values.joined().joined().forEach { $0.close() }
+            listenerSockets.values.forEach { $0.close() }
+            inherited.closeUnclaimed(logger: logger)
+            if let readyFD { Descriptor.close(readyFD) }
             throw error
         }
+        inherited.closeUnclaimed(logger: logger)
     }
 
     /// Binds the status endpoint (before any privilege drop, like the listeners).
@@ -107,7 +137,7 @@ public final class ServerRuntime {
             control = loop
             shutdownTimer = Timer(loop: loop)
             reloadDebounce = Timer(loop: loop)
-            let watcher = try AsyncWakeup(loop: loop) { [unowned self] in self.workersMayHaveExited() }
+            let watcher = try AsyncWakeup(loop: loop) { [unowned self] in self.workersChanged() }
             exitWatcher = watcher
             shared.setControlWakeup(watcher.sender)
             for signal in [SIGTERM, SIGINT] {
@@ -116,6 +146,14 @@ public final class ServerRuntime {
             signalWatchers.append(try SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] _ in
                 self.reload(trigger: "SIGHUP")
             })
+            try watchRestartSignals(loop: loop)
+            if let usec = notifier.watchdogMicroseconds {
+                // systemd's advice: ping at half the period, so one late wakeup does not trip it.
+                let period = max(1, usec / 2_000)
+                let timer = Timer(loop: loop)
+                timer.start(after: period, repeat: period) { [unowned self] in self.notifier.watchdog() }
+                watchdogTimer = timer
+            }
             let rotation = Timer(loop: loop)
             rotation.start(after: ServerRuntime.ticketRotationMs, repeat: ServerRuntime.ticketRotationMs) {
                 TLSContext.rotateTicketKeys()
@@ -131,8 +169,10 @@ public final class ServerRuntime {
             }
         } catch {
             logger.critical("cannot set up the control loop", metadata: ["error": "\(error)"])
-            pendingSockets.values.joined().forEach { $0.close() }
+            pendingSockets.values.joined().joined().forEach { $0.close() }
+            listenerSockets.values.forEach { $0.close() }
             pendingStatusSocket?.close()
+            if let readyFD { Descriptor.close(readyFD) }
             return 1
         }
         watchFiles()
@@ -156,6 +196,9 @@ public final class ServerRuntime {
         threads.forEach { $0.join() }
         workers = []
         control = nil
+        listenerSockets.values.forEach { $0.close() }
+        listenerSockets = [:]
+        if let readyFD { Descriptor.close(readyFD) }
         return exitCode
     }
 
@@ -163,6 +206,7 @@ public final class ServerRuntime {
         var metadata: Logger.Metadata = [
             "listener": "\(listener.name)",
             "listen.address": "\(listenAddresses[listener.name] ?? listener.listenDescription)",
+            "listen.source": "\(listenerSockets[listener.name]?.source ?? "bound")",
             "target": "\(listener.target)",
             "workers": "\(workerCount)",
             "tls.min_version": "\(listener.tls.minimumVersion == .tls13 ? "1.3" : "1.2")",
@@ -191,7 +235,7 @@ public final class ServerRuntime {
         configuration.listeners.compactMap { listener in
             guard let generation = generations[listener.name] else { return nil }
             return ListenerAssignment(name: listener.name, generation: generation,
-                                      socket: pendingSockets[listener.name]?[index],
+                                      sockets: pendingSockets[listener.name]?[index] ?? [],
                                       reauthorize: reauthorize.contains(listener.name),
                                       renamedFrom: renames[listener.name])
         }
@@ -199,13 +243,28 @@ public final class ServerRuntime {
 
     // MARK: reload
 
-    /// Builds and validates the complete new configuration first; only then swaps it in, per listener.
-    /// Any failure changes nothing and is logged with its precise reason.
+    /// Reloads, telling systemd (RELOADING=1 before, READY=1 after, whatever the outcome).
     private func reload(trigger: String) {
         guard !shuttingDown else {
             logger.info("reload ignored while draining")
             return
         }
+        guard restart == nil else {
+            // The new process reads the configuration itself; rebinding now would hand it stale sockets.
+            logger.info("reload ignored while a restart is in progress", metadata: ["reload.trigger": "\(trigger)"])
+            return
+        }
+        notifier.reloading()
+        if let failure = applyReload(trigger: trigger) {
+            notifier.ready(status: "reload failed, still serving configuration generation \(configurationGeneration): \(failure)")
+        } else {
+            notifier.ready(status: "serving configuration generation \(configurationGeneration)")
+        }
+    }
+
+    /// Builds and validates the complete new configuration first; only then swaps it in, per listener.
+    /// Any failure changes nothing and is logged with its precise reason, which is returned.
+    private func applyReload(trigger: String) -> String? {
         var next: RuntimeConfiguration
         do {
             next = try source?() ?? configuration
@@ -214,12 +273,12 @@ public final class ServerRuntime {
             logger.error("reload failed: keeping the current configuration", metadata: [
                 "reload.trigger": "\(trigger)", "error": "\(error)", "config.generation": "\(configurationGeneration)",
             ])
-            return
+            return "\(error)"
         }
         let number = configurationGeneration + 1
         var built: [String: Generation] = [:]
-        var newSockets: [String: [ListeningSocket]] = [:]
-        var newAddresses: [String: String] = [:]
+        var newSockets: [String: ListenerSockets] = [:]
+        var newPerWorker: [String: [[ListeningSocket]]] = [:]
         // A listener that disappears by name while a new name appears on the same address is a rename: the
         // new name takes over the sockets (binding again would collide with our own port).
         let nextNames = Set(next.listeners.map(\.name))
@@ -238,18 +297,19 @@ public final class ServerRuntime {
                 built[listener.name] = try ServerRuntime.makeGeneration(listener, number: number, counters: counters)
                 let old = configuration.listeners.first { $0.name == (renames[listener.name] ?? listener.name) }
                 if old == nil || old!.listenHost != listener.listenHost || old!.listenPort != listener.listenPort {
-                    let (sockets, address) = try ServerRuntime.bindSockets(listener, count: workerCount)
+                    let sockets = try ServerRuntime.bindSockets(listener, count: workerCount)
                     newSockets[listener.name] = sockets
-                    newAddresses[listener.name] = address
+                    newPerWorker[listener.name] = try sockets.perWorker(workerCount, listener: listener)
                 }
             }
         } catch {
-            newSockets.values.joined().forEach { $0.close() }
+            newSockets.values.forEach { $0.close() }
+            newPerWorker.values.joined().joined().forEach { $0.close() }
             shared.metrics.noteReload(succeeded: false)
             logger.error("reload failed: keeping the current configuration", metadata: [
                 "reload.trigger": "\(trigger)", "error": "\(error.description)", "config.generation": "\(configurationGeneration)",
             ])
-            return
+            return error.description
         }
 
         // Which listeners' live connections must be re-checked: policy, CA or CRLs changed.
@@ -278,14 +338,21 @@ public final class ServerRuntime {
         }
         for (new, old) in renames {
             listenAddresses[new] = listenAddresses.removeValue(forKey: old)
+            listenerSockets[new] = listenerSockets.removeValue(forKey: old)
             counters[old] = nil
         }
         for name in removed {
             counters[name] = nil
             listenAddresses[name] = nil
+            listenerSockets.removeValue(forKey: name)?.close()
         }
-        listenAddresses.merge(newAddresses) { _, new in new }
-        pendingSockets = newSockets
+        for (name, sockets) in newSockets {
+            // Rebound on a new address: the old socket closes once the workers close their copies too.
+            listenerSockets[name]?.close()
+            listenerSockets[name] = sockets
+            listenAddresses[name] = sockets.address
+        }
+        pendingSockets = newPerWorker
         for (index, worker) in workers.enumerated() {
             worker.post(.apply(assignments(forWorker: index, reauthorize: reauthorize, renames: renames)))
         }
@@ -306,6 +373,7 @@ public final class ServerRuntime {
             if let listener = next.listeners.first(where: { $0.name == name }) { logListening(listener) }
         }
         for listener in next.listeners where !announced.contains(listener.name) { warnIfCRLExpired(listener) }
+        return nil
     }
 
     /// Watches the directories of every referenced file; a change there (debounced, so an editor's
@@ -341,7 +409,7 @@ public final class ServerRuntime {
 
     // MARK: shutdown
 
-    private func beginShutdown(_ signal: Int32) {
+    func beginShutdown(_ signal: Int32) {
         let open = shared.activeConnections.load(ordering: .relaxed)
         if shuttingDown {
             logger.warning("second signal: closing open connections now", metadata: ["signal": "\(signal)", "conn.open": "\(open)"])
@@ -350,10 +418,19 @@ public final class ServerRuntime {
             return
         }
         shuttingDown = true
+        abandonRestart()
         logger.info("shutting down: draining connections", metadata: [
             "signal": "\(signal)", "conn.open": "\(open)",
             "shutdown.timeout_ms": "\(configuration.shutdownTimeoutMs)",
         ])
+        if !handingOver {
+            // After a handover the successor is the service: STOPPING=1 from us would stop it.
+            notifier.stopping(status: "draining \(open) connection(s)")
+        }
+        // Our descriptors of the listening sockets: with the workers' copies closed too, the port stops
+        // accepting (after a handover the successor's copies keep the sockets open).
+        listenerSockets.values.forEach { $0.close() }
+        listenerSockets = [:]
         directoryWatchers.forEach { $0.close() }
         directoryWatchers = []
         reloadDebounce?.stop()
@@ -367,8 +444,27 @@ public final class ServerRuntime {
         }
     }
 
-    /// Runs on the control loop whenever a worker thread finishes; once all have, closes the control
-    /// handles so `run` returns.
+    /// Runs on the control loop whenever a worker starts or finishes. Once all have started, tells systemd
+    /// and a waiting old process that we accept; once all have finished, closes the control handles so
+    /// `run` returns.
+    private func workersChanged() {
+        if !announcedReady && !shuttingDown && shared.startedWorkers == workers.count {
+            announcedReady = true
+            announceReady()
+        }
+        workersMayHaveExited()
+    }
+
+    private func announceReady() {
+        notifier.ready(status: "serving \(configuration.listeners.count) listener(s), configuration generation \(configurationGeneration)")
+        if let fd = readyFD {
+            readyFD = nil
+            let told = Descriptor.writeByte(fd)
+            Descriptor.close(fd)
+            logger.info("restart: accepting, told the old process to hand over", metadata: ["restart.told": "\(told)"])
+        }
+    }
+
     private func workersMayHaveExited() {
         let (count, failed) = shared.exitedWorkers
         if failed && !shuttingDown {
@@ -384,6 +480,8 @@ public final class ServerRuntime {
         statusServer?.close()
         statusServer = nil
         if case .unix(let path) = configuration.status { unlink(path) }  // ours: bound at start
+        watchdogTimer?.close()
+        watchdogTimer = nil
         shutdownTimer?.close()
         reloadDebounce?.close()
         ticketRotation?.close()
@@ -461,7 +559,7 @@ public final class ServerRuntime {
 
     /// One SO_REUSEPORT socket per worker. A plain bind first proves the port is free: with SO_REUSEPORT
     /// alone, a second instance of the same user would silently share the port instead of failing.
-    static func bindSockets(_ listener: ListenerConfiguration, count: Int) throws(StartupError) -> ([ListeningSocket], String) {
+    static func bindSockets(_ listener: ListenerConfiguration, count: Int) throws(StartupError) -> ListenerSockets {
         let host = listener.listenHost
         let shown = listener.listenDescription
         func fail(_ error: UVError) -> StartupError {
@@ -491,7 +589,34 @@ public final class ServerRuntime {
             }
         }
         let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        return (sockets, address)
+        return ListenerSockets(originals: sockets, source: "bound", address: address)
+    }
+
+    /// Stops the watchdog keep-alives (the successor sends its own once systemd watches it).
+    func stopWatchdog() {
+        watchdogTimer?.close()
+        watchdogTimer = nil
+    }
+}
+
+/// The runtime's own descriptors of one listener's sockets, and where they came from.
+struct ListenerSockets {
+    let originals: [ListeningSocket]
+    /// "bound", "systemd" or "restart".
+    let source: String
+    let address: String
+
+    /// Fresh descriptors for each worker (see `InheritedSockets.distribute`).
+    func perWorker(_ workers: Int, listener: ListenerConfiguration) throws(StartupError) -> [[ListeningSocket]] {
+        do {
+            return try InheritedSockets.distribute(originals, workers: workers)
+        } catch {
+            throw StartupError("\(listener.names.listen) '\(listener.listenDescription)': \(error)")
+        }
+    }
+
+    func close() {
+        originals.forEach { $0.close() }
     }
 }
 

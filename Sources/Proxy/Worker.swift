@@ -12,9 +12,10 @@ import Glibc
 struct ListenerAssignment: @unchecked Sendable {
     let name: String
     let generation: Generation
-    /// A fresh listening socket for this worker when the listener is new or its address changed; the
-    /// worker owns it from here on.
-    let socket: ListeningSocket?
+    /// Fresh listening sockets for this worker when the listener is new or its address changed (usually one;
+    /// more when a restart handed over more sockets than there are workers); the worker owns them from here
+    /// on. Empty: keep the current ones.
+    let sockets: [ListeningSocket]
     /// Re-check this listener's live connections against `generation`.
     let reauthorize: Bool
     /// The listener was renamed: take over the sockets (and connections) of the listener of this name.
@@ -41,7 +42,7 @@ final class Worker: @unchecked Sendable {
     /// One listener on this worker. The accept callback holds the slot, not its name, so a rename keeps
     /// the socket accepting.
     private final class Slot {
-        var listener: TCPListener?
+        var listeners: [TCPListener] = []
         var generation: Generation
         /// This worker's counters for the listener (a renamed listener counts under its new name).
         var stats: ListenerStats
@@ -96,6 +97,7 @@ final class Worker: @unchecked Sendable {
         refusalLogLimiter = LogRateLimiter(now: loop.now)
         mailbox.withLock { $0.wakeup = wakeup?.sender }
         processMailbox()
+        shared.workerStarted()
         loop.run()
         slots = [:]
         wakeup = nil
@@ -133,16 +135,18 @@ final class Worker: @unchecked Sendable {
                 ?? Slot(generation: assignment.generation, stats: shared.metrics.makeStats(listener: assignment.name))
             slots[assignment.name] = slot
             slot.generation = assignment.generation
-            if let socket = assignment.socket {
-                slot.listener?.close()
-                slot.listener = nil
-                if draining {
-                    socket.close()
-                } else {
+            if !assignment.sockets.isEmpty {
+                slot.listeners.forEach { $0.close() }
+                slot.listeners = []
+                for socket in assignment.sockets {
+                    if draining {
+                        socket.close()
+                        continue
+                    }
                     do {
-                        slot.listener = try TCPListener(loop: loop, socket: socket) { [unowned self, unowned slot] client in
+                        slot.listeners.append(try TCPListener(loop: loop, socket: socket) { [unowned self, unowned slot] client in
                             self.accept(client, slot: slot)
-                        }
+                        })
                     } catch {
                         shared.logger.error("cannot accept on listener", metadata: [
                             "listener": "\(assignment.name)", "worker": "\(index)", "error": "\(error)",
@@ -157,11 +161,11 @@ final class Worker: @unchecked Sendable {
         }
         for (name, slot) in slots where !keep.contains(name) {
             // A removed listener stops accepting; its connections finish on their own.
-            slot.listener?.close()
+            slot.listeners.forEach { $0.close() }
             slots[name] = nil
         }
         updateExpirySweep()
-        shared.noteAccepting(worker: index, listeners: Set(slots.filter { $0.value.listener != nil }.keys))
+        shared.noteAccepting(worker: index, listeners: Set(slots.filter { !$0.value.listeners.isEmpty }.keys))
     }
 
     // MARK: connections
@@ -259,8 +263,8 @@ final class Worker: @unchecked Sendable {
         guard !draining else { return }
         draining = true
         for slot in slots.values {
-            slot.listener?.close()
-            slot.listener = nil
+            slot.listeners.forEach { $0.close() }
+            slot.listeners = []
         }
         expirySweep?.close()
         expirySweep = nil
@@ -354,7 +358,7 @@ final class RuntimeShared: Sendable {
     let quietHandshakeFailures = Atomic<Bool>(false)
     /// Per worker: the listeners it accepts on (readiness: every listener accepting on every worker).
     private let accepting = Mutex<[Int: Set<String>]>([:])
-    private let exits = Mutex<(count: Int, failed: Bool, wakeup: AsyncWakeup.Sender?)>((0, false, nil))
+    private let exits = Mutex<(count: Int, failed: Bool, started: Int, wakeup: AsyncWakeup.Sender?)>((0, false, 0, nil))
 
     init(logger: Logger) {
         self.logger = logger
@@ -375,6 +379,18 @@ final class RuntimeShared: Sendable {
 
     func setControlWakeup(_ sender: AsyncWakeup.Sender?) {
         exits.withLock { $0.wakeup = sender }
+    }
+
+    /// A worker applied its initial listeners: its sockets are being accepted from.
+    func workerStarted() {
+        exits.withLock { state in
+            state.started += 1
+            state.wakeup?.send()
+        }
+    }
+
+    var startedWorkers: Int {
+        exits.withLock { $0.started }
     }
 
     func workerExited(failed: Bool) {

@@ -15,6 +15,11 @@ struct RunCommand: ParsableCommand {
         key, CA bundle or CRL it names, changes on disk. A reload is validated completely before anything \
         changes; a bad file keeps the running configuration and logs why. Flags of `portcullis server` are not \
         accepted here: the file is the single source of truth.
+
+        Signals: SIGHUP reloads; SIGTERM/SIGINT stop accepting and drain for up to shutdown-timeout; SIGUSR2 \
+        restarts without refusing a connection: a new process of this binary (re-reading the file) takes over \
+        the listening sockets, then this one drains and exits. Under systemd: Type=notify, watchdog and socket \
+        activation (see examples/systemd).
         """
     )
 

@@ -17,7 +17,11 @@ struct ServerCommand: ParsableCommand {
 
         Signals: SIGHUP — or any change to those files on disk — reloads certificate, key and CA bundle; \
         SIGTERM/SIGINT stop accepting and drain open \
-        connections for up to --shutdown-timeout.
+        connections for up to --shutdown-timeout; SIGUSR2 restarts without refusing a connection (a new \
+        process of this binary takes over the listening sockets, then this one drains and exits).
+
+        systemd: Type=notify (READY, RELOADING, STOPPING, WATCHDOG over NOTIFY_SOCKET) and socket activation \
+        (LISTEN_FDS, matched by FileDescriptorName= or address); see examples/systemd.
         """
     )
 

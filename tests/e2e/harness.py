@@ -227,7 +227,9 @@ class Portcullis:
     """
 
     def __init__(self, args: list[str], env: dict | None = None, port: int | None = None, name: str = "portcullis",
-                 allow_root: bool = True):
+                 allow_root: bool = True, pass_fds: tuple = (), wrapper: list[str] | None = None):
+        """pass_fds: descriptors the process inherits; wrapper: argv put before the binary (it must exec it,
+        keeping the pid — e.g. a shell that sets LISTEN_PID=$$ for socket activation)."""
         self.args = with_root_guard(args, allow_root)
         self.port = port
         self.name = name
@@ -241,9 +243,10 @@ class Portcullis:
         adir = asan_log_dir()
         if adir:
             full_env["ASAN_OPTIONS"] = f"detect_leaks=1:log_path={adir}/asan"
-        self.cmd = [str(binary_path())] + self.args
+        self.cmd = (wrapper or []) + [str(binary_path())] + self.args
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=full_env, start_new_session=True)
+                                     stderr=subprocess.PIPE, env=full_env, start_new_session=True,
+                                     pass_fds=pass_fds)
         self.pid = self.proc.pid
         self._t_err = threading.Thread(target=self._read_stderr, daemon=True)
         self._t_out = threading.Thread(target=self._read_stdout, daemon=True)

@@ -29,6 +29,29 @@ int pc_sockaddr_format(const struct sockaddr *addr, char *buf, size_t len);
 // Peer address of a connected libuv TCP handle, formatted as above.
 int pc_tcp_peer(const uv_tcp_t *handle, char *buf, size_t len);
 
+// ---- Process handover (systemd socket activation, SIGUSR2 re-exec) ----------
+
+// Checks that an inherited fd is a listening TCP (IPv4/IPv6) stream socket, then makes it non-blocking and
+// close-on-exec and stores its bound address. Returns 0, or -errno of the failed call, or -ENOTSOCK (not a
+// socket), -ESOCKTNOSUPPORT (not SOCK_STREAM), -EAFNOSUPPORT (not IP), -EINVAL (not listening).
+int pc_adopt_listening_socket(int fd, struct sockaddr_storage *bound);
+// A copy of fd with FD_CLOEXEC cleared (inheritable) or set, numbered >= 3. Returns the new fd or -errno.
+int pc_dup_fd(int fd, int inheritable);
+// Sets FD_CLOEXEC. Returns 0 or -errno.
+int pc_set_cloexec(int fd);
+// A pipe whose both ends are close-on-exec. Returns 0 or -errno.
+int pc_pipe_cloexec(int fds[2]);
+// sockaddr_un for "/path" or "@abstract" (sd_notify's NOTIFY_SOCKET forms) is awkward from Swift.
+// An unbound, non-blocking, close-on-exec AF_UNIX datagram socket: fd or -errno.
+int pc_unix_dgram_socket(void);
+// Sends one datagram to `address` without blocking (MSG_DONTWAIT | MSG_NOSIGNAL). Returns 0 or -errno.
+int pc_unix_dgram_send(int fd, const char *address, const void *message, size_t length);
+// posix_spawn with an empty signal mask and default dispositions (SIGPIPE is ignored here and would
+// otherwise stay ignored across exec). Only fds without FD_CLOEXEC reach the child. Returns 0 or -errno.
+int pc_spawn(const char *path, char *const argv[], char *const envp[], int *pid);
+// The process environment (`environ` is a mutable C global Swift 6 will not touch directly).
+char *const *pc_environ(void);
+
 #include <pthread.h>
 // pthread_setname_np is _GNU_SOURCE-only, invisible to Swift.
 int pc_thread_set_name(pthread_t thread, const char *name);
