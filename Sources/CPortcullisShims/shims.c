@@ -53,6 +53,11 @@ int pc_sockaddr_format(const struct sockaddr *addr, char *buf, size_t len) {
         snprintf(buf, len, "[%s]:%u", ip, ntohs(v6->sin6_port));
         return 0;
     }
+    if (addr->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
+        snprintf(buf, len, "unix:%.*s", (int)sizeof un->sun_path, un->sun_path);
+        return 0;
+    }
     return -1;
 }
 
@@ -117,7 +122,7 @@ int pc_listen_unix(const char *path, int backlog) {
     return fd;
 }
 
-int pc_adopt_listening_socket(int fd, struct sockaddr_storage *bound) {
+int pc_adopt_listening_socket(int fd, int allow_unix, struct sockaddr_storage *bound) {
     struct stat st;
     if (fstat(fd, &st) != 0) return -errno;
     if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
@@ -127,7 +132,7 @@ int pc_adopt_listening_socket(int fd, struct sockaddr_storage *bound) {
     if (value != SOCK_STREAM) return -ESOCKTNOSUPPORT;
     vl = sizeof value;
     if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &vl) != 0) return -errno;
-    if (value != AF_INET && value != AF_INET6) return -EAFNOSUPPORT;
+    if (value != AF_INET && value != AF_INET6 && !(allow_unix && value == AF_UNIX)) return -EAFNOSUPPORT;
     vl = sizeof value;
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &value, &vl) != 0) return -errno;
     if (!value) return -EINVAL;

@@ -11,11 +11,11 @@ import Glibc
 
 extension ListeningSocket {
     /// Takes ownership of an inherited descriptor (socket activation, restart handover) after checking that it
-    /// is a listening IPv4/IPv6 TCP socket; makes it non-blocking and close-on-exec. Returns it with its bound
-    /// address. Throws without closing `fd` (the caller decides).
-    public static func adopt(fd: Int32) throws(UVError) -> (socket: ListeningSocket, address: SocketAddress) {
+    /// is a listening IPv4/IPv6 TCP socket (or, with `allowUnix`, a Unix stream socket); makes it non-blocking
+    /// and close-on-exec. Returns it with its bound address. Throws without closing `fd` (the caller decides).
+    public static func adopt(fd: Int32, allowUnix: Bool = false) throws(UVError) -> (socket: ListeningSocket, address: SocketAddress) {
         var bound = sockaddr_storage()
-        let rc = pc_adopt_listening_socket(fd, &bound)
+        let rc = pc_adopt_listening_socket(fd, allowUnix ? 1 : 0, &bound)
         if rc != 0 {
             let why: String
             switch -rc {
@@ -28,6 +28,7 @@ extension ListeningSocket {
             throw UVError(code: rc, operation: "inherited fd \(fd) \(why)")
         }
         let address = SocketAddress(storage: bound)
+        if Int32(bound.ss_family) == AF_UNIX { return (ListeningSocket(fd: fd, port: 0, isUnix: true), address) }
         return (ListeningSocket(fd: fd, port: address.port), address)
     }
 

@@ -67,7 +67,7 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     public var description: String {
         var copy = storage
-        var buffer = [CChar](repeating: 0, count: 64)
+        var buffer = [CChar](repeating: 0, count: 128)  // room for "unix:" and a 107-byte path
         let rc = withUnsafePointer(to: &copy) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pc_sockaddr_format($0, &buffer, buffer.count) }
         }

@@ -57,6 +57,10 @@ extension ServerRuntime {
                 }
                 groups.append((listener.name, fds))
             }
+            if let fd = statusSocketFD {
+                passed.append(try Descriptor.inheritableCopy(fd))
+                groups.append((InheritedSockets.statusGroup, [passed.last!]))
+            }
             let pipe = try Descriptor.pipe()
             readEnd = pipe.read
             let writeEnd: Int32
@@ -110,6 +114,7 @@ extension ServerRuntime {
         pending.deadline.close()
         pending.readiness.close()
         handingOver = true
+        closeStatusEndpoint()  // the successor answers status requests from now on
         logger.info("restart: handing over, draining", metadata: [
             "restart.pid": "\(pending.pid)", "conn.open": "\(shared.activeConnections.load(ordering: .relaxed))",
         ])

@@ -20,12 +20,16 @@ struct InheritedSockets {
     }
 
     static let restartVariable = "PORTCULLIS_INHERITED_FDS"
+    /// The restart group holding the status endpoint's socket ('@' never appears in a listener name).
+    static let statusGroup = "@status"
     static let readyVariable = "PORTCULLIS_READY_FD"
     static let systemdVariables = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]
     /// sd_listen_fds(3): passed descriptors start at 3.
     static let firstSystemdFD: Int32 = 3
 
     private(set) var entries: [Entry] = []
+    /// Restart handover: the status endpoint's socket and its address (`127.0.0.1:9100`, `unix:/path`).
+    private(set) var status: (socket: ListeningSocket, address: String)?
     /// Restart handover: the pipe on which to tell the old process we are accepting.
     private(set) var readyFD: Int32?
 
@@ -56,6 +60,11 @@ struct InheritedSockets {
         var inherited = InheritedSockets()
         for item in passed {
             do {
+                if item.name == statusGroup && item.source == .restart {
+                    let (socket, address) = try ListeningSocket.adopt(fd: item.fd, allowUnix: true)
+                    inherited.status = (socket, address.description)
+                    continue
+                }
                 let (socket, address) = try ListeningSocket.adopt(fd: item.fd)
                 inherited.entries.append(Entry(name: item.name, socket: socket, address: address.description, source: item.source))
             } catch {
@@ -127,9 +136,19 @@ struct InheritedSockets {
         return (taken.map(\.socket), taken[0].source, taken[0].address)
     }
 
+    /// The status socket handed over by the previous process, if it is on `address` (a status address
+    /// changed in the file takes effect at the restart: the old socket is then closed, a new one bound).
+    mutating func takeStatus(address: String) -> ListeningSocket? {
+        guard let status, status.address == address else { return nil }
+        self.status = nil
+        return status.socket
+    }
+
     /// Closes every socket no listener claimed, with a warning each (it would otherwise queue connections
     /// nobody accepts).
     mutating func closeUnclaimed(logger: Logger) {
+        status?.socket.close()
+        status = nil
         for entry in entries {
             logger.warning("inherited socket matches no listener: closing it", metadata: [
                 "fd": "\(entry.socket.fd)", "listen.address": "\(entry.address)",

@@ -33,6 +33,8 @@ public final class ServerRuntime {
     var listenerSockets: [String: ListenerSockets] = [:]
     private(set) var configurationGeneration: UInt64 = 1
     private var pendingStatusSocket: ListeningSocket?
+    /// The status endpoint's descriptor (owned by its listener), handed over on a SIGUSR2 restart.
+    private(set) var statusSocketFD: Int32?
 
     private(set) var workers: [Worker] = []
     private var threads: [LoopThread] = []
@@ -99,7 +101,11 @@ public final class ServerRuntime {
                 listenAddresses[listener.name] = sockets.address
             }
             if let status = configuration.status {
-                pendingStatusSocket = try ServerRuntime.bindStatus(status, settingName: configuration.statusSettingName)
+                if let handedOver = inherited.takeStatus(address: status.description) {
+                    pendingStatusSocket = handedOver
+                } else {
+                    pendingStatusSocket = try ServerRuntime.bindStatus(status, settingName: configuration.statusSettingName)
+                }
             }
         } catch {
             pendingSockets.values.joined().joined().forEach { $0.close() }
@@ -109,6 +115,13 @@ public final class ServerRuntime {
             throw error
         }
         inherited.closeUnclaimed(logger: logger)
+    }
+
+    /// Stops serving status requests (at exit, or once a successor took the socket over).
+    func closeStatusEndpoint() {
+        statusServer?.close()
+        statusServer = nil
+        statusSocketFD = nil
     }
 
     /// Binds the status endpoint (before any privilege drop, like the listeners).
@@ -163,6 +176,7 @@ public final class ServerRuntime {
             readinessChecker = ReadinessChecker(loop: loop)
             if let socket = pendingStatusSocket {
                 pendingStatusSocket = nil
+                statusSocketFD = socket.fd
                 statusServer = try StatusServer(loop: loop, socket: socket) { [unowned self] request, respond in
                     self.handleStatusRequest(request, respond: respond)
                 }
@@ -477,9 +491,9 @@ public final class ServerRuntime {
         logger.info("stopped", metadata: ["exit.code": "\(exitCode)"])
         shared.setControlWakeup(nil)
         exitWatcher?.close()
-        statusServer?.close()
-        statusServer = nil
-        if case .unix(let path) = configuration.status { unlink(path) }  // ours: bound at start
+        closeStatusEndpoint()
+        // Ours to remove, unless a successor now serves it.
+        if !handingOver, case .unix(let path) = configuration.status { unlink(path) }
         watchdogTimer?.close()
         watchdogTimer = nil
         shutdownTimer?.close()

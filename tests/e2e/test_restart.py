@@ -198,3 +198,71 @@ def test_sigusr2_restart_of_run_config_hands_over_every_listener(request, pki, t
         failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
         problems = stop_all([p], failed)
         assert not problems, problems
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_sigusr2_restart_hands_over_the_status_endpoint(proxy, tls, subreaper, kind):
+    """The status socket goes to the new process too: probes never see a refused connection, /status names
+    the new pid after the handover, and the old process neither keeps answering nor removes the socket file."""
+    import json
+    import socket as socketlib
+    if kind == "tcp":
+        sport = free_port()
+        status_arg, connect_to = f"127.0.0.1:{sport}", ("127.0.0.1", sport)
+    else:
+        path = f"/tmp/portcullis-restart-status-{os.getpid()}-{free_port()}.sock"
+        status_arg, connect_to = f"unix:{path}", path
+
+    def get(path_: str) -> tuple[int, bytes]:
+        family = socketlib.AF_INET if kind == "tcp" else socketlib.AF_UNIX
+        with socketlib.socket(family, socketlib.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(connect_to)
+            s.sendall(f"GET {path_} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            raw = b""
+            while chunk := s.recv(65536):
+                raw += chunk
+        head, _, body = raw.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body
+
+    p = proxy(extra=["--status", status_arg, "--shutdown-timeout", "30s"])
+    p.wait_log("status endpoint listening")
+    assert json.loads(get("/status")[1])["pid"] == p.pid
+    failures: list[str] = []
+    probes = [0]
+    stop = threading.Event()
+
+    def probe():
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                assert get("/healthz")[0] == 200
+                probes[0] += 1
+            except Exception as e:  # noqa: BLE001
+                failures.append(f"{type(e).__name__}: {e}")
+            time.sleep(0.01)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    try:
+        mark = len(p.records)
+        p.send_signal(signal.SIGUSR2)
+        started = wait_log_after(p, mark, "restart: new process started", timeout=10)
+        child = int(started["restart.pid"])
+        subreaper.append(child)
+        assert "@status=1" in started["restart.sockets"]
+        wait_log_after(p, mark, "restart: handing over, draining", timeout=30)
+        assert p.wait(20) == 0
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        t.join(10)
+    assert failures == [], failures[:5]
+    assert probes[0] > 10
+    assert json.loads(get("/status")[1])["pid"] == child
+    with tls.connect(p.port) as s:
+        assert echo_roundtrip(s, b"after") == b"after"
+    assert _stop_and_reap(child, timeout=15) == 0
+    subreaper.remove(child)
+    if kind == "unix":
+        assert not os.path.exists(path)  # removed by the process that served it last

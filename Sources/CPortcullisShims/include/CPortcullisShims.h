@@ -31,10 +31,10 @@ int pc_tcp_peer(const uv_tcp_t *handle, char *buf, size_t len);
 
 // ---- Process handover (systemd socket activation, SIGUSR2 re-exec) ----------
 
-// Checks that an inherited fd is a listening TCP (IPv4/IPv6) stream socket, then makes it non-blocking and
+// Checks that an inherited fd is a listening TCP (IPv4/IPv6; with allow_unix also AF_UNIX) stream socket, then makes it non-blocking and
 // close-on-exec and stores its bound address. Returns 0, or -errno of the failed call, or -ENOTSOCK (not a
 // socket), -ESOCKTNOSUPPORT (not SOCK_STREAM), -EAFNOSUPPORT (not IP), -EINVAL (not listening).
-int pc_adopt_listening_socket(int fd, struct sockaddr_storage *bound);
+int pc_adopt_listening_socket(int fd, int allow_unix, struct sockaddr_storage *bound);
 // A copy of fd with FD_CLOEXEC cleared (inheritable) or set, numbered >= 3. Returns the new fd or -errno.
 int pc_dup_fd(int fd, int inheritable);
 // Sets FD_CLOEXEC. Returns 0 or -errno.
