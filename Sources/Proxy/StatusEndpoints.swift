@@ -6,18 +6,8 @@ import TLS
 import Glibc
 #endif
 
-/// Where the status endpoint listens.
-public enum StatusEndpoint: Sendable, Equatable, CustomStringConvertible {
-    case tcp(host: String, port: UInt16)
-    case unix(path: String)
-
-    public var description: String {
-        switch self {
-        case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        case .unix(let path): return "unix:\(path)"
-        }
-    }
-}
+/// Where the status endpoint listens: a TCP address or a Unix socket path, like a target.
+public typealias StatusEndpoint = ListenerConfiguration.Target
 
 /// Checks that a target accepts TCP (or Unix) connections: connect, then close at once.
 final class TargetProbe: StreamSocketDelegate {
