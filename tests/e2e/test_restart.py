@@ -266,3 +266,48 @@ def test_sigusr2_restart_hands_over_the_status_endpoint(proxy, tls, subreaper, k
     subreaper.remove(child)
     if kind == "unix":
         assert not os.path.exists(path)  # removed by the process that served it last
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges to nobody")
+def test_sigusr2_restart_after_a_privilege_drop(proxy, tls, pki, tmp_path, subreaper):
+    """Started as root with --user nobody: the re-executed process is already nobody, keeps being nobody,
+    reads the (nobody-readable) key again and takes over the sockets."""
+    import pwd
+    import shutil
+    nobody = pwd.getpwnam("nobody")
+    import tempfile
+    from pathlib import Path
+    d = Path(tempfile.mkdtemp(prefix="portcullis-nobody-", dir="/tmp"))  # pytest's tmp is root-only (0700)
+    try:
+        _restart_as_nobody(d, nobody, proxy, tls, pki, subreaper)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _restart_as_nobody(d, nobody, proxy, tls, pki, subreaper):
+    import shutil
+    os.chmod(d, 0o755)
+    cert, key = d / "server.pem", d / "server.key"
+    shutil.copy(pki["server"].cert, cert)
+    shutil.copy(pki["server"].key, key)
+    os.chown(key, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(key, 0o600)
+    os.chmod(cert, 0o644)
+    ca = d / "ca.pem"
+    shutil.copy(pki.ca, ca)
+    os.chmod(ca, 0o644)
+    p = proxy(cert=str(cert), key=str(key), cacert=str(ca), extra=["--user", "nobody"])
+    p.wait_log("dropped privileges")
+    mark = len(p.records)
+    p.send_signal(signal.SIGUSR2)
+    started = wait_log_after(p, mark, "restart: new process started", timeout=10)
+    child = int(started["restart.pid"])
+    subreaper.append(child)
+    wait_log_after(p, mark, "restart: handing over, draining", timeout=30)
+    assert p.wait(20) == 0
+    uid_line = next(line for line in open(f"/proc/{child}/status") if line.startswith("Uid:"))
+    assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
+    with tls.connect(p.port) as s:
+        assert echo_roundtrip(s, b"served by nobody") == b"served by nobody"
+    assert _stop_and_reap(child, timeout=15) == 0
+    subreaper.remove(child)
