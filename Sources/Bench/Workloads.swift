@@ -369,7 +369,7 @@ public enum Workloads {
         progress.stop()
         thread.join()
         var result = BenchResult(workload: "idle", target: target.description)
-        result.parameters = [("connections", "\(connections)"), ("pid", "\(pid)")]
+        result.parameters = [("connections", "\(connections)"), ("pid", "\(pid)"), ("settle_s", "\(settleSeconds)")]
         result.values = [("connections_open", Double(ready)),
                          ("rss_kb_before", Double(rssBefore)), ("rss_kb_after", Double(rssAfter)),
                          ("rss_kb_per_connection", ready > 0 ? Double(rssAfter - rssBefore) / Double(ready) : 0)]

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -94,6 +95,8 @@ fail:
     close(fd);
     return rc;
 }
+
+void pc_malloc_trim(void) { (void)malloc_trim(0); }
 
 int pc_listen_unix(const char *path, int backlog) {
     struct sockaddr_un sa;

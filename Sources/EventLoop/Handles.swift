@@ -224,6 +224,12 @@ public func ignoreSIGPIPE() {
     signal(SIGPIPE, SIG_IGN)
 }
 
+/// Hands memory the allocator holds free back to the kernel (glibc keeps freed blocks in its arenas; after a
+/// burst that is resident memory nothing uses). Cheap enough for a sweep every few seconds.
+public func returnFreeMemoryToTheSystem() {
+    pc_malloc_trim()
+}
+
 /// Gives up the CPU briefly (used while waiting for another thread to finish setting up).
 public func yieldThread() {
     sched_yield()

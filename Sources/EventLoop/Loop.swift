@@ -92,6 +92,9 @@ public final class BufferPool {
     private var free: [UnsafeMutableRawPointer] = []
     /// Buffers kept for reuse; beyond this, returned buffers are released (bounds idle memory).
     private let maxCached: Int
+    /// The fewest buffers cached at any moment since the last `releaseUnused()`: that many sat unused the
+    /// whole time.
+    private var lowestCached = 0
 
     init(capacity: Int, maxCached: Int = 256) {
         self.capacity = capacity
@@ -106,6 +109,7 @@ public final class BufferPool {
     public func take() -> WriteBuffer {
         let block = free.popLast()
             ?? UnsafeMutableRawPointer.allocate(byteCount: WriteBuffer.headerSize + capacity, alignment: 16)
+        lowestCached = min(lowestCached, free.count)
         return WriteBuffer(block: block, capacity: capacity)
     }
 
@@ -115,6 +119,18 @@ public final class BufferPool {
         } else {
             buffer.block.deallocate()
         }
+    }
+
+    /// Frees the buffers that stayed in the cache since the previous call (none was needed in that interval),
+    /// so memory taken by one burst is given back once traffic calms down, while a steady load keeps what it
+    /// uses. Returns how many were freed.
+    @discardableResult
+    public func releaseUnused() -> Int {
+        let unused = lowestCached
+        for block in free.suffix(unused) { block.deallocate() }
+        free.removeLast(unused)
+        lowestCached = free.count
+        return unused
     }
 
     /// Buffers currently cached (for tests and metrics).

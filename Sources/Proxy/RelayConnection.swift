@@ -41,7 +41,7 @@ final class RelayConnection: StreamSocketDelegate {
     /// Client mode: where this worker keeps the remote's latest session, to resume instead of a full
     /// handshake; `nil` once this connection has stored its own (or in server mode).
     private var sessionCache: ClientSessionCache?
-    private var lastActivity: UInt64
+    private(set) var lastActivity: UInt64
     private var openSockets = 1
     private var pendingShutdowns = 0
     /// After refusing a TLS client: keep reading (and discarding) until it closes, so a client still
@@ -352,6 +352,9 @@ final class RelayConnection: StreamSocketDelegate {
         plainSide?.startReading()
         // Records that arrived with the handshake's last flight are already buffered in the session.
         pumpTLSToPlain()
+        // The handshake's record buffers are not needed until the next record arrives: an idle connection
+        // then costs mostly its sockets and session (nothing is freed while bytes are pending).
+        session.releaseBuffers()
     }
 
     // MARK: relay

@@ -65,6 +65,9 @@ final class Worker: @unchecked Sendable {
     private var connections: [UInt64: RelayConnection] = [:]
     private var draining = false
     private var expirySweep: Timer?
+    /// Frees the TLS record buffers of connections quiet for `idleBufferMs` (see `releaseIdleBuffers`).
+    private var idleBufferSweep: Timer?
+    static let idleBufferMs: UInt64 = 5000
     private var failureLogLimiter: LogRateLimiter?
     private var refusalLogLimiter: LogRateLimiter?
 
@@ -93,6 +96,9 @@ final class Worker: @unchecked Sendable {
             shared.workerExited(failed: true)
             return
         }
+        let sweep = Timer(loop: loop)
+        sweep.start(after: Worker.idleBufferMs, repeat: Worker.idleBufferMs) { [unowned self] in self.releaseIdleBuffers() }
+        idleBufferSweep = sweep
         failureLogLimiter = LogRateLimiter(now: loop.now)
         refusalLogLimiter = LogRateLimiter(now: loop.now)
         mailbox.withLock { $0.wakeup = wakeup?.sender }
@@ -102,6 +108,7 @@ final class Worker: @unchecked Sendable {
         slots = [:]
         wakeup = nil
         expirySweep = nil
+        idleBufferSweep = nil
         loop = nil
         shared.workerExited(failed: false)
     }
@@ -248,6 +255,18 @@ final class Worker: @unchecked Sendable {
         }
     }
 
+    /// Connections quiet for a while give back OpenSSL's ~34 KiB of record buffers; an active one never pays
+    /// for this (it is not touched), a connection that wakes up pays one allocation per direction.
+    private func releaseIdleBuffers() {
+        let now = loop.now
+        for connection in connections.values where connection.isEstablished
+            && now &- connection.lastActivity >= Worker.idleBufferMs {
+            connection.session.releaseBuffers()
+        }
+        // Write buffers a burst left in this loop's cache that nothing used since the last sweep.
+        if loop.writeBuffers.releaseUnused() > 0 { returnFreeMemoryToTheSystem() }
+    }
+
     private func closeExpiredConnections() {
         let now = Int64(time(nil))
         for connection in connections.values where connection.settings.closeAtCertExpiry && connection.isEstablished {
@@ -268,6 +287,8 @@ final class Worker: @unchecked Sendable {
         }
         expirySweep?.close()
         expirySweep = nil
+        idleBufferSweep?.close()
+        idleBufferSweep = nil
         shared.noteAccepting(worker: index, listeners: [])
         if connections.isEmpty { finishDrain() }
     }

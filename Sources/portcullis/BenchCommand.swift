@@ -248,11 +248,14 @@ extension BenchCommand {
         static let configuration = CommandConfiguration(abstract: "Memory per idle connection of the terminator (VmRSS, PSS).")
         @OptionGroup var options: TargetOptions
         @Option(help: "Idle connections to open.") var connections = 2000
+        @Option(help: "Seconds to hold them idle before reading the memory (long-lived idle connections: 10).")
+        var settle: Double = 1
 
         func run() throws {
             guard let pid = options.pid else { throw CommandFailure(message: "--pid is required: whose memory to measure", code: 2) }
+            guard settle >= 0, settle <= 600 else { throw CommandFailure(message: "--settle \(settle): use 0-600 seconds", code: 2) }
             let target = try options.makeTarget()
-            let result = try Workloads.idle(target: target, connections: connections, pid: pid)
+            let result = try Workloads.idle(target: target, connections: connections, pid: pid, settleSeconds: settle)
             emit(result, json: options.json)
         }
     }

@@ -148,3 +148,25 @@ import Glibc
         #expect(abstract.variablesForSuccessor == ["NOTIFY_SOCKET=@x"])
     }
 }
+
+@Suite("Write-buffer cache")
+struct BufferPoolTests {
+    @Test func buffersUnusedForAWholeIntervalAreFreed() throws {
+        let loop = try Loop()
+        let pool = loop.writeBuffers
+        var taken = (0..<10).map { _ in pool.take() }
+        taken.forEach(pool.give)
+        taken = []
+        #expect(pool.cachedCount == 10)
+        #expect(pool.releaseUnused() == 0)       // the first interval started with an empty cache
+        let busy = (0..<3).map { _ in pool.take() }
+        busy.forEach(pool.give)
+        #expect(pool.releaseUnused() == 7)       // 3 were needed at once; 7 sat unused throughout
+        #expect(pool.cachedCount == 3)
+        #expect(pool.releaseUnused() == 3)       // a quiet interval: everything goes
+        #expect(pool.cachedCount == 0)
+        let again = pool.take()                  // and the pool still works
+        pool.give(again)
+        #expect(pool.cachedCount == 1)
+    }
+}

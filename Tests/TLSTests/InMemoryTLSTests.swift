@@ -159,6 +159,34 @@ func policy(cn: String) throws -> AccessPolicy {
         }
     }
 
+    @Test func recordBuffersAreReleasedBetweenBurstsAndComeBack() throws {
+        let pki = try TestPKI()
+        let creds = try pki.client("alice", subject: .init([("CN", "alice")]))
+        let server = try TLSSession(context: pki.serverContext(policy: policy(cn: "alice")))
+        let client = try TLSSession(context: pki.clientContext(cert: creds.cert, key: creds.key))
+        let (c, s) = handshake(client, server)
+        #expect(c == .complete && s == .complete)
+        pump(client, server)
+        _ = drain(server)
+        _ = drain(client)  // the tickets
+        #expect(server.releaseBuffers())
+        #expect(client.releaseBuffers())
+        let payload = [UInt8](repeating: 7, count: 100_000)
+        for (from, to) in [(client, server), (server, client)] {
+            #expect(payload.withUnsafeBytes { from.write($0) } == nil)
+            var received: [UInt8] = []
+            while received.count < payload.count {
+                pump(client, server)
+                let (bytes, failure) = drain(to)
+                #expect(failure == nil)
+                if bytes.isEmpty { break }
+                received += bytes
+            }
+            #expect(received == payload)
+            #expect(from.releaseBuffers() && to.releaseBuffers())
+        }
+    }
+
     @Test func deniedClientFailsInsideTheHandshakeWithAnAlert() throws {
         let pki = try TestPKI()
         let creds = try pki.client("mallory", subject: .init([("CN", "mallory")]))

@@ -313,3 +313,23 @@ def test_idle_timeout(proxy, tls):
     assert 0.5 <= elapsed <= 5, f"idle connection closed after {elapsed:.1f}s ({how})"
     rec = p.wait_log("connection closed", timeout=5, **{"conn.peer": peer})
     assert rec["close.reason"], rec
+
+
+def test_connections_quiet_past_the_buffer_sweep_keep_relaying(proxy, tls):
+    """Connections quiet for 5 s give OpenSSL's record buffers back (the worker's sweep); both a connection
+    that went quiet and one that was mid-stream carry on intact afterwards, in both directions."""
+    p = proxy()
+    quiet = tls.connect(p.port)
+    assert echo_roundtrip(quiet, b"before") == b"before"
+    busy = tls.connect(p.port)
+    payload = os.urandom(1 << 20)
+    stop = time.monotonic() + 6.5
+    while time.monotonic() < stop:                 # keeps one connection busy across the sweeps
+        assert echo_roundtrip(busy, payload[:65536]) == payload[:65536]
+        time.sleep(0.2)
+    assert echo_roundtrip(quiet, b"after the sweep") == b"after the sweep"
+    quiet.sendall(payload)
+    assert recv_exact(quiet, len(payload), timeout=20) == payload
+    assert echo_roundtrip(busy, b"still") == b"still"
+    quiet.close()
+    busy.close()

@@ -21,6 +21,8 @@ int pc_listen_socket(const char *ip, int port, int backlog, int reuseport, int *
 /// A listening Unix stream socket at `path` (non-blocking, close-on-exec). A stale socket file nobody
 /// accepts on is replaced; a live one gives -EADDRINUSE. Returns the fd or -errno.
 int pc_listen_unix(const char *path, int backlog);
+/// malloc_trim(0): return free heap memory of every arena to the kernel.
+void pc_malloc_trim(void);
 
 // sockaddr construction without exposing sockaddr_storage layouts to Swift. Returns 0 or -errno.
 int pc_sockaddr_make(const char *ip, int port, struct sockaddr_storage *out);
