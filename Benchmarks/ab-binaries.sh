@@ -38,7 +38,13 @@ for which in old new; do
         --cacert ca.pem --allow-cn ab-client --workers 2 --log-level error "${ROOT_ARGS[@]}" 2>/dev/null &
     PID[$which]=$!; PIDS+=($!)
 done
-sleep 1
+for which in old new; do   # both must accept before any load, or the comparison means nothing
+    for _ in $(seq 50); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', ${PORT[$which]}), 0.2)" 2>/dev/null && continue 2
+        sleep 0.1
+    done
+    echo "ab-binaries: the $which binary is not accepting on 127.0.0.1:${PORT[$which]}" >&2; exit 1
+done
 TLS=(--cert client.pem --key client.key --cacert ca.pem --server-name localhost --duration "$DURATION" --json)
 for round in $(seq "$ROUNDS"); do
     for which in old new; do
