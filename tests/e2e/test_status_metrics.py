@@ -181,6 +181,8 @@ def test_readyz_follows_the_target(tmp_path, started, pki):
     b = Backend("echo", unix_path=path)
     try:
         p, port, sport, _ = run_with_status(tmp_path, started, pki, f"unix:{path}")
+        # Ready once every worker accepts (they start just after the "listening" line).
+        wait_until(lambda: http_get(sport, "/readyz")[0] == 200, timeout=10, what="/readyz 200 at start")
         status, _, body = http_get(sport, "/readyz")
         doc = json.loads(body)
         assert status == 200, doc
