@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Instructions the server spends, counted by valgrind's callgrind: repeatable whatever else the machine does.
 
-    python3 Benchmarks/callgrind_server.py BIN [BIN…] [--connections 100] [--mib 200]
+    python3 Benchmarks/callgrind_server.py BIN [BIN…] [--connections 100] [--mib 200] [--requests 2000]
 
 For each binary: starts `BIN server` (one worker) under callgrind in front of an in-process sink/echo backend,
-then (a) opens --connections TLS connections one after another (full handshake, 4-byte echo, close) and (b)
-uploads --mib MiB over one connection; a run with no traffic gives the start-up cost, subtracted from both.
-Prints instructions per connection and per MiB. valgrind cannot read the Swift binary's DWARF, so a copy
+then (a) opens --connections TLS connections one after another (full handshake, 4-byte echo, close), (b)
+uploads --mib MiB over one connection and (c) makes --requests 64-byte echo round trips over one connection;
+a run with no traffic gives the start-up cost, subtracted from each. Prints instructions per connection, per
+MiB and per request. valgrind cannot read the Swift binary's DWARF, so a copy
 with the debug sections stripped (symbols kept) is what runs. Loopback only; every process is stopped.
 """
 import argparse
@@ -45,9 +46,12 @@ def backend():
 
     def serve(c):
         with c:
-            while data := c.recv(1 << 20):
-                if len(data) < 64:
-                    c.sendall(data)
+            try:
+                while data := c.recv(1 << 20):
+                    if len(data) <= 64:
+                        c.sendall(data)
+            except OSError:  # the proxy went away (each measured run ends by stopping it)
+                pass
 
     def accept():
         while True:
@@ -65,9 +69,9 @@ def free_port():
     return port
 
 
-def count(binary, d, target_port, connections, mib):
+def count(binary, d, target_port, connections, mib, requests=0):
     port = free_port()
-    out = os.path.join(d, f"callgrind.{connections}.{mib}.out")
+    out = os.path.join(d, f"callgrind.{connections}.{mib}.{requests}.out")
     args = [binary, "server", "--listen", f"127.0.0.1:{port}", "--target", f"127.0.0.1:{target_port}",
             "--cert", f"{d}/server.pem", "--key", f"{d}/server.key", "--cacert", f"{d}/ca.pem",
             "--allow-cn", "cg-client", "--workers", "1", "--log-level", "error"]
@@ -95,6 +99,14 @@ def count(binary, d, target_port, connections, mib):
                 chunk = os.urandom(1 << 16)
                 for _ in range(mib * 16):
                     s.sendall(chunk)
+        if requests:
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost") as s:
+                message = b"m" * 64
+                for _ in range(requests):
+                    s.sendall(message)
+                    got = b""
+                    while len(got) < 64:
+                        got += s.recv(64 - len(got))
         time.sleep(1)
     finally:
         proc.terminate()
@@ -108,13 +120,14 @@ def main():
     ap.add_argument("binaries", nargs="+")
     ap.add_argument("--connections", type=int, default=100)
     ap.add_argument("--mib", type=int, default=200)
+    ap.add_argument("--requests", type=int, default=2000)
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="portcullis-callgrind-")
     try:
         make_pki(d)
         target = backend()
-        print("| binary | instructions per connection (handshake, echo, close) | instructions per MiB relayed |")
-        print("|---|---|---|")
+        print("| binary | instructions per connection (handshake, echo, close) | per MiB relayed | per 64 B echo request |")
+        print("|---|---|---|---|")
         for binary in a.binaries:
             copy = os.path.join(d, "portcullis")
             shutil.copy(binary, copy)
@@ -122,7 +135,9 @@ def main():
             idle = count(copy, d, target, 0, 0)
             per_conn = (count(copy, d, target, a.connections, 0) - idle) / a.connections
             per_mib = (count(copy, d, target, 0, a.mib) - idle) / a.mib
-            print(f"| {binary} | {per_conn / 1e6:.3f} M | {per_mib / 1e6:.3f} M |", flush=True)
+            # The connection carrying the requests costs one handshake: take it out.
+            per_request = (count(copy, d, target, 0, 0, a.requests) - idle - per_conn) / a.requests
+            print(f"| {binary} | {per_conn / 1e6:.3f} M | {per_mib / 1e6:.3f} M | {per_request / 1e3:.1f} k |", flush=True)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
