@@ -210,8 +210,13 @@ final class MetricsExporter {
         MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 
+    /// One series' identity: name and label pairs.
+    private func seriesKey(_ name: String, _ labels: [(String, String)]) -> String {
+        name + "{" + labels.map { $0.0 + "=" + $0.1 }.joined(separator: ",") + "}"
+    }
+
     private func counter(_ name: String, _ help: String, _ labels: [(String, String)], total: UInt64) {
-        let key = name + "{" + labels.map { $0.0 + "=" + $0.1 }.joined(separator: ",") + "}"
+        let key = seriesKey(name, labels)
         let previous = exported[key] ?? 0
         let counter = metrics.registry.makeCounter(descriptor: descriptor(name, help), labels: labels)
         if total > previous { counter.increment(by: Int64(total - previous)) }
@@ -221,7 +226,7 @@ final class MetricsExporter {
     private func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) {
         let gauge = metrics.registry.makeGauge(descriptor: descriptor(name, help), labels: labels)
         gauge.set(to: value)
-        gaugesThisScrape[name + "{" + labels.map { $0.0 + "=" + $0.1 }.joined(separator: ",") + "}"] = gauge
+        gaugesThisScrape[seriesKey(name, labels)] = gauge
     }
 
     func render(_ gauges: GaugeSnapshot) -> [UInt8] {

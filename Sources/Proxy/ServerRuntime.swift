@@ -133,9 +133,7 @@ public final class ServerRuntime {
             }
         } catch {
             if error.isAddressInUse {
-                return try { () throws(StartupError) -> ListeningSocket in
-                    throw StartupError("\(settingName) '\(endpoint)': address already in use (another process listens there; stop it or choose another address)")
-                }()
+                throw StartupError("\(settingName) '\(endpoint)': address already in use (another process listens there; stop it or choose another address)")
             }
             throw StartupError("\(settingName) '\(endpoint)': cannot listen: \(error.message)")
         }
