@@ -70,7 +70,38 @@ def wait_until(pred, timeout: float, interval: float = 0.05, what: str = "condit
 # ----------------------------------------------------------------------------------------------
 # Plaintext backends (the proxy's target)
 # ----------------------------------------------------------------------------------------------
-class Backend:
+class AcceptingServer:
+    """A listening socket served by a daemon accept thread: each accepted connection is counted in
+    `accepted`, kept in `conns`, and handed to `self._serve(c)` on a thread of its own. Subclasses set up
+    `self.sock` (bound and listening) and call `self._start_accepting()`; `_closed` stops the loop."""
+
+    def _start_accepting(self):
+        self.lock = getattr(self, "lock", None) or threading.Lock()
+        self.accepted = 0
+        self.conns: list[socket.socket] = []
+        self._closed = False
+        self.sock.settimeout(0.2)
+        self.thread = threading.Thread(target=self._accept_loop, name=f"{type(self).__name__}-accept", daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self):
+        while not self._closed:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket):
+        raise NotImplementedError
+
+
+class Backend(AcceptingServer):
     """Threaded plaintext server that counts everything.
 
     mode "echo":    echo bytes back; on EOF shut down write and close.
@@ -85,14 +116,10 @@ class Backend:
         assert mode in ("echo", "trailer", "sink", "banner", "hold")
         self.mode = mode
         self.unix_path = unix_path
-        self.lock = threading.Lock()
-        self.accepted = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.eofs = 0  # connections on which the backend saw EOF from the proxy
-        self.conns: list[socket.socket] = []
         self.eof_event = threading.Event()
-        self._closed = False
         if unix_path:
             try:
                 os.unlink(unix_path)
@@ -108,22 +135,8 @@ class Backend:
             self.port = self.sock.getsockname()[1]
             self.address = f"127.0.0.1:{self.port}"
         self.sock.listen(128)
-        self.sock.settimeout(0.2)
-        self.thread = threading.Thread(target=self._accept_loop, name="backend-accept", daemon=True)
-        self.thread.start()
+        self._start_accepting()
 
-    def _accept_loop(self):
-        while not self._closed:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-                self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), name="backend-conn", daemon=True).start()
 
     def _serve(self, c: socket.socket):
         total = 0
@@ -801,7 +814,7 @@ def load_example_module(system: str, name: str = "check"):
     return mod
 
 
-class TLSRecorder:
+class TLSRecorder(AcceptingServer):
     """A real TLS server (Python ssl, TLS 1.3) on a free loopback port that records what each connection
     did: whether its handshake completed and how many application bytes it received. Used to show that a
     client-mode Portcullis sends no plaintext byte to a server it refused. Client certificates are requested
@@ -819,27 +832,11 @@ class TLSRecorder:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.lock = threading.Lock()
-        self.accepted = 0
         self.handshakes_ok = 0
         self.handshake_errors: list[str] = []
         self.app_bytes = 0
-        self._closed = False
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
+        self._start_accepting()
 
-    def _accept_loop(self):
-        while not self._closed:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
         c.settimeout(10)

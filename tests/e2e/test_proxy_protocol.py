@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 
 import pytest
 
-from harness import ConfigFile, echo_roundtrip, free_port, listener_config, start_run, stop_all, wait_until
+from harness import AcceptingServer, ConfigFile, echo_roundtrip, free_port, listener_config, start_run, stop_all, wait_until
 
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -68,14 +67,12 @@ def parse_v2(c: socket.socket) -> dict:
     return {"family": family, "src": (src, sport), "dst": (dst, dport), "tlvs": top, "types": types, "ssl": ssl}
 
 
-class ProxyV2Backend:
+class ProxyV2Backend(AcceptingServer):
     """Plaintext target that requires a PROXY v2 header, records it, then echoes. `raw=True` records the first
     bytes verbatim instead (to prove that no header is sent)."""
 
     def __init__(self, raw: bool = False):
         self.raw = raw
-        self.lock = threading.Lock()
-        self.accepted = 0
         self.headers: list[dict] = []
         self.first_bytes: list[bytes] = []
         self.errors: list[str] = []
@@ -83,22 +80,7 @@ class ProxyV2Backend:
         self.sock.bind(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self._closed = False
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self.thread.start()
-
-    def _accept_loop(self):
-        while not self._closed:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+        self._start_accepting()
 
     def _serve(self, c: socket.socket):
         c.settimeout(10)
