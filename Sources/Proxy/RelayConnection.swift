@@ -513,19 +513,40 @@ final class RelayConnection: StreamSocketDelegate {
         handshakeCompleted = true
         stats.handshakeDuration.recordNanoseconds(Int64(truncatingIfNeeded: Loop.monotonicNanoseconds &- handshakeStartedAt))
         let resumed = session.isResumed
-        let rule = admittingRule
+        let rule = admission?.metricsRule
         stats.count { counts in
             if resumed { counts.handshakesResumed += 1 } else { counts.handshakesFull += 1 }
             if let rule { counts.allowedByRule[rule, default: 0] += 1 }
         }
     }
 
-    /// The rule that admitted the peer: a policy rule, or (client mode without identity rules) the server
-    /// name it was verified against.
-    var admittingRule: String? {
+    /// What admitted the peer: a policy rule, or (client mode without identity rules) the server name it was
+    /// verified against.
+    enum Admission {
+        case rule(String)
+        case serverName(String)
+
+        /// For the audit line: the rule, or `server-name=<name>`.
+        var auditRule: String {
+            switch self {
+            case .rule(let name): return name
+            case .serverName(let name): return "server-name=" + name
+            }
+        }
+
+        /// For metrics: the rule, or `server-name` (the name itself would add a label value per target).
+        var metricsRule: String {
+            switch self {
+            case .rule(let name): return name
+            case .serverName: return "server-name"
+            }
+        }
+    }
+
+    var admission: Admission? {
         let configuration = session.context.configuration
-        if mode == .client, configuration.verifyServerName, configuration.serverName != nil { return "server-name" }
-        return session.decision?.ruleName
+        if mode == .client, configuration.verifyServerName, let name = configuration.serverName { return .serverName(name) }
+        return session.decision?.ruleName.map(Admission.rule)
     }
 
     /// Ends the connection after telling both peers: a pending alert or close_notify (once the handshake

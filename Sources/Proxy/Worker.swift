@@ -336,13 +336,7 @@ final class Worker: @unchecked Sendable {
         metadata["tls.cipher"] = "\(session.cipherName)"
         metadata["tls.resumed"] = "\(session.isResumed)"
         if let sni = session.serverNameIndication { metadata["tls.sni"] = "\(sni)" }
-        let tlsConfiguration = session.context.configuration
-        if connection.mode == .client, tlsConfiguration.verifyServerName, let name = tlsConfiguration.serverName {
-            // Client mode without identity rules: the server was admitted by its name.
-            metadata["policy.rule"] = "server-name=\(name)"
-        } else if let rule = session.decision?.ruleName {
-            metadata["policy.rule"] = "\(rule)"
-        }
+        if let admission = connection.admission { metadata["policy.rule"] = "\(admission.auditRule)" }
         metadata["target"] = "\(connection.settings.targetDescription)"
         metadata["bytes.up"] = "\(connection.bytesUp)"
         metadata["bytes.down"] = "\(connection.bytesDown)"
