@@ -57,7 +57,7 @@ extension ServerRuntime {
                 }
                 groups.append((listener.name, fds))
             }
-            if let fd = statusSocketFD {
+            if let fd = statusServer?.descriptor {
                 passed.append(try Descriptor.inheritableCopy(fd))
                 groups.append((InheritedSockets.statusGroup, [passed.last!]))
             }

@@ -33,8 +33,6 @@ public final class ServerRuntime {
     var listenerSockets: [String: ListenerSockets] = [:]
     private(set) var configurationGeneration: UInt64 = 1
     private var pendingStatusSocket: ListeningSocket?
-    /// The status endpoint's descriptor (owned by its listener), handed over on a SIGUSR2 restart.
-    private(set) var statusSocketFD: Int32?
 
     private(set) var workers: [Worker] = []
     private var threads: [LoopThread] = []
@@ -53,7 +51,7 @@ public final class ServerRuntime {
     private var ticketRotation: Timer?
     private var shutdownTimer: Timer?
     private var exitWatcher: AsyncWakeup?
-    private var statusServer: StatusServer?
+    private(set) var statusServer: StatusServer?
     private(set) var metricsExporter: MetricsExporter?
     private(set) var readinessChecker: ReadinessChecker?
     private var watchdogTimer: Timer?
@@ -121,7 +119,6 @@ public final class ServerRuntime {
     func closeStatusEndpoint() {
         statusServer?.close()
         statusServer = nil
-        statusSocketFD = nil
     }
 
     /// Binds the status endpoint (before any privilege drop, like the listeners).
@@ -174,7 +171,6 @@ public final class ServerRuntime {
             readinessChecker = ReadinessChecker(loop: loop)
             if let socket = pendingStatusSocket {
                 pendingStatusSocket = nil
-                statusSocketFD = socket.fd
                 statusServer = try StatusServer(loop: loop, socket: socket) { [unowned self] request, respond in
                     self.handleStatusRequest(request, respond: respond)
                 }

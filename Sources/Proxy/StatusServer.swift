@@ -91,12 +91,15 @@ final class StatusServer {
 
     private let loop: Loop
     private var listener: TCPListener?
+    /// The listening descriptor (owned by `listener`), handed over on a SIGUSR2 restart.
+    let descriptor: Int32
     private let handler: Handler
     private var connections: [ObjectIdentifier: StatusConnection] = [:]
 
     init(loop: Loop, socket: ListeningSocket, handler: @escaping Handler) throws(UVError) {
         self.loop = loop
         self.handler = handler
+        descriptor = socket.fd
         listener = try TCPListener(loop: loop, socket: socket) { [unowned self] client in self.accept(client) }
     }
 
