@@ -64,19 +64,25 @@ public struct LineLogHandler: LogHandler {
     }
 }
 
-/// RFC 3339 UTC timestamp with milliseconds.
+/// RFC 3339 UTC timestamp of now, with milliseconds (log lines).
 func timestamp() -> String {
     var now = timespec()
     clock_gettime(CLOCK_REALTIME, &now)
-    var seconds = now.tv_sec
+    return iso8601(Int64(now.tv_sec), milliseconds: Int32(now.tv_nsec / 1_000_000))
+}
+
+/// RFC 3339 UTC timestamp: `2026-11-22T16:45:00Z`, or `2026-11-22T16:45:00.123Z` with `milliseconds`.
+func iso8601(_ epoch: Int64, milliseconds: Int32? = nil) -> String {
+    var seconds = time_t(epoch)
     var parts = tm()
     gmtime_r(&seconds, &parts)
-    func pad(_ value: Int32, _ width: Int) -> String {
+    func pad(_ value: Int32, _ width: Int = 2) -> String {
         let s = String(value)
         return String(repeating: "0", count: max(0, width - s.count)) + s
     }
-    return "\(parts.tm_year + 1900)-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-        + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
+    let fraction = milliseconds.map { "." + pad($0, 3) } ?? ""
+    return "\(parts.tm_year + 1900)-\(pad(parts.tm_mon + 1))-\(pad(parts.tm_mday))T"
+        + "\(pad(parts.tm_hour)):\(pad(parts.tm_min)):\(pad(parts.tm_sec))\(fraction)Z"
 }
 
 /// Bounds how many lines of one kind a loop writes: a scan or a flood of failing handshakes must not

@@ -222,12 +222,3 @@ extension ServerRuntime {
         return "{" + fields.joined(separator: ",") + "}"
     }
 }
-
-/// `2026-11-22T16:45:00Z`.
-func iso8601(_ epoch: Int64) -> String {
-    var seconds = time_t(epoch)
-    var parts = tm()
-    gmtime_r(&seconds, &parts)
-    func two(_ n: Int32) -> String { n < 10 ? "0\(n)" : "\(n)" }
-    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
-}

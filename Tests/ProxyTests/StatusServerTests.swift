@@ -42,6 +42,7 @@ struct HTTPRequestHeadTests {
     @Test func timestampsAreUTC() {
         #expect(iso8601(0) == "1970-01-01T00:00:00Z")
         #expect(iso8601(1_795_000_000) == "2026-11-18T11:06:40Z")
+        #expect(iso8601(1_795_000_000, milliseconds: 7) == "2026-11-18T11:06:40.007Z")  // the log lines' form
     }
 }
 
