@@ -64,7 +64,8 @@ let package = Package(
 
         .testTarget(name: "PolicyTests", dependencies: ["Policy"], swiftSettings: strictSettings),
         .testTarget(name: "ConfigTests", dependencies: ["Config", "Policy"], swiftSettings: strictSettings),
-        .testTarget(name: "TLSTests", dependencies: ["TLS", "Policy"], swiftSettings: strictSettings),
+        // Tests may reach OpenSSL directly to build the objects they feed the bridge (sessions, stacks).
+        .testTarget(name: "TLSTests", dependencies: ["TLS", "Policy", "COpenSSL"], swiftSettings: strictSettings),
         .testTarget(name: "BenchTests", dependencies: ["Bench", .product(name: "Histogram", package: "hdrhistogram-swift")],
                     swiftSettings: strictSettings),
         .testTarget(name: "ProxyTests", dependencies: ["Proxy", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSettings),

@@ -209,6 +209,8 @@ long pc_ssl_ctx_set_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_mode(ctx,
 long pc_ssl_ctx_set_session_cache_mode(SSL_CTX *ctx, long m) { return SSL_CTX_set_session_cache_mode(ctx, m); }
 int pc_ssl_set_sni(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
 int pc_ssl_ctx_set_groups(SSL_CTX *ctx, const char *groups) { return (int)SSL_CTX_set1_groups_list(ctx, groups); }
+int pc_ssl_ctx_get0_chain_certs(SSL_CTX *ctx, STACK_OF(X509) **chain) { return (int)SSL_CTX_get0_chain_certs(ctx, chain); }
+int pc_ssl_ctx_build_cert_chain(SSL_CTX *ctx, long flags) { return (int)SSL_CTX_build_cert_chain(ctx, flags); }
 uint64_t pc_op_no_compression(void) { return SSL_OP_NO_COMPRESSION; }
 uint64_t pc_op_no_renegotiation(void) { return SSL_OP_NO_RENEGOTIATION; }
 uint64_t pc_op_cipher_server_preference(void) { return SSL_OP_CIPHER_SERVER_PREFERENCE; }
@@ -288,121 +290,6 @@ int pc_x509_spki_sha256(X509 *cert, unsigned char out[32]) {
 
 int pc_ssl_ex_index(void) {
     return SSL_get_ex_new_index(0, "portcullis-session", NULL, NULL, NULL);
-}
-
-static pc_ticket_check_fn ticket_check_fn;
-
-static int pc_ticket_generate_cb(SSL *s, void *arg) {
-    uint64_t generation = (uint64_t)(uintptr_t)arg;
-    SSL_SESSION *session = SSL_get_session(s);
-    return session != NULL && SSL_SESSION_set1_ticket_appdata(session, &generation, sizeof generation) == 1;
-}
-
-static SSL_TICKET_RETURN pc_ticket_decrypt_cb(SSL *s, SSL_SESSION *ss, const unsigned char *keyname,
-                                              size_t keyname_len, SSL_TICKET_STATUS status, void *arg) {
-    (void)keyname; (void)keyname_len;
-    switch (status) {
-    case SSL_TICKET_SUCCESS:
-    case SSL_TICKET_SUCCESS_RENEW: {
-        uint64_t issued = 0;
-        void *data = NULL;
-        size_t len = 0;
-        int same = SSL_SESSION_get0_ticket_appdata(ss, &data, &len) == 1 && len == sizeof issued &&
-                   (memcpy(&issued, data, sizeof issued), issued == (uint64_t)(uintptr_t)arg);
-        if (ticket_check_fn == NULL || ticket_check_fn(s, ss, same) != 1) return SSL_TICKET_RETURN_IGNORE_RENEW;
-        // A ticket from an older generation is replaced by a fresh one stamped with the current generation.
-        return status == SSL_TICKET_SUCCESS && same ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
-    }
-    case SSL_TICKET_EMPTY:
-    case SSL_TICKET_NO_DECRYPT:
-        return SSL_TICKET_RETURN_IGNORE_RENEW;
-    default:
-        return SSL_TICKET_RETURN_ABORT;
-    }
-}
-
-int pc_ssl_ctx_set_ticket_check(SSL_CTX *ctx, pc_ticket_check_fn fn, uint64_t generation) {
-    // One process-wide function pointer: every context uses the same Swift entry point, which finds its
-    // owner through the SSL's ex_data.
-    ticket_check_fn = fn;
-    return SSL_CTX_set_session_ticket_cb(ctx, pc_ticket_generate_cb, pc_ticket_decrypt_cb,
-                                         (void *)(uintptr_t)generation);
-}
-
-// ---- shared ticket keys ---------------------------------------------------------------------------------
-
-#include <openssl/core_names.h>
-#include <openssl/rand.h>
-#include <pthread.h>
-
-#define PC_TICKET_KEYS 3  /* current + two previous: a ticket stays usable for two rotation periods */
-
-typedef struct {
-    unsigned char name[16];
-    unsigned char aes[32];
-    unsigned char hmac[32];
-    int valid;
-} pc_ticket_key;
-
-static pc_ticket_key ticket_keys[PC_TICKET_KEYS];  /* [0] is current */
-static pthread_rwlock_t ticket_keys_lock = PTHREAD_RWLOCK_INITIALIZER;
-
-int pc_ticket_keys_rotate(void) {
-    pc_ticket_key fresh;
-    if (RAND_bytes(fresh.name, sizeof fresh.name) != 1 || RAND_priv_bytes(fresh.aes, sizeof fresh.aes) != 1 ||
-        RAND_priv_bytes(fresh.hmac, sizeof fresh.hmac) != 1)
-        return 0;
-    fresh.valid = 1;
-    pthread_rwlock_wrlock(&ticket_keys_lock);
-    OPENSSL_cleanse(&ticket_keys[PC_TICKET_KEYS - 1], sizeof ticket_keys[0]);
-    memmove(&ticket_keys[1], &ticket_keys[0], sizeof ticket_keys[0] * (PC_TICKET_KEYS - 1));
-    ticket_keys[0] = fresh;
-    pthread_rwlock_unlock(&ticket_keys_lock);
-    OPENSSL_cleanse(&fresh, sizeof fresh);
-    return 1;
-}
-
-static int set_ticket_ciphers(const pc_ticket_key *key, unsigned char *iv, EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx,
-                              int enc) {
-    OSSL_PARAM params[3];
-    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)key->hmac, sizeof key->hmac);
-    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"sha256", 0);
-    params[2] = OSSL_PARAM_construct_end();
-    if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, key->aes, iv, enc) != 1) return 0;
-    return EVP_MAC_CTX_set_params(hctx, params) == 1;
-}
-
-static int pc_ticket_key_cb(SSL *s, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
-                            EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc) {
-    (void)s;
-    int rc = 0;
-    pthread_rwlock_rdlock(&ticket_keys_lock);
-    if (enc) {
-        if (ticket_keys[0].valid && RAND_bytes(iv, 16) == 1) {
-            memcpy(key_name, ticket_keys[0].name, 16);
-            rc = set_ticket_ciphers(&ticket_keys[0], iv, cctx, hctx, 1) ? 1 : -1;
-        } else {
-            rc = -1;
-        }
-    } else {
-        for (int i = 0; i < PC_TICKET_KEYS; i++) {
-            if (ticket_keys[i].valid && memcmp(key_name, ticket_keys[i].name, 16) == 0) {
-                // 2 = valid but issued under an older key: OpenSSL then issues a renewed ticket.
-                rc = set_ticket_ciphers(&ticket_keys[i], iv, cctx, hctx, 0) ? (i == 0 ? 1 : 2) : -1;
-                break;
-            }
-        }
-    }
-    pthread_rwlock_unlock(&ticket_keys_lock);
-    return rc;
-}
-
-int pc_ssl_ctx_use_shared_ticket_keys(SSL_CTX *ctx) {
-    pthread_rwlock_rdlock(&ticket_keys_lock);
-    int have = ticket_keys[0].valid;
-    pthread_rwlock_unlock(&ticket_keys_lock);
-    if (!have && !pc_ticket_keys_rotate()) return 0;
-    return (int)SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, pc_ticket_key_cb);
 }
 
 // ---- CRLs and re-verification -----------------------------------------------------------------------------

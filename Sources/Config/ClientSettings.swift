@@ -39,6 +39,9 @@ public struct ClientFlags: Sendable, Equatable {
     public var unsafeStatus = false
     /// `--quiet-handshake-failures`: do not log handshake failures of peers that sent no certificate.
     public var quietHandshakeFailures = false
+    /// `--cipher-suites`, `--groups`: TLS 1.3 suites and key-exchange groups offered, colon-separated.
+    public var cipherSuites: String? = nil
+    public var groups: String? = nil
 
     public init(
         listen: String? = nil, target: String? = nil,
@@ -96,6 +99,8 @@ public struct ClientFlags: Sendable, Equatable {
         public static let verifyFingerprint = "--verify-fingerprint"
         public static let verifySPKI = "--verify-spki"
         public static let overrideServerName = "--override-server-name"
+        public static let cipherSuites = "--cipher-suites"
+        public static let groups = "--groups"
         public static let minTLS = "--min-tls"
         public static let handshakeTimeout = "--handshake-timeout"
         public static let connectTimeout = "--connect-timeout"
@@ -191,6 +196,8 @@ extension PortcullisConfiguration {
         } ?? Validate.defaultWorkers
         let logFormat = try flags.logFormat.map { v throws(ConfigError) in try Validate.logFormat(v, key: Name.logFormat) } ?? .text
         let logLevel = try flags.logLevel.map { v throws(ConfigError) in try Validate.logLevel(v, key: Name.logLevel) } ?? "info"
+        let cipherSuites = try flags.cipherSuites.map { v throws(ConfigError) in try Validate.cipherSuites(v, key: Name.cipherSuites) }
+        let groups = try flags.groups.map { v throws(ConfigError) in try Validate.groups(v, key: Name.groups) }
 
         let listener = ListenerSettings(
             name: "client",
@@ -204,6 +211,8 @@ extension PortcullisConfiguration {
                 keyPassphrasePath: flags.keyPassphraseFile.map(absolute),
                 caPath: absolute(cacert),
                 minimumVersion: minimumVersion,
+                cipherSuites: cipherSuites,
+                groups: groups,
                 sessionTickets: flags.sessionTickets
             ),
             timeouts: timeouts,

@@ -35,7 +35,7 @@ final class ConfigReader {
 
     // MARK: Sections
 
-    private static let topKeys = ["log", "status", "workers", "shutdown-timeout", "listeners"]
+    private static let topKeys = ["log", "status", "workers", "shutdown-timeout", "session-cache-size", "listeners"]
     private static let logKeys = ["format", "level", "quiet-handshake-failures"]
     private static let statusKeys = ["listen", "unsafe-listen"]
     private static let listenerKeys = [
@@ -44,7 +44,7 @@ final class ConfigReader {
     ]
     private static let tlsKeys = [
         "cert", "key", "key-passphrase-file", "cacert", "server-name", "crl", "crl-scope", "crl-expired", "min-version",
-        "cipher-suites", "groups", "session-tickets",
+        "cipher-suites", "groups", "session-tickets", "session-ticket-count",
     ]
     private static let timeoutKeys = ["handshake", "connect", "idle", "close"]
     private static let policyKeys = ["allow-all", "verify-server-name", "deny", "rules"]
@@ -151,6 +151,9 @@ final class ConfigReader {
 
         let workers = integer(top, "workers", in: 1...256, hint: "use 1-256") ?? Validate.defaultWorkers
         let shutdown = duration(top, "shutdown-timeout", positive: false) ?? Timeouts.defaults.shutdown
+        let sessionCacheSize = integer(top, "session-cache-size", in: 1...10_000_000,
+                                       hint: "use 1-10000000 (to turn resumption off, set session-tickets: false)")
+            ?? PortcullisConfiguration.defaultSessionCacheSize
 
         var listeners: [ListenerSettings] = []
         if let list = sequence(top, "listeners", required: "add at least one listener (see docs/CONFIG.md)") {
@@ -187,7 +190,8 @@ final class ConfigReader {
             ok = false
         }
         guard ok, problems.isEmpty else { return nil }
-        return PortcullisConfiguration(log: log, status: status, workers: workers, shutdownTimeoutMs: shutdown, listeners: listeners)
+        return PortcullisConfiguration(log: log, status: status, workers: workers, shutdownTimeoutMs: shutdown,
+                                       sessionCacheSize: sessionCacheSize, listeners: listeners)
     }
 
     /// The canonical status address and, for TCP, the address it binds.
@@ -383,6 +387,16 @@ final class ConfigReader {
         let suites = colonList(f, "cipher-suites") { text, k throws(ConfigError) in try Validate.cipherSuites(text, key: k) }
         let groups = colonList(f, "groups") { text, k throws(ConfigError) in try Validate.groups(text, key: k) }
         let sessionTickets = bool(f, "session-tickets") ?? true
+        var ticketCount: Int?? = nil
+        if client {
+            onlyIn(.server, f, "session-ticket-count", why: "tickets are what a server sends; a client-mode listener resumes with the ones it receives")
+        } else if !isAbsent(f, "session-ticket-count") {
+            ticketCount = .some(integer(f, "session-ticket-count", in: 0...16, hint: "use 1 (the default) to 16, or 0 to send none"))
+            if let count = ticketCount ?? nil, count > 0, !sessionTickets, let (_, node) = string(f, "session-ticket-count") {
+                report(node, f.child("session-ticket-count"), "\(f.child("session-ticket-count")): tickets are off (session-tickets: false): remove one of the two")
+                ticketCount = .some(nil)
+            }
+        }
 
         var serverName: String??
         if !client {
@@ -392,13 +406,14 @@ final class ConfigReader {
         }
 
         guard let certificate, let key, let ca, passphrase != .some(nil), crlOK, versionOK,
-              scope != .some(nil), expired != .some(nil), suites != .some(nil), groups != .some(nil)
+              scope != .some(nil), expired != .some(nil), suites != .some(nil), groups != .some(nil), ticketCount != .some(nil)
         else { return (nil, serverName) }
         let settings = ListenerTLSSettings(
             certificatePath: certificate, keyPath: key, keyPassphrasePath: passphrase ?? nil, caPath: ca,
             crlPaths: crlPaths, crlScope: (scope ?? nil) ?? .chain, crlExpired: (expired ?? nil) ?? .reject,
             minimumVersion: minimumVersion, cipherSuites: suites ?? nil, groups: groups ?? nil,
-            sessionTickets: sessionTickets)
+            sessionTickets: sessionTickets,
+            sessionTicketCount: (ticketCount ?? nil) ?? ListenerTLSSettings.defaultSessionTicketCount)
         return (settings, serverName)
     }
 

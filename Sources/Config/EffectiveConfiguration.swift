@@ -55,6 +55,7 @@ extension PortcullisConfiguration {
             add(6, "cipher-suites: \(tls.cipherSuites ?? "OpenSSL default")")
             add(6, "groups: \(tls.groups ?? "OpenSSL default")")
             add(6, "session-tickets: \(tls.sessionTickets)")
+            if !client { add(6, "session-ticket-count: \(tls.sessionTickets ? tls.sessionTicketCount : 0)") }
             let timeouts = listener.timeouts
             add(4, "timeouts:")
             add(6, "handshake: \(formatDuration(timeouts.handshake))")
@@ -132,7 +133,7 @@ extension ListenerSettings {
                 ("cipher-suites", tls.cipherSuites.map(JSONValue.string) ?? .null),
                 ("groups", tls.groups.map(JSONValue.string) ?? .null),
                 ("session-tickets", .bool(tls.sessionTickets)),
-            ])),
+            ] + only(!client, ("session-ticket-count", .integer(tls.sessionTickets ? tls.sessionTicketCount : 0))))),
             ("timeouts", .object([
                 ("handshake", .string(formatDuration(timeouts.handshake))),
                 ("connect", .string(formatDuration(timeouts.connect))),

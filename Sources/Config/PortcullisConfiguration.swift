@@ -13,17 +13,24 @@ public struct PortcullisConfiguration: Sendable, Equatable {
     public var workers: Int
     /// How long a graceful shutdown waits for open connections.
     public var shutdownTimeoutMs: UInt64
+    /// How many resumable TLS sessions the process keeps for its server-mode listeners (key
+    /// `session-cache-size`); the least recently used go first.
+    public var sessionCacheSize: Int
     /// At least one; names and listen addresses are unique.
     public var listeners: [ListenerSettings]
 
+    public static let defaultSessionCacheSize = 20_000
+
     public init(
         log: LogSettings = LogSettings(), status: StatusSettings? = nil, workers: Int = Validate.defaultWorkers,
-        shutdownTimeoutMs: UInt64 = Timeouts.defaults.shutdown, listeners: [ListenerSettings]
+        shutdownTimeoutMs: UInt64 = Timeouts.defaults.shutdown,
+        sessionCacheSize: Int = PortcullisConfiguration.defaultSessionCacheSize, listeners: [ListenerSettings]
     ) {
         self.log = log
         self.status = status
         self.workers = workers
         self.shutdownTimeoutMs = shutdownTimeoutMs
+        self.sessionCacheSize = sessionCacheSize
         self.listeners = listeners
     }
 
@@ -77,7 +84,10 @@ public struct PortcullisConfiguration: Sendable, Equatable {
                 keyPassphrasePath: settings.tls.keyPassphrasePath.map(absolute),
                 caPath: absolute(settings.tls.caPath),
                 minimumVersion: settings.minTLSVersion,
-                sessionTickets: settings.sessionTickets
+                cipherSuites: settings.cipherSuites,
+                groups: settings.groups,
+                sessionTickets: settings.sessionTickets,
+                sessionTicketCount: settings.sessionTicketCount
             ),
             timeouts: settings.timeouts,
             maxConnections: settings.maxConnections,
@@ -90,6 +100,7 @@ public struct PortcullisConfiguration: Sendable, Equatable {
                                                  key: ServerFlags.Name.status, unsafeKey: ServerFlags.Name.unsafeStatus),
             workers: settings.workers,
             shutdownTimeoutMs: settings.timeouts.shutdown,
+            sessionCacheSize: settings.sessionCacheSize,
             listeners: [listener]
         )
     }
@@ -229,12 +240,16 @@ public struct ListenerTLSSettings: Sendable, Equatable {
     /// Key-exchange groups (`X25519:P-256`), canonical names; `nil` = OpenSSL's default.
     public var groups: String?
     public var sessionTickets: Bool
+    /// Server mode: TLS 1.3 session tickets sent after each handshake (key `session-ticket-count`).
+    public var sessionTicketCount: Int
+
+    public static let defaultSessionTicketCount = 1
 
     public init(
         certificatePath: String, keyPath: String, keyPassphrasePath: String? = nil, caPath: String,
         crlPaths: [String] = [], crlScope: CRLScope = .chain, crlExpired: CRLExpiredPolicy = .reject,
         minimumVersion: TLSVersion = .tls13, cipherSuites: String? = nil, groups: String? = nil,
-        sessionTickets: Bool = true
+        sessionTickets: Bool = true, sessionTicketCount: Int = ListenerTLSSettings.defaultSessionTicketCount
     ) {
         self.certificatePath = certificatePath
         self.keyPath = keyPath
@@ -247,6 +262,7 @@ public struct ListenerTLSSettings: Sendable, Equatable {
         self.cipherSuites = cipherSuites
         self.groups = groups
         self.sessionTickets = sessionTickets
+        self.sessionTicketCount = sessionTicketCount
     }
 }
 

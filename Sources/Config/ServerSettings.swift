@@ -37,6 +37,12 @@ public struct ServerFlags: Sendable, Equatable {
     /// `--quiet-handshake-failures`: do not log handshake failures of peers that sent no certificate.
     public var quietHandshakeFailures = false
     public var proxyProtocol: String?
+    /// `--cipher-suites`, `--groups`: TLS 1.3 suites and key-exchange groups, colon-separated.
+    public var cipherSuites: String? = nil
+    public var groups: String? = nil
+    /// `--session-ticket-count`, `--session-cache-size`.
+    public var sessionTicketCount: String? = nil
+    public var sessionCacheSize: String? = nil
 
     public init(
         listen: String? = nil, target: String? = nil,
@@ -114,6 +120,11 @@ public struct ServerFlags: Sendable, Equatable {
         public static let status = "--status"
         public static let unsafeStatus = "--unsafe-status"
         public static let proxyProtocol = "--proxy-protocol"
+        public static let cipherSuites = "--cipher-suites"
+        public static let groups = "--groups"
+        public static let sessionTicketCount = "--session-ticket-count"
+        public static let sessionCacheSize = "--session-cache-size"
+        public static let noSessionTickets = "--no-session-tickets"
     }
 
     /// The `--allow-*` flags in order, with the matcher kind each builds.
@@ -190,6 +201,10 @@ public struct ServerSettings: Sendable, Equatable {
     /// One of `Validate.logLevels`.
     public var logLevel: String
     public var sessionTickets: Bool
+    public var sessionTicketCount = ListenerTLSSettings.defaultSessionTicketCount
+    public var sessionCacheSize = PortcullisConfiguration.defaultSessionCacheSize
+    public var cipherSuites: String?
+    public var groups: String?
     public var proxyProtocol: ProxyProtocolVersion
 
     public init(
@@ -290,7 +305,19 @@ public struct ServerSettings: Sendable, Equatable {
         } ?? Validate.defaultWorkers
         logFormat = try flags.logFormat.map { v throws(ConfigError) in try Validate.logFormat(v, key: Name.logFormat) } ?? .text
         logLevel = try flags.logLevel.map { v throws(ConfigError) in try Validate.logLevel(v, key: Name.logLevel) } ?? "info"
+        cipherSuites = try flags.cipherSuites.map { v throws(ConfigError) in try Validate.cipherSuites(v, key: Name.cipherSuites) }
+        groups = try flags.groups.map { v throws(ConfigError) in try Validate.groups(v, key: Name.groups) }
         sessionTickets = flags.sessionTickets
+        if let count = flags.sessionTicketCount {
+            guard flags.sessionTickets else {
+                throw ConfigError(key: Name.sessionTicketCount,
+                                  message: "\(Name.sessionTicketCount) and \(Name.noSessionTickets) are mutually exclusive: drop one of them")
+            }
+            sessionTicketCount = try Validate.sessionTicketCount(count, key: Name.sessionTicketCount)
+        }
+        if let size = flags.sessionCacheSize {
+            sessionCacheSize = try Validate.sessionCacheSize(size, key: Name.sessionCacheSize)
+        }
         proxyProtocol = try flags.proxyProtocol.map { v throws(ConfigError) in
             try Validate.proxyProtocol(v, key: Name.proxyProtocol)
         } ?? .off

@@ -89,12 +89,13 @@ public struct WriteBuffer {
 /// - Warning: call only on the owning loop's thread.
 public final class BufferPool {
     public let capacity: Int
-    private var free: [UnsafeMutableRawPointer] = []
+    // Taken and given back several times per request on one thread: no dynamic exclusivity checks.
+    @exclusivity(unchecked) private var free: [UnsafeMutableRawPointer] = []
     /// Buffers kept for reuse; beyond this, returned buffers are released (bounds idle memory).
     private let maxCached: Int
     /// The fewest buffers cached at any moment since the last `releaseUnused()`: that many sat unused the
     /// whole time.
-    private var lowestCached = 0
+    @exclusivity(unchecked) private var lowestCached = 0
 
     init(capacity: Int, maxCached: Int = 256) {
         self.capacity = capacity

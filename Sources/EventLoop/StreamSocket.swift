@@ -31,7 +31,9 @@ public final class StreamSocket {
     public enum Kind { case tcp, pipe }
 
     public let kind: Kind
-    unowned let loop: Loop
+    /// `unowned(unsafe)`: a loop outlives its handles (see `Loop.deinit`), and this is read on every read and
+    /// write (a checked `unowned` costs an atomic retain/release per access).
+    unowned(unsafe) let loop: Loop
     let handle: UnsafeMutableRawPointer
     public var delegate: (any StreamSocketDelegate)?
     public private(set) var isReading = false
@@ -107,24 +109,81 @@ public final class StreamSocket {
     @discardableResult
     public func write(_ buffer: WriteBuffer, count: Int) -> UVError? {
         precondition(count > 0 && count <= buffer.bytes.count, "write of \(count) bytes")
-        buffer.uvBuffer.pointee = uv_buf_init(buffer.bytes.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                              UInt32(count))
-        let rc = uv_write(buffer.request, stream, buffer.uvBuffer, 1) { request, status in
-            let request = request!
-            // Read everything needed from the request before the block goes back to the pool.
-            let socket = StreamSocket.from(UnsafeMutableRawPointer(request.pointee.handle!))
-            let block = UnsafeMutableRawPointer(request)
-            let buffer = WriteBuffer(block: block, capacity: socket.loop.writeBuffers.capacity)
-            let count = Int(buffer.uvBuffer.pointee.len)
-            socket.loop.writeBuffers.give(buffer)
-            socket.delegate?.socket(socket, didWrite: count,
-                                    error: status < 0 ? UVError(code: status, operation: "write") : nil)
-        }
-        if rc != 0 {
-            loop.writeBuffers.give(buffer)
-            return UVError(code: rc, operation: "uv_write")
+        do throws(UVError) {
+            try queue(buffer, from: 0, count: count)
+        } catch {
+            return error
         }
         return nil
+    }
+
+    /// Sends `count` bytes of `buffer`, written at once if the socket takes them: no write request, no callback,
+    /// no change to the poll set, and the buffer goes straight back to the pool. Whatever the socket does not
+    /// take is queued from the same buffer, as `write` does. Returns how many bytes were queued (0: all sent);
+    /// only those are reported later through `didWrite`.
+    public func send(_ buffer: WriteBuffer, count: Int) throws(UVError) -> Int {
+        precondition(count > 0 && count <= buffer.bytes.count, "send of \(count) bytes")
+        let sent: Int
+        do throws(UVError) {
+            sent = try tryWrite(UnsafeRawBufferPointer(rebasing: buffer.bytes[0..<count]))
+        } catch {
+            loop.writeBuffers.give(buffer)
+            throw error
+        }
+        guard sent < count else {
+            loop.writeBuffers.give(buffer)
+            return 0
+        }
+        try queue(buffer, from: sent, count: count - sent)
+        return count - sent
+    }
+
+    /// Sends `bytes`, written at once if the socket takes them; what it does not take is copied into pooled
+    /// buffers and queued. Returns how many bytes were queued (0: all sent).
+    public func send(_ bytes: UnsafeRawBufferPointer) throws(UVError) -> Int {
+        guard !bytes.isEmpty else { return 0 }
+        let sent = try tryWrite(bytes)
+        var offset = sent
+        while offset < bytes.count {
+            let buffer = loop.writeBuffers.take()
+            let n = min(buffer.bytes.count, bytes.count - offset)
+            buffer.bytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]))
+            try queue(buffer, from: 0, count: n)
+            offset += n
+        }
+        return bytes.count - sent
+    }
+
+    /// `uv_try_write`: what the kernel takes now, without queueing (0 while earlier writes are still queued,
+    /// which keeps the bytes in order).
+    private func tryWrite(_ bytes: UnsafeRawBufferPointer) throws(UVError) -> Int {
+        var descriptor = uv_buf_init(UnsafeMutableRawPointer(mutating: bytes.baseAddress!).assumingMemoryBound(to: CChar.self),
+                                     UInt32(bytes.count))
+        let rc = uv_try_write(stream, &descriptor, 1)
+        if rc >= 0 { return Int(rc) }
+        if rc == UV_EAGAIN.rawValue { return 0 }
+        throw UVError(code: rc, operation: "write")
+    }
+
+    private func queue(_ buffer: WriteBuffer, from offset: Int, count: Int) throws(UVError) {
+        buffer.uvBuffer.pointee = uv_buf_init((buffer.bytes.baseAddress! + offset).assumingMemoryBound(to: CChar.self),
+                                              UInt32(count))
+        let rc = uv_write(buffer.request, stream, buffer.uvBuffer, 1, StreamSocket.writeDone)
+        if rc != 0 {
+            loop.writeBuffers.give(buffer)
+            throw UVError(code: rc, operation: "uv_write")
+        }
+    }
+
+    private static let writeDone: uv_write_cb = { request, status in
+        let request = request!
+        // Read everything needed from the request before the block goes back to the pool.
+        let socket = StreamSocket.from(UnsafeMutableRawPointer(request.pointee.handle!))
+        let block = UnsafeMutableRawPointer(request)
+        let buffer = WriteBuffer(block: block, capacity: socket.loop.writeBuffers.capacity)
+        let count = Int(buffer.uvBuffer.pointee.len)
+        socket.loop.writeBuffers.give(buffer)
+        socket.delegate?.socket(socket, didWrite: count, error: status < 0 ? UVError(code: status, operation: "write") : nil)
     }
 
     /// Queues a whole byte array, split over as many pooled buffers as it needs (for small control-plane

@@ -74,6 +74,8 @@ public struct RuntimeConfiguration: Sendable {
     public var listeners: [ListenerConfiguration]
     public var workers = 1
     public var shutdownTimeoutMs: UInt64 = 300_000
+    /// Resumable TLS sessions kept for all server-mode listeners (one store per process).
+    public var sessionCacheSize = 20_000
     /// Files whose change on disk triggers a reload (config file, certificates, keys, CAs, CRLs).
     public var watchedFiles: [String] = []
     /// The health/metrics endpoint, if any; `statusSettingName` names it in errors (`--status`, `status.listen`).

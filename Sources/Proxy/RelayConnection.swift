@@ -22,7 +22,9 @@ final class RelayConnection: StreamSocketDelegate {
 
     let id: UInt64
     let mode: Mode
-    unowned let worker: Worker
+    /// `unowned(unsafe)`: the worker outlives every connection in its table, and this is read on every
+    /// record (a checked `unowned` costs an atomic retain/release per access).
+    unowned(unsafe) let worker: Worker
     let generation: Generation
     let session: TLSSession
     /// The socket this listener accepted (TLS in server mode, plaintext in client mode).
@@ -148,11 +150,13 @@ final class RelayConnection: StreamSocketDelegate {
         guard state != .closing else { return }  // draining a refused peer: discard
         lastActivity = worker.loop.now
         if socket === tlsSide {
-            session.receive(bytes)
-            switch state {
-            case .handshaking: advanceHandshake()
-            case .relaying: pumpTLSToPlain()
-            case .connecting, .closing: break
+            // OpenSSL reads the records straight from the loop's read buffer; a partial one is kept for later.
+            session.receiving(bytes) {
+                switch state {
+                case .handshaking: advanceHandshake()
+                case .relaying: pumpTLSToPlain()
+                case .connecting, .closing: break
+                }
             }
         } else {
             relayPlainToTLS(bytes)
@@ -228,10 +232,9 @@ final class RelayConnection: StreamSocketDelegate {
             if let header = proxyHeader {
                 // First on the wire, ahead of every relayed byte: libuv keeps a stream's writes in order.
                 proxyHeader = nil
-                let buffer = worker.loop.writeBuffers.take()
-                header.withUnsafeBytes { buffer.bytes.copyMemory(from: $0) }
-                toPlainInFlight += header.count
-                if let error = socket.write(buffer, count: header.count) {
+                switch header.withUnsafeBytes({ bytes in Result { () throws(UVError) in try socket.send(bytes) } }) {
+                case .success(let queued): toPlainInFlight += queued
+                case .failure(let error):
                     close(.targetError, reason: "target write error: \(error.message)")
                     return
                 }
@@ -367,11 +370,20 @@ final class RelayConnection: StreamSocketDelegate {
         var sawCloseNotify = false
         var drained = false
         while toPlainInFlight < RelayConnection.highWater {
+            // Asking OpenSSL when nothing is buffered costs a whole `SSL_read` just to hear "needs input".
+            guard session.hasUnreadInput else {
+                drained = true
+                break
+            }
             let buffer = pool.take()
             var filled = 0
             var needsInput = false
             // Fill the buffer with as many records as are ready: fewer, larger writes.
             fill: while filled < buffer.bytes.count {
+                guard session.hasUnreadInput else {
+                    needsInput = true
+                    break fill
+                }
                 let free = UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[filled...])
                 switch session.read(into: free) {
                 case .bytes(let n): filled += n
@@ -393,8 +405,9 @@ final class RelayConnection: StreamSocketDelegate {
             if filled > 0 {
                 bytesFromTLS += filled
                 stats.addBytes(UInt64(filled), up: mode == .server)
-                toPlainInFlight += filled
-                if let error = plainSide.write(buffer, count: filled) {
+                do throws(UVError) {
+                    toPlainInFlight += try plainSide.send(buffer, count: filled)
+                } catch {
                     close(plainSide === accepted ? .clientError : .targetError, reason: "\(sideName(plainSide)) write error: \(error.message)")
                     return
                 }
@@ -434,22 +447,17 @@ final class RelayConnection: StreamSocketDelegate {
         }
     }
 
-    /// Moves pending ciphertext from the session to the TLS side.
+    /// Sends the session's pending ciphertext to the TLS side, straight from the session's buffer when the
+    /// socket takes it (the usual case); only what it does not take is copied and queued.
     private func flushTLS() {
         guard let tlsSide else { return }
-        let pool = worker.loop.writeBuffers
-        while session.pendingOutputCount > 0 {
-            let buffer = pool.take()
-            let n = session.readOutput(into: buffer.bytes)
-            guard n > 0 else {
-                pool.give(buffer)
-                break
-            }
-            toTLSInFlight += n
-            if let error = tlsSide.write(buffer, count: n) {
-                close(tlsSide === accepted ? .clientError : .targetError, reason: "\(sideName(tlsSide)) write error: \(error.message)")
-                return
-            }
+        let pending = session.pendingOutput
+        guard !pending.isEmpty else { return }
+        do throws(UVError) {
+            toTLSInFlight += try tlsSide.send(pending)
+            session.consumeOutput(pending.count)
+        } catch {
+            close(tlsSide === accepted ? .clientError : .targetError, reason: "\(sideName(tlsSide)) write error: \(error.message)")
         }
     }
 

@@ -48,7 +48,6 @@ public final class ServerRuntime {
     private var directoryWatchers: [DirectoryWatcher] = []
     private var watchedNames: [String: Set<String>] = [:]
     private var reloadDebounce: Timer?
-    private var ticketRotation: Timer?
     private var shutdownTimer: Timer?
     private var exitWatcher: AsyncWakeup?
     private(set) var statusServer: StatusServer?
@@ -63,9 +62,6 @@ public final class ServerRuntime {
     /// Spawned processes not yet reaped.
     var children: Set<Int32> = []
 
-    /// How often session-ticket keys rotate (a ticket stays valid for up to three periods).
-    static let ticketRotationMs: UInt64 = 3_600_000
-
     /// Validates everything that touches the system (files, keys, addresses, ports) and binds the sockets.
     /// Throws a `StartupError` naming the setting at fault; nothing is left open on failure.
     public init(configuration: RuntimeConfiguration, logger: Logger, reloadFrom source: ConfigurationSource? = nil) throws(StartupError) {
@@ -74,6 +70,7 @@ public final class ServerRuntime {
         self.logger = logger
         shared = RuntimeShared(logger: logger)
         shared.quietHandshakeFailures.store(configuration.quietHandshakeFailures, ordering: .relaxed)
+        TLSContext.sessionCacheCapacity = configuration.sessionCacheSize
         workerCount = max(1, configuration.workers)
         // Both read (and unset) their environment variables: do it before any thread starts.
         notifier = SystemdNotifier(environmentFor: logger)
@@ -162,11 +159,6 @@ public final class ServerRuntime {
                 timer.start(after: period, repeat: period) { [unowned self] in self.notifier.watchdog() }
                 watchdogTimer = timer
             }
-            let rotation = Timer(loop: loop)
-            rotation.start(after: ServerRuntime.ticketRotationMs, repeat: ServerRuntime.ticketRotationMs) {
-                TLSContext.rotateTicketKeys()
-            }
-            ticketRotation = rotation
             metricsExporter = MetricsExporter(metrics: shared.metrics)
             readinessChecker = ReadinessChecker(loop: loop)
             if let socket = pendingStatusSocket {
@@ -337,6 +329,7 @@ public final class ServerRuntime {
         }
         next.status = configuration.status
         shared.quietHandshakeFailures.store(next.quietHandshakeFailures, ordering: .relaxed)
+        TLSContext.sessionCacheCapacity = next.sessionCacheSize
         shared.metrics.noteReload(succeeded: true)
         configuration = next
         configurationGeneration = number
@@ -492,13 +485,11 @@ public final class ServerRuntime {
         watchdogTimer = nil
         shutdownTimer?.close()
         reloadDebounce?.close()
-        ticketRotation?.close()
         signalWatchers.forEach { $0.close() }
         directoryWatchers.forEach { $0.close() }
         exitWatcher = nil
         shutdownTimer = nil
         reloadDebounce = nil
-        ticketRotation = nil
         signalWatchers = []
         directoryWatchers = []
     }

@@ -60,6 +60,12 @@ public enum CertificateMinter {
                  san: nil, extendedKeyUsage: nil, isCA: true, validFrom: -3600, validUntil: 10 * 365 * 86400)
     }
 
+    /// Creates an intermediate CA signed by `issuer`.
+    public static func makeIntermediateCA(commonName: String, issuer: Issued, validUntil: Int = 5 * 365 * 86400) throws(OpenSSLError) -> Issued {
+        try mint(subject: Subject([("CN", commonName), ("O", "Portcullis")]), keyKind: .ecdsaP256, issuer: issuer,
+                 san: nil, extendedKeyUsage: nil, isCA: true, validFrom: -3600, validUntil: validUntil)
+    }
+
     /// Issues a leaf certificate signed by `issuer`. `san` uses OpenSSL syntax ("DNS:a,URI:spiffe://…,IP:…"),
     /// `extendedKeyUsage` e.g. "clientAuth" or "serverAuth,clientAuth". Validity offsets are seconds from now.
     public static func issue(subject: Subject, keyKind: KeyKind = .ecdsaP256, issuer: Issued, san: String? = nil,

@@ -19,6 +19,11 @@ public struct TLSConfiguration: Sendable {
     public var caPath: String?
     public var minimumVersion: ProtocolVersion = .tls13
     public var sessionTickets = true
+    /// Server role: TLS 1.3 tickets sent after each handshake (with `sessionTickets`). One serves a client
+    /// that reconnects one connection at a time, which is what the clients measured do (see
+    /// Benchmarks/RESULTS.md); more help only a client that opens several connections at once and refuses to
+    /// reuse a ticket. Each costs a session stored in memory.
+    public var sessionTicketCount = 1
     /// Distinguishes this listener's sessions, so resumption works with client verification.
     public var sessionIDContext = "portcullis"
     /// Client role: the name sent as SNI (unless it is an IP address) and, with `verifyServerName`, required
@@ -64,6 +69,10 @@ public final class TLSContext: @unchecked Sendable {
     /// SHA-256 over the CA and CRL files' bytes: equal digests mean the same trust decisions, so live
     /// connections need no re-verification after a reload.
     public let trustDigest: [UInt8]
+    /// Server role: stamped on every session this context issues (see `ServerSessionStore`).
+    let sessionIssuer: ServerSessionStore.Issuer
+    /// Server role: client chains already verified against this context's CAs and CRLs.
+    let verifiedChains: VerifiedChainCache?
 
     public init(configuration: TLSConfiguration, policy: AccessPolicy?) throws(TLSSetupError) {
         OpenSSLError.clearQueue()
@@ -87,6 +96,7 @@ public final class TLSContext: @unchecked Sendable {
                 caCount = try TLSContext.loadCA(ctx, caPath)
             }
             crls = try TLSContext.loadCRLs(ctx, configuration)
+            if configuration.certificatePath != nil { TLSContext.buildOwnChainOnce(ctx) }
         } catch {
             SSL_CTX_free(ctx)
             throw error
@@ -96,13 +106,18 @@ public final class TLSContext: @unchecked Sendable {
         crlCount = crls.count
         crlNextUpdate = crls.nextUpdate
         trustDigest = TLSContext.digestTrustMaterial(configuration)
+        sessionIssuer = ServerSessionStore.Issuer(
+            listener: ServerSessionStore.Digest(TLSContext.sha256(Array(configuration.sessionIDContext.utf8))),
+            trust: ServerSessionStore.Digest(trustDigest), generation: configuration.generation)
+        verifiedChains = configuration.role == .server ? VerifiedChainCache() : nil
 
         let verifyMode = configuration.role == .server
             ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER
         SSL_CTX_set_verify(ctx, verifyMode, TLSSession.verifyCallback)
         if configuration.role == .server {
-            _ = pc_ssl_ctx_set_ticket_check(ctx, TLSSession.ticketCheckCallback, configuration.generation)
-            if configuration.sessionTickets { _ = pc_ssl_ctx_use_shared_ticket_keys(ctx) }
+            // Unretained: the callback cannot outlive the SSL_CTX, which this object frees in deinit.
+            SSL_CTX_set_cert_verify_callback(ctx, TLSContext.verifyChainCallback, Unmanaged.passUnretained(self).toOpaque())
+            if configuration.sessionTickets && configuration.sessionTicketCount > 0 { ServerSessionStore.install(on: ctx) }
         }
     }
 
@@ -133,10 +148,43 @@ public final class TLSContext: @unchecked Sendable {
         return Assessment(identity: identity, verificationFailure: failure, decision: policy?.evaluate(identity))
     }
 
-    /// Starts a new session-ticket key; tickets under the two previous keys still resume (and are renewed).
-    /// Call periodically (the runtime does, hourly) so a leaked key exposes only a bounded window.
-    public static func rotateTicketKeys() {
-        _ = pc_ticket_keys_rotate()
+    /// How many resumable sessions the process keeps for its listeners (all share one store); the least
+    /// recently used go first when it is full.
+    public static var sessionCacheCapacity: Int {
+        get { ServerSessionStore.shared.capacity }
+        set { ServerSessionStore.shared.setCapacity(newValue) }
+    }
+
+    /// The chain check of a client certificate (replaces `X509_verify_cert` for this context): a chain this
+    /// context verified before, byte for byte and still within every validity window, is not verified again;
+    /// the depth-0 callback (authorization) runs either way.
+    static let verifyChainCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = { store, owner in
+        guard let store, let owner else { return 0 }
+        return Unmanaged<TLSContext>.fromOpaque(owner).takeUnretainedValue().verifyPeerChain(store)
+    }
+
+    private func verifyPeerChain(_ store: OpaquePointer) -> Int32 {
+        guard let cache = verifiedChains, let sent = X509_STORE_CTX_get0_untrusted(store),
+              let leaf = X509_STORE_CTX_get0_cert(store), let key = VerifiedChainCache.key(for: sent)
+        else { return X509_verify_cert(store) }
+        let now = Int64(time(nil))
+        if cache.contains(key, now: now) {
+            X509_STORE_CTX_set_current_cert(store, leaf)
+            X509_STORE_CTX_set_error_depth(store, 0)
+            return TLSSession.verifyCallback(1, store)
+        }
+        let verified = X509_verify_cert(store)
+        if verified == 1, X509_STORE_CTX_get_error(store) == X509_V_OK, let chain = X509_STORE_CTX_get0_chain(store) {
+            var expiresAt = crlNextUpdate ?? Int64.max
+            for index in 0..<pc_x509_stack_count(chain) {
+                var notAfter: Int64 = 0
+                guard let certificate = pc_x509_stack_at(chain, index),
+                      pc_asn1_time_to_unix(X509_get0_notAfter(certificate), &notAfter) == 0 else { return verified }
+                expiresAt = min(expiresAt, notAfter)
+            }
+            cache.insert(key, expiresAt: expiresAt, now: now)
+        }
+        return verified
     }
 
     deinit {
@@ -163,12 +211,27 @@ public final class TLSContext: @unchecked Sendable {
             throw TLSSetupError(item: .other, path: groups, reason: "unknown key-exchange group in the list")
         }
         if configuration.role == .server {
-            // Stateless tickets only: every resumption passes the ticket check, which re-authorizes the peer.
+            // Stateful tickets (`SSL_OP_NO_TICKET` in TLS 1.3): the session stays in `ServerSessionStore`, and
+            // every resumption passes `TLSSession.admitsResumption`, which re-authorizes the peer.
+            SSL_CTX_set_options(ctx, pc_op_no_ticket())
             _ = pc_ssl_ctx_set_session_cache_mode(ctx, 0)
-            SSL_CTX_set_num_tickets(ctx, configuration.sessionTickets ? 2 : 0)
+            SSL_CTX_set_num_tickets(ctx, configuration.sessionTickets ? max(0, configuration.sessionTicketCount) : 0)
             let context = Array(configuration.sessionIDContext.utf8.prefix(Int(SSL_MAX_SID_CTX_LENGTH)))
             SSL_CTX_set_session_id_context(ctx, context, UInt32(context.count))
         }
+    }
+
+    /// Without an explicit chain, OpenSSL builds our own certificate's chain from the trust store in every
+    /// handshake ("auto-chain": a second `X509_verify_cert`, with a signature check of our own certificate).
+    /// Build it once here instead, from the same store, sending the intermediates it finds but not the root
+    /// (a peer never needs it). A chain given in the certificate file is used as it is.
+    private static func buildOwnChainOnce(_ ctx: OpaquePointer) {
+        var chain: OpaquePointer?
+        if pc_ssl_ctx_get0_chain_certs(ctx, &chain) == 1, let chain, pc_x509_stack_count(chain) > 0 { return }
+        // Partial chains are fine (the issuer may be unknown to this store); errors are not fatal here.
+        let flags = SSL_BUILD_CHAIN_FLAG_NO_ROOT | SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR | SSL_BUILD_CHAIN_FLAG_CLEAR_ERROR
+        if pc_ssl_ctx_build_cert_chain(ctx, Int(flags)) <= 0 { OpenSSLError.clearQueue() }
+        _ = pc_ssl_ctx_set_mode(ctx, Int(SSL_MODE_NO_AUTO_CHAIN))
     }
 
     private static func loadCertificate(_ ctx: OpaquePointer, _ path: String) throws(TLSSetupError) -> PeerIdentity {
@@ -292,10 +355,7 @@ public final class TLSContext: @unchecked Sendable {
             material += Array(path.utf8) + [0]
             material += readFile(path) ?? []
         }
-        var digest = [UInt8](repeating: 0, count: 32)
-        var length: UInt32 = 0
-        EVP_Digest(material, material.count, &digest, &length, EVP_sha256(), nil)
-        return digest
+        return sha256(material)
     }
 
     private static func directoryEntries(_ path: String) -> [String]? {
@@ -307,6 +367,13 @@ public final class TLSContext: @unchecked Sendable {
             if name != "." && name != ".." { names.append(name) }
         }
         return names
+    }
+
+    static func sha256(_ bytes: [UInt8]) -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        EVP_Digest(bytes, bytes.count, &digest, &length, EVP_sha256(), nil)
+        return digest
     }
 
     static func readFile(_ path: String) -> [UInt8]? {

@@ -33,18 +33,18 @@ public struct TLSFailure: Error, Sendable, CustomStringConvertible {
     public var description: String { "\(kind.rawValue): \(detail)" }
 }
 
-/// One TLS connection as a pump between two memory BIOs: ciphertext in (`receive`), plaintext out (`read`),
-/// plaintext in (`write`), ciphertext out (`readOutput`). It never touches a socket, so it is testable in
-/// memory and usable from any event loop.
+/// One TLS connection as a pump: ciphertext in (`receiving`/`receive`), plaintext out (`read`), plaintext in
+/// (`write`), ciphertext out (`pendingOutput`/`consumeOutput`, or `readOutput`). It never touches a socket, so
+/// it is testable in memory and usable from any event loop.
 ///
-/// Ownership: owns its `SSL` (which owns both BIOs) and frees it in `deinit`; holds its context strongly.
+/// Ownership: owns its `SSL` (which owns its BIO) and frees it in `deinit`; owns the `CiphertextBIO` buffers
+/// behind that BIO; holds its context strongly.
 /// The `SSL`'s ex_data points back at this object *unretained*: valid because the SSL dies with it.
 /// - Warning: confined to one thread.
 public final class TLSSession {
     public let context: TLSContext
     let ssl: OpaquePointer
-    let inputBIO: OpaquePointer
-    let outputBIO: OpaquePointer
+    private let ciphertext = CiphertextBIO()
 
     /// The peer certificate's identity (set during the handshake or from a resumed session).
     public private(set) var peerIdentity: PeerIdentity?
@@ -77,17 +77,12 @@ public final class TLSSession {
     public init(context: TLSContext) throws(OpenSSLError) {
         self.context = context
         guard let ssl = SSL_new(context.raw) else { throw OpenSSLError.drain("SSL_new") }
-        guard let input = BIO_new(BIO_s_mem()), let output = BIO_new(BIO_s_mem()) else {
+        guard let bio = CiphertextBIO.makeBIO(for: ciphertext) else {
             SSL_free(ssl)
             throw OpenSSLError.drain("BIO_new")
         }
-        // An empty input BIO means "no data yet", not EOF.
-        pc_bio_set_mem_eof_return(input, -1)
-        pc_bio_set_mem_eof_return(output, -1)
-        SSL_set_bio(ssl, input, output)
+        SSL_set_bio(ssl, bio, bio)  // one BIO both ways: the SSL takes its one reference
         self.ssl = ssl
-        inputBIO = input
-        outputBIO = output
         if context.configuration.role == .server {
             SSL_set_accept_state(ssl)
         } else {
@@ -112,10 +107,10 @@ public final class TLSSession {
     }
 
     deinit {
-        // OpenSSL marks a session non-resumable when its connection is freed without a clean shutdown, and
-        // tickets copied from it (`copySession`) share that flag. A client connection that completed its
-        // handshake is not evidence against the session, so keep it resumable.
-        if context.configuration.role == .client && SSL_is_init_finished(ssl) == 1 {
+        // OpenSSL marks a session non-resumable when its connection is freed without a clean shutdown (and a
+        // server removes it from the session store); tickets copied from it share that flag. A connection
+        // that completed its handshake and was then reset is not evidence against the session: keep it.
+        if SSL_is_init_finished(ssl) == 1 {
             SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN)
         }
         SSL_free(ssl)
@@ -123,28 +118,49 @@ public final class TLSSession {
 
     // MARK: pumping
 
-    /// Hands ciphertext from the network to OpenSSL (copied; the memory BIO grows as needed).
+    /// Lends ciphertext from the network to OpenSSL while `body` runs (the handshake or `read` calls that
+    /// consume it); only what is left unread afterwards (a partial record) is copied and kept.
+    public func receiving<R, E: Error>(_ ciphertext: UnsafeRawBufferPointer, _ body: () throws(E) -> R) throws(E) -> R {
+        try self.ciphertext.lending(ciphertext, body)
+    }
+
+    /// Hands ciphertext from the network to OpenSSL, copied (for callers that cannot scope it: see `receiving`).
     public func receive(_ ciphertext: UnsafeRawBufferPointer) {
-        guard let base = ciphertext.baseAddress, !ciphertext.isEmpty else { return }
-        BIO_write(inputBIO, base, Int32(ciphertext.count))
+        self.ciphertext.append(ciphertext)
     }
 
     /// Ciphertext received but not yet consumed by OpenSSL.
-    public var bufferedInputCount: Int { Int(BIO_ctrl_pending(inputBIO)) }
+    public var bufferedInputCount: Int { ciphertext.inputCount }
 
     /// Ciphertext waiting to be sent to the peer.
-    public var pendingOutputCount: Int { Int(BIO_ctrl_pending(outputBIO)) }
+    public var pendingOutputCount: Int { ciphertext.outputCount }
+
+    /// The ciphertext waiting to be sent, in place; valid until the next call into this session.
+    public var pendingOutput: UnsafeRawBufferPointer { ciphertext.pendingOutput }
+
+    /// Drops the first `count` bytes of `pendingOutput` (they were sent or copied elsewhere).
+    public func consumeOutput(_ count: Int) {
+        ciphertext.consumeOutput(count)
+    }
 
     /// Moves up to `buffer.count` bytes of pending ciphertext into `buffer`; returns the count.
     public func readOutput(into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        let n = BIO_read(outputBIO, buffer.baseAddress, Int32(buffer.count))
-        return n > 0 ? Int(n) : 0
+        let n = min(buffer.count, pendingOutputCount)
+        guard n > 0, let destination = buffer.baseAddress else { return 0 }
+        destination.copyMemory(from: pendingOutput.baseAddress!, byteCount: n)
+        consumeOutput(n)
+        return n
     }
 
     public func handshake() -> HandshakeProgress {
         OpenSSLError.clearQueue()
         let rc = SSL_do_handshake(ssl)
-        if rc == 1 { return finishHandshake() }
+        if rc == 1 {
+            // Leave the thread's error queue empty (a callback may have left a harmless entry): `read` and
+            // `write` rely on that instead of clearing it before every record.
+            OpenSSLError.clearQueue()
+            return finishHandshake()
+        }
         let error = SSL_get_error(ssl, rc)
         if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE { return .needsInput }
         return .failed(classifyFailure(error))
@@ -152,9 +168,16 @@ public final class TLSSession {
 
     public var isHandshakeComplete: Bool { SSL_is_init_finished(ssl) == 1 }
 
+    /// Whether `read` could return anything now: received ciphertext OpenSSL has not taken yet, or decrypted
+    /// bytes of a record a previous `read` did not have room for. When false, `read` would only say
+    /// `needsInput`, so a caller can skip that call.
+    public var hasUnreadInput: Bool { ciphertext.inputCount > 0 || SSL_pending(ssl) > 0 }
+
     /// Decrypts into `buffer`.
+    ///
+    /// The thread's error queue is not cleared first (it costs more than decrypting a small record): every
+    /// path that can leave an entry in it (a failed call, a handshake) drains it before returning.
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> ReadResult {
-        OpenSSLError.clearQueue()
         var count = 0
         if SSL_read_ex(ssl, buffer.baseAddress, buffer.count, &count) == 1 { return .bytes(count) }
         let error = SSL_get_error(ssl, 0)
@@ -170,7 +193,6 @@ public final class TLSSession {
     public func write(_ plaintext: UnsafeRawBufferPointer) -> TLSFailure? {
         var offset = 0
         while offset < plaintext.count {
-            OpenSSLError.clearQueue()
             var written = 0
             let rc = SSL_write_ex(ssl, plaintext.baseAddress! + offset, plaintext.count - offset, &written)
             if rc != 1 { return classifyFailure(SSL_get_error(ssl, 0)) }
@@ -229,10 +251,9 @@ public final class TLSSession {
     static let verifyCallback: @convention(c) (Int32, OpaquePointer?) -> Int32 = { preverifyOK, store in
         guard let store,
               let sslPointer = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()),
-              let sessionPointer = SSL_get_ex_data(OpaquePointer(sslPointer), TLSSession.exIndex)
+              let session = TLSSession.owner(of: OpaquePointer(sslPointer))
         else { return 0 }
-        return Unmanaged<TLSSession>.fromOpaque(sessionPointer).takeUnretainedValue()
-            .verify(preverifyOK: preverifyOK, store: store)
+        return session.verify(preverifyOK: preverifyOK, store: store)
     }
 
     private func verify(preverifyOK: Int32, store: OpaquePointer) -> Int32 {
@@ -266,31 +287,35 @@ public final class TLSSession {
         return 1
     }
 
-    /// Resumption re-authorizes: a ticket is used only if its peer certificate is still within validity and
-    /// still admitted by this context's policy, and — when the ticket comes from another configuration
-    /// generation — still verifies against this context's CAs and CRLs. Otherwise the ticket is ignored and
-    /// a full handshake follows, which refuses the peer with an alert.
-    static let ticketCheckCallback: pc_ticket_check_fn = { ssl, sslSession, sameGeneration in
-        guard let ssl, let sslSession,
-              let sessionPointer = SSL_get_ex_data(ssl, TLSSession.exIndex),
-              let cert = SSL_SESSION_get0_peer(sslSession)
-        else { return 0 }
-        let session = Unmanaged<TLSSession>.fromOpaque(sessionPointer).takeUnretainedValue()
+    /// The session whose `SSL` is `ssl` (from the unretained ex_data back-pointer; nil if none).
+    static func owner(of ssl: OpaquePointer) -> TLSSession? {
+        guard let pointer = SSL_get_ex_data(ssl, TLSSession.exIndex) else { return nil }
+        return Unmanaged<TLSSession>.fromOpaque(pointer).takeUnretainedValue()
+    }
+
+    /// Resumption re-authorizes: a stored session is resumed only on the listener that issued it, only while
+    /// its peer certificate is within validity and still admitted by this context's policy, and — when it was
+    /// issued under other trust material or another configuration generation — only if the certificate
+    /// still verifies against this context's CAs and CRLs. Otherwise a full handshake follows, which refuses
+    /// the peer with an alert.
+    func admitsResumption(of sslSession: OpaquePointer, issuedBy issuer: ServerSessionStore.Issuer) -> Bool {
+        let own = context.sessionIssuer
+        guard issuer.listener == own.listener, let cert = SSL_SESSION_get0_peer(sslSession) else { return false }
         let identity = IdentityExtractor.extract(cert)
         let now = Int64(time(nil))
-        guard identity.notAfter > now, identity.notBefore <= now else { return 0 }
-        if sameGeneration != 1 {
+        guard identity.notAfter > now, identity.notBefore <= now else { return false }
+        if issuer.trust != own.trust || issuer.generation != own.generation {
             var error: Int32 = 0, depth: Int32 = 0
-            let tolerate: Int32 = session.context.configuration.tolerateExpiredCRL ? 1 : 0
-            guard pc_reverify(session.context.raw, cert, nil, tolerate, &error, &depth) == 1 else { return 0 }
+            let tolerate: Int32 = context.configuration.tolerateExpiredCRL ? 1 : 0
+            guard pc_reverify(context.raw, cert, nil, tolerate, &error, &depth) == 1 else { return false }
         }
-        if let policy = session.context.policy {
+        if let policy = context.policy {
             let verdict = policy.evaluate(identity)
-            guard verdict.isAllowed else { return 0 }
-            session.decision = verdict
+            guard verdict.isAllowed else { return false }
+            decision = verdict
         }
-        session.peerIdentity = identity
-        return 1
+        peerIdentity = identity
+        return true
     }
 
     /// The outcome of checking a live connection's peer against a newer configuration.
@@ -302,6 +327,7 @@ public final class TLSSession {
     /// Re-checks this session's peer against `newer` (its CAs, CRLs and policy), e.g. after a reload.
     /// Only meaningful once the handshake completed.
     public func reauthorize(against newer: TLSContext) -> Reauthorization {
+        defer { OpenSSLError.clearQueue() }  // see `read`: nothing may be left in the queue
         guard let leaf = SSL_get0_peer_certificate(ssl) else { return .refused("no peer certificate") }
         var error: Int32 = 0, depth: Int32 = 0
         let tolerate: Int32 = newer.configuration.tolerateExpiredCRL ? 1 : 0
@@ -353,12 +379,14 @@ public final class TLSSession {
 }
 
 extension TLSSession {
-    /// Frees OpenSSL's record buffers (about 17 KiB each way) while nothing is pending in them; the next read
-    /// or write allocates them again. For connections that go quiet: most of an idle connection's memory.
-    /// Returns false (and frees nothing) when a partial record or unsent data is still buffered.
+    /// Frees OpenSSL's record buffers (about 17 KiB each way) and our ciphertext buffers while nothing is
+    /// pending in them; the next read or write allocates them again. For connections that go quiet: most of an
+    /// idle connection's memory. Returns false when a partial record or unsent data is still buffered (what
+    /// could be freed is).
     @discardableResult
     public func releaseBuffers() -> Bool {
-        SSL_free_buffers(ssl) == 1
+        let openSSL = SSL_free_buffers(ssl) == 1
+        return ciphertext.releaseIdleMemory() && openSSL
     }
 }
 

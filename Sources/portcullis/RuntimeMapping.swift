@@ -14,6 +14,7 @@ extension RuntimeConfiguration {
         self.init(listeners: listeners)
         workers = file.workers
         shutdownTimeoutMs = file.shutdownTimeoutMs
+        sessionCacheSize = file.sessionCacheSize
         version = Portcullis.version
         quietHandshakeFailures = file.log.quietHandshakeFailures
         if let settings = file.status {
@@ -59,6 +60,7 @@ extension ListenerConfiguration {
         tls.cipherSuites = settings.tls.cipherSuites
         tls.groups = settings.tls.groups
         tls.sessionTickets = settings.tls.sessionTickets
+        tls.sessionTicketCount = settings.tls.sessionTicketCount
         if isClient {
             tls.serverName = settings.serverName
             tls.verifyServerName = settings.verifyServerName

@@ -53,6 +53,12 @@ struct ServerCommand: ParsableCommand {
     var unsafeTarget = false
     @Option(name: .customLong("proxy-protocol"), help: "Send the target a PROXY protocol header first: v2 (client address and TLS identity) or off (default).")
     var proxyProtocol: String?
+    @Option(name: .customLong("session-ticket-count"),
+            help: "TLS 1.3 session tickets sent after each handshake (default 1; 0 sends none). More help only clients that open several connections at once and never reuse a ticket.")
+    var sessionTicketCount: String?
+    @Option(name: .customLong("session-cache-size"),
+            help: "Resumable sessions kept in memory for all listeners (default 20000); the least recently used go first.")
+    var sessionCacheSize: String?
 
     func run() throws {
         var flags = ServerFlags()
@@ -69,6 +75,8 @@ struct ServerCommand: ParsableCommand {
         flags.allowAll = allowAll
         flags.unsafeTarget = unsafeTarget
         flags.proxyProtocol = proxyProtocol
+        flags.sessionTicketCount = sessionTicketCount
+        flags.sessionCacheSize = sessionCacheSize
         let file: PortcullisConfiguration
         do {
             file = try PortcullisConfiguration(flags: flags)

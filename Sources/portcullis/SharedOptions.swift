@@ -32,6 +32,11 @@ struct SharedOptions: ParsableArguments {
     var maxConcurrentConns: String?
     @Option(help: "Worker threads, each with its own event loop (default: number of CPUs).")
     var workers: String?
+    @Option(name: .customLong("cipher-suites"),
+            help: "TLS 1.3 cipher suites, colon-separated, in order of preference (e.g. TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384; default: OpenSSL's).")
+    var cipherSuites: String?
+    @Option(help: "Key-exchange groups, colon-separated, in order of preference (e.g. X25519:P-256; default: OpenSSL's).")
+    var groups: String?
     @Flag(name: .customLong("no-session-tickets"), help: "Disable TLS session resumption.")
     var noSessionTickets = false
     @Option(name: .customLong("log-format"), help: "Log format: text (default) or json.")
@@ -65,6 +70,8 @@ struct SharedOptions: ParsableArguments {
         flags.logFormat = logFormat
         flags.logLevel = logLevel
         flags.sessionTickets = !noSessionTickets
+        flags.cipherSuites = cipherSuites
+        flags.groups = groups
         flags.quietHandshakeFailures = quietHandshakeFailures
         flags.status = status
         flags.unsafeStatus = unsafeStatus
@@ -90,6 +97,8 @@ protocol SharedFlagFields {
     var logFormat: String? { get set }
     var logLevel: String? { get set }
     var sessionTickets: Bool { get set }
+    var cipherSuites: String? { get set }
+    var groups: String? { get set }
     var quietHandshakeFailures: Bool { get set }
     var status: String? { get set }
     var unsafeStatus: Bool { get set }

@@ -41,11 +41,15 @@ final class TestPKI: @unchecked Sendable {
     }
 
     func serverContext(policy: AccessPolicy, minimum: TLSConfiguration.ProtocolVersion = .tls13,
-                       crls: [String] = [], tolerateExpiredCRL: Bool = false, generation: UInt64 = 1) throws -> TLSContext {
+                       crls: [String] = [], tolerateExpiredCRL: Bool = false, generation: UInt64 = 1,
+                       listener: String = "portcullis", tickets: Int = 1, caFile: String = "ca.pem",
+                       certificate: String = "server.pem", key: String = "server.key") throws -> TLSContext {
         var configuration = TLSConfiguration(role: .server)
-        configuration.certificatePath = path("server.pem")
-        configuration.keyPath = path("server.key")
-        configuration.caPath = path("ca.pem")
+        configuration.certificatePath = path(certificate)
+        configuration.keyPath = path(key)
+        configuration.caPath = path(caFile)
+        configuration.sessionIDContext = listener
+        configuration.sessionTicketCount = tickets
         configuration.minimumVersion = minimum
         configuration.crlPaths = crls
         configuration.tolerateExpiredCRL = tolerateExpiredCRL

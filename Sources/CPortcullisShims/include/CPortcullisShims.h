@@ -66,6 +66,8 @@ long pc_ssl_ctx_set_mode(SSL_CTX *ctx, long mode);           // macro
 long pc_ssl_ctx_set_session_cache_mode(SSL_CTX *ctx, long m);// macro
 int pc_ssl_set_sni(SSL *ssl, const char *name);              // macro
 int pc_ssl_ctx_set_groups(SSL_CTX *ctx, const char *groups);  // macro
+int pc_ssl_ctx_get0_chain_certs(SSL_CTX *ctx, STACK_OF(X509) **chain);  // macro
+int pc_ssl_ctx_build_cert_chain(SSL_CTX *ctx, long flags);   // macro
 uint64_t pc_op_no_compression(void);                         // SSL_OP_BIT macro
 uint64_t pc_op_no_renegotiation(void);                       // SSL_OP_BIT macro
 uint64_t pc_op_cipher_server_preference(void);               // SSL_OP_BIT macro
@@ -98,18 +100,6 @@ int pc_x509_spki_sha256(X509 *cert, unsigned char out[32]);
 
 // SSL_get_ex_new_index is a macro.
 int pc_ssl_ex_index(void);
-
-// Ticket hooks: every ticket is stamped with the configuration generation that issued it; on decryption
-// the callback learns whether that generation is the context's own, so it can re-authorize a resumed
-// session only when policy, CA or CRLs may have changed. It returns 1 to accept the ticket, 0 to ignore it
-// (forcing a full handshake that re-verifies the peer).
-typedef int (*pc_ticket_check_fn)(SSL *ssl, SSL_SESSION *session, int same_generation);
-int pc_ssl_ctx_set_ticket_check(SSL_CTX *ctx, pc_ticket_check_fn fn, uint64_t generation);
-
-// Process-wide ticket keys, shared by every context (all workers, all generations) so resumption survives
-// reloads. `pc_ticket_keys_rotate` makes a new current key and keeps the previous ones for decryption.
-int pc_ssl_ctx_use_shared_ticket_keys(SSL_CTX *ctx);
-int pc_ticket_keys_rotate(void);
 
 // CRLs: loads every CRL in a PEM (one or more) or DER file into the context's store. Returns the number
 // loaded, or -1. `*next_update_min` receives the earliest nextUpdate (Unix seconds; 0 if none).
