@@ -23,6 +23,7 @@ extension PortcullisConfiguration {
         }
         add(0, "workers: \(workers)")
         add(0, "shutdown-timeout: \(formatDuration(shutdownTimeoutMs))")
+        add(0, "session-cache-size: \(sessionCacheSize)")
         add(0, "listeners:")
         for listener in listeners {
             add(2, "- name: \(value(listener.name))")
@@ -102,6 +103,7 @@ extension PortcullisConfiguration {
             ("status", status.map { .object([("listen", .string($0.listen)), ("unsafe-listen", .bool($0.unsafeListen))]) } ?? .null),
             ("workers", .integer(workers)),
             ("shutdown-timeout", .string(formatDuration(shutdownTimeoutMs))),
+            ("session-cache-size", .integer(sessionCacheSize)),
             ("listeners", .array(listeners.map(\.json))),
         ])
     }

@@ -131,6 +131,8 @@ final class RuntimeMetrics: Sendable {
         static let configGeneration = "portcullis_config_generation"
         static let startTime = "portcullis_start_time_seconds"
         static let buildInfo = "portcullis_build_info"
+        static let sessionCacheEntries = "portcullis_tls_session_cache_entries"
+        static let sessionCacheLookups = "portcullis_tls_session_cache_lookups_total"
     }
 
     let registry = PrometheusCollectorRegistry()
@@ -189,6 +191,8 @@ struct GaugeSnapshot {
     let startTime: Int64
     let version: String
     let now: Int64
+    /// The process-wide TLS session store.
+    let sessionCache: (entries: Int, hits: UInt64, misses: UInt64)
 }
 
 /// Turns the aggregated counters into Prometheus text through the registry. Counters are pushed as deltas
@@ -275,6 +279,12 @@ final class MetricsExporter {
         counter(N.reloads, "Configuration reloads, by result.", [("result", "success")], total: reloads.succeeded)
         counter(N.reloads, "Configuration reloads, by result.", [("result", "failure")], total: reloads.failed)
         gauge(N.configGeneration, "Configuration generation (1 at start, +1 per successful reload).", [], Double(gauges.configGeneration))
+        gauge(N.sessionCacheEntries, "Resumable TLS sessions kept in memory (all server-mode listeners).", [],
+              Double(gauges.sessionCache.entries))
+        counter(N.sessionCacheLookups, "Session tickets offered by clients, by whether a live session was found (hit) or not (miss).",
+                [("result", "hit")], total: gauges.sessionCache.hits)
+        counter(N.sessionCacheLookups, "Session tickets offered by clients, by whether a live session was found (hit) or not (miss).",
+                [("result", "miss")], total: gauges.sessionCache.misses)
         gauge(N.startTime, "Process start time, seconds since the Unix epoch.", [], Double(gauges.startTime))
         gauge(N.buildInfo, "Always 1; the labels say what is running.", [("version", gauges.version)], 1)
         for (key, stale) in self.gauges where gaugesThisScrape[key] == nil { metrics.registry.unregisterGauge(stale) }

@@ -131,7 +131,8 @@ extension ServerRuntime {
                 crlNextUpdate: tls?.crlNextUpdate)
         }
         return GaugeSnapshot(listeners: listeners, configGeneration: configurationGeneration, startTime: startTime,
-                             version: configuration.version, now: Int64(time(nil)))
+                             version: configuration.version, now: Int64(time(nil)),
+                             sessionCache: TLSContext.sessionCacheStatistics)
     }
 
     /// Ready when not draining, every listener accepts on every worker, every certificate is within its

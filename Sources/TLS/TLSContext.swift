@@ -148,6 +148,13 @@ public final class TLSContext: @unchecked Sendable {
         return Assessment(identity: identity, verificationFailure: failure, decision: policy?.evaluate(identity))
     }
 
+    /// The process's session store: sessions kept now, and lookups (tickets offered by clients) that found a
+    /// live session or not (unknown, evicted or expired).
+    public static var sessionCacheStatistics: (entries: Int, hits: UInt64, misses: UInt64) {
+        let counters = ServerSessionStore.shared.counters
+        return (ServerSessionStore.shared.count, counters.hits, counters.misses)
+    }
+
     /// How many resumable sessions the process keeps for its listeners (all share one store); the least
     /// recently used go first when it is full.
     public static var sessionCacheCapacity: Int {

@@ -135,6 +135,15 @@ struct ConfigFileTests {
         (append("    timeouts: {idle: 10 sec}"), "portcullis.yaml:12: listeners[0].timeouts.idle: '10 sec' is not a duration: use e.g. 500ms, 10s, 5m, 1h"),
         (append("    timeouts: {handshake: 0s}"), "portcullis.yaml:12: listeners[0].timeouts.handshake: '0s' must be greater than zero: use e.g. 10s"),
         (insert(after: 0, "workers: 0"), "portcullis.yaml:1: workers: '0' is out of range: use 1-256"),
+        (insert(after: 0, "session-cache-size: 0"),
+         "portcullis.yaml:1: session-cache-size: '0' is out of range: use 1-10000000 (to turn resumption off, set session-tickets: false)"),
+        (insert(after: 8, "      session-ticket-count: 17"),
+         "portcullis.yaml:9: listeners[0].tls.session-ticket-count: '17' is out of range: use 1 (the default) to 16, or 0 to send none"),
+        (insert(after: 8, "      session-ticket-count: two"), "portcullis.yaml:9: listeners[0].tls.session-ticket-count: expected an integer, got 'two'"),
+        (combine(insert(after: 8, "      session-tickets: false"), insert(after: 8, "      session-ticket-count: 2")),
+         "portcullis.yaml:9: listeners[0].tls.session-ticket-count: tickets are off (session-tickets: false): remove one of the two"),
+        (combine(set(3, "    listen: 127.0.0.1:4150"), insert(after: 2, "    mode: client"), insert(after: 9, "      session-ticket-count: 1")),
+         "portcullis.yaml:10: listeners[0].tls.session-ticket-count: applies to server mode only: tickets are what a server sends; a client-mode listener resumes with the ones it receives; remove it"),
         (insert(after: 0, "shutdown-timeout: 5"), "portcullis.yaml:1: shutdown-timeout: '5' is not a duration: use e.g. 500ms, 10s, 5m, 1h"),
         (insert(after: 0, "log: {format: xml}"), "portcullis.yaml:1: log.format: 'xml' is not a log format: use text or json"),
         (insert(after: 0, "log: {level: verbose}"), "portcullis.yaml:1: log.level: 'verbose' is not a log level: use trace, debug, info, notice, warning, error or critical"),
@@ -256,6 +265,7 @@ struct ConfigFileTests {
         #expect(configuration.status == nil)
         #expect(configuration.workers == Validate.defaultWorkers)
         #expect(configuration.shutdownTimeoutMs == 300_000)
+        #expect(configuration.sessionCacheSize == 20_000)
         let listener = try #require(configuration.listeners.first)
         #expect(listener.mode == .server)
         #expect(listener.listen.description == "0.0.0.0:6380")
@@ -281,6 +291,7 @@ struct ConfigFileTests {
             status: {listen: "[::1]:9100"}
             workers: 3
             shutdown-timeout: 1m30s
+            session-cache-size: 500
             listeners:
               - name: valkey
                 mode: server
@@ -317,6 +328,7 @@ struct ConfigFileTests {
         #expect(configuration.status == StatusSettings(listen: "[::1]:9100", unsafeListen: false))
         #expect(configuration.workers == 3)
         #expect(configuration.shutdownTimeoutMs == 90_000)
+        #expect(configuration.sessionCacheSize == 500)
         let listener = try #require(configuration.listener(named: "valkey"))
         #expect(listener.target == .tcp(host: "10.0.0.5", port: 6379))
         #expect(listener.unsafeTarget)
@@ -549,7 +561,8 @@ struct ConfigFileTests {
     static let documentedKeys = [
         "log", "format", "level", "status", "workers", "shutdown-timeout", "listeners", "name", "mode", "listen", "target",
         "unsafe-target", "proxy-protocol", "tls", "cert", "key", "key-passphrase-file", "cacert", "crl", "crl-scope", "crl-expired",
-        "min-version", "cipher-suites", "groups", "session-tickets", "timeouts", "handshake", "connect", "idle", "close",
+        "min-version", "cipher-suites", "groups", "session-tickets", "session-ticket-count", "session-cache-size",
+        "timeouts", "handshake", "connect", "idle", "close",
         "max-connections", "reauthorize", "close-at-cert-expiry", "policy", "allow-all", "deny", "rules",
     ]
 

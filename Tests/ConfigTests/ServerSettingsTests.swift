@@ -55,6 +55,9 @@ struct ServerSettingsTests {
         #expect(settings.logFormat == .text)
         #expect(settings.logLevel == "info")
         #expect(settings.sessionTickets)
+        #expect(settings.sessionTicketCount == 1)
+        #expect(settings.sessionCacheSize == 20_000)
+        #expect(settings.cipherSuites == nil && settings.groups == nil)
         #expect(settings.policy.rules.map(\.name) == ["cn=app-1"])
         #expect(!settings.policy.allowAll)
     }
@@ -77,6 +80,9 @@ struct ServerSettingsTests {
         flags.logLevel = "debug"
         flags.sessionTickets = false
         flags.proxyProtocol = "v2"
+        flags.cipherSuites = "tls_aes_128_gcm_sha256"
+        flags.groups = "x25519:P-256"
+        flags.sessionCacheSize = "1000"
         let settings = try ServerSettings(flags: flags)
         #expect(settings.listen.description == "[::1]:0")
         #expect(settings.target == .unix(path: "/run/app.sock"))
@@ -90,6 +96,20 @@ struct ServerSettingsTests {
         #expect(settings.logLevel == "debug")
         #expect(!settings.sessionTickets)
         #expect(settings.proxyProtocol == .v2)
+        #expect(settings.cipherSuites == "TLS_AES_128_GCM_SHA256")
+        #expect(settings.groups == "X25519:P-256")
+        #expect(settings.sessionCacheSize == 1_000)
+        let configuration = try PortcullisConfiguration(flags: flags)
+        #expect(configuration.sessionCacheSize == 1_000)
+        #expect(configuration.listeners[0].tls.cipherSuites == "TLS_AES_128_GCM_SHA256")
+        #expect(configuration.listeners[0].tls.groups == "X25519:P-256")
+    }
+
+    @Test func sessionTicketCountIsCarriedThrough() throws {
+        var flags = files.validFlags()
+        flags.sessionTicketCount = "3"
+        #expect(try ServerSettings(flags: flags).sessionTicketCount == 3)
+        #expect(try PortcullisConfiguration(flags: flags).listeners[0].tls.sessionTicketCount == 3)
     }
 
     @Test("--proxy-protocol takes v2 or off; off is the default", arguments: [
@@ -168,6 +188,13 @@ struct ServerSettingsTests {
         ("--allow-email 'example.com' is not a valid pattern: an email pattern needs an '@', e.g. '*@example.com'", { $0.allowEmail = ["example.com"] }),
         ("--allow-ip '10.0.0.0/33' is not a valid IP address or CIDR range: the prefix length must be 0-32", { $0.allowIP = ["10.0.0.0/33"] }),
         ("--allow-fingerprint 'abc' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.allowFingerprint = ["abc"] }),
+        ("--cipher-suites 'TLS_RSA_WITH_AES_128_CBC_SHA' is not a TLS 1.3 cipher suite: use TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256, TLS_AES_128_CCM_SHA256, TLS_AES_128_CCM_8_SHA256",
+         { $0.cipherSuites = "TLS_RSA_WITH_AES_128_CBC_SHA" }),
+        ("--groups 'brainpoolP256r1' is not a supported group: use X25519, X448, P-256, P-384, P-521", { $0.groups = "brainpoolP256r1" }),
+        ("--session-ticket-count '17' is out of range: use 1 (the default) to 16, or 0 to send none", { $0.sessionTicketCount = "17" }),
+        ("--session-ticket-count and --no-session-tickets are mutually exclusive: drop one of them",
+         { $0.sessionTicketCount = "2"; $0.sessionTickets = false }),
+        ("--session-cache-size '0' is out of range: use 1-10000000 (to turn resumption off, turn session tickets off)", { $0.sessionCacheSize = "0" }),
         ("--allow-spki 'sha256:xyz' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.allowSPKI = ["sha256:xyz"] }),
         ("no access rule given: add --allow-cn/--allow-ou/--allow-dns/--allow-uri/… to admit clients, or --allow-all to admit every client whose certificate chains to --cacert",
          { $0.allowCN = [] }),

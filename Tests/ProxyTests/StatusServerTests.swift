@@ -58,7 +58,8 @@ struct MetricsTests {
         b.addBytes(7, up: false)
         let exporter = MetricsExporter(metrics: metrics)
         let snapshot = GaugeSnapshot(listeners: [.init(name: "valkey", active: 1, certificateNotAfter: 1100, crlNextUpdate: nil)],
-                                     configGeneration: 3, startTime: 900, version: "1.2.3", now: 1000)
+                                     configGeneration: 3, startTime: 900, version: "1.2.3", now: 1000,
+                                     sessionCache: (entries: 5, hits: 8, misses: 2))
         var text = String(decoding: exporter.render(snapshot), as: UTF8.self)
         for line in [
             #"portcullis_connections_accepted_total{listener="valkey"} 3"#,
@@ -73,6 +74,9 @@ struct MetricsTests {
             #"portcullis_certificate_expiry_seconds{listener="valkey"} 100.0"#,
             #"portcullis_config_generation 3.0"#,
             #"portcullis_build_info{version="1.2.3"} 1.0"#,
+            #"portcullis_tls_session_cache_entries 5.0"#,
+            #"portcullis_tls_session_cache_lookups_total{result="hit"} 8"#,
+            #"portcullis_tls_session_cache_lookups_total{result="miss"} 2"#,
         ] {
             #expect(text.contains(line + "\n"), "missing: \(line)\n\(text)")
         }

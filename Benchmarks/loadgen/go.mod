@@ -1,0 +1,3 @@
+module portcullis/loadgen
+
+go 1.19
