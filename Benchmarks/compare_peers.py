@@ -232,10 +232,13 @@ def speed(d):
 
 # ---------------------------------------------------------------- report
 
-TERMS = ["direct", "portcullis", "stunnel", "haproxy", "nginx", "redis-tls"]
-PEERS = ["stunnel", "haproxy", "nginx"]
+TERMS = ["direct", "portcullis", "stunnel", "haproxy", "nginx", "hitch", "redis-tls"]
+PEERS = ["stunnel", "haproxy", "nginx", "hitch"]
 TITLE = {"direct": "direct (plaintext)", "portcullis": "Portcullis", "stunnel": "stunnel",
-         "haproxy": "HAProxy", "nginx": "nginx", "redis-tls": "redis native TLS"}
+         "haproxy": "HAProxy", "nginx": "nginx", "hitch": "hitch", "redis-tls": "redis native TLS"}
+CLIENTS = ["bench", "loadgen", "redis-benchmark"]
+CLIENT_TITLE = {"bench": "portcullis bench", "loadgen": "loadgen (Go)", "redis-benchmark": "redis-benchmark"}
+NOMINAL_NOISE = 1.10  # with a single round there is no spread to judge by: a nominal ±10 %
 
 
 def dig(o, path):
@@ -246,30 +249,35 @@ def dig(o, path):
     return o
 
 
+def client_of(r):
+    # lines written before the `client` field existed all came from portcullis bench (or redis-benchmark)
+    return r.get("client") or ("redis-benchmark" if r.get("case") == "redis" else "bench")
+
+
 def report(a):
     runs = [json.loads(l) for l in open(a.jsonl) if l.strip()]
     meta = json.load(open(a.meta))
-    per = {}  # (workload, peer) -> list of runs
+    per = {}  # (workload, client, target) -> list of runs
     for r in runs:
         if r.get("case") and r.get("peer"):
-            per.setdefault((r["case"], r["peer"]), []).append(r)
+            per.setdefault((r["case"], client_of(r), r["peer"]), []).append(r)
 
-    def med(workload, peer, fn):
-        vals = []
-        for r in per.get((workload, peer), []):
-            if r.get("error"):
-                continue
-            try:
-                v = fn(r)
-            except (TypeError, ZeroDivisionError, KeyError):
-                v = None
-            if isinstance(v, (int, float)):
-                vals.append(float(v))
-        return (statistics.median(vals), len(vals)) if vals else (None, 0)
+    def value(r, fn):
+        if r.get("error"):
+            return None
+        try:
+            v = fn(r)
+        except (TypeError, ZeroDivisionError, KeyError):
+            v = None
+        return float(v) if isinstance(v, (int, float)) else None
+
+    def med(workload, client, target, fn):
+        vals = [v for v in (value(r, fn) for r in per.get((workload, client, target), [])) if v is not None]
+        return statistics.median(vals) if vals else None
 
     def cpu_of(r):
-        c = dig(r, "cpu.target_seconds")  # portcullis bench --pid (process tree, around the measured body)
-        return c if c is not None else r.get("tree_cpu_seconds")  # ours (around the whole bench process)
+        c = dig(r, "cpu.target_seconds")  # the client's --pid/-pid reading (process tree, around the measured phase)
+        return c if c is not None else r.get("tree_cpu_seconds")  # ours (around the whole client process)
 
     def cpu_per(unit_fn, scale):
         def f(r):
@@ -283,72 +291,171 @@ def report(a):
     gb_up = lambda r: dig(r, "results.bytes_up") / 1e9
     gb_down = lambda r: dig(r, "results.bytes_down") / 1e9
 
-    # (label, workload, extractor, better: hi|lo, fmt, target rule for Portcullis vs best peer)
+    # (label, workload, extractor, better: hi|lo, fmt, target: (kind, x, text) or None)
+    # kinds: ratio (Portcullis ≥ x × best peer), lowest (Portcullis ≤ best peer), max (Portcullis ≤ x absolute)
     M = [
-        ("full mTLS handshakes/s (c=16; direct: TCP connects/s)", "hs-full", lambda r: dig(r, "results.handshakes_per_second"), "hi", "{:.0f}", ("ratio", 1.25)),
-        ("  proxy CPU ms / full handshake", "hs-full", cpu_per(hs, 1000), "lo", "{:.2f}", ("lowest", None)),
+        ("full mTLS handshakes/s (c=16; direct: TCP connects/s)", "hs-full", lambda r: dig(r, "results.handshakes_per_second"), "hi", "{:.0f}", ("ratio", 1.25, "full handshakes/s ≥ 1.25× best peer")),
+        ("  proxy CPU ms / full handshake", "hs-full", cpu_per(hs, 1000), "lo", "{:.2f}", ("lowest", None, "lowest proxy CPU per full handshake")),
         ("  handshake p99 µs (full)", "hs-full", lambda r: dig(r, "results.latency_us.p99"), "lo", "{:.0f}", None),
         ("  handshake errors (full, all kinds)", "hs-full", lambda r: sum((dig(r, "results.errors") or {}).values()), "lo", "{:.0f}", None),
-        ("resumed handshakes/s (c=16)", "hs-resumed", lambda r: dig(r, "results.handshakes_per_second"), "hi", "{:.0f}", ("ratio", 1.25)),
+        ("resumed handshakes/s (c=16)", "hs-resumed", lambda r: dig(r, "results.handshakes_per_second"), "hi", "{:.0f}", ("ratio", 1.25, "resumed handshakes/s ≥ 1.25× best peer")),
         ("  resumed fraction", "hs-resumed", lambda r: dig(r, "results.resumed_fraction"), "hi", "{:.3f}", None),
         ("  proxy CPU ms / resumed handshake", "hs-resumed", cpu_per(hs, 1000), "lo", "{:.2f}", None),
-        ("1 stream up MB/s (client→sink)", "tput-up", lambda r: dig(r, "results.mb_per_second_up"), "hi", "{:.0f}", ("ratio", 1.3)),
-        ("  proxy CPU s / GB up", "tput-up", cpu_per(gb_up, 1), "lo", "{:.2f}", ("lowest", None)),
-        ("1 stream down MB/s (source→client)", "tput-down", lambda r: dig(r, "results.mb_per_second_down"), "hi", "{:.0f}", ("ratio", 1.3)),
-        ("  proxy CPU s / GB down", "tput-down", cpu_per(gb_down, 1), "lo", "{:.2f}", ("lowest", None)),
+        ("1 stream up MB/s (client→sink)", "tput-up", lambda r: dig(r, "results.mb_per_second_up"), "hi", "{:.0f}", ("ratio", 1.0, "single stream up not below best peer")),
+        ("  proxy CPU s / GB up", "tput-up", cpu_per(gb_up, 1), "lo", "{:.2f}", None),
+        ("1 stream down MB/s (source→client)", "tput-down", lambda r: dig(r, "results.mb_per_second_down"), "hi", "{:.0f}", ("ratio", 1.0, "single stream down not below best peer")),
+        ("  proxy CPU s / GB down", "tput-down", cpu_per(gb_down, 1), "lo", "{:.2f}", None),
         ("c=1 64 B echo req/s", "lat-c1", lambda r: dig(r, "results.requests_per_second"), "hi", "{:.0f}", None),
-        ("  c=1 p50 µs", "lat-c1", lambda r: dig(r, "results.latency_us.p50"), "lo", "{:.0f}", None),
-        ("  c=1 p99 µs", "lat-c1", lambda r: dig(r, "results.latency_us.p99"), "lo", "{:.0f}", ("lowest", None)),
-        ("c=32 64 B echo req/s", "lat-c32", lambda r: dig(r, "results.requests_per_second"), "hi", "{:.0f}", ("ratio", 1.2)),
+        ("  c=1 p50 µs", "lat-c1", lambda r: dig(r, "results.latency_us.p50"), "lo", "{:.0f}", ("lowest", None, "c=1 64 B echo: lowest p50")),
+        ("  c=1 p99 µs", "lat-c1", lambda r: dig(r, "results.latency_us.p99"), "lo", "{:.0f}", ("lowest", None, "c=1 64 B echo: lowest p99")),
+        ("c=32 64 B echo req/s", "lat-c32", lambda r: dig(r, "results.requests_per_second"), "hi", "{:.0f}", ("ratio", 1.2, "c=32 64 B echo req/s ≥ 1.2× best peer")),
         ("  c=32 p99 µs", "lat-c32", lambda r: dig(r, "results.latency_us.p99"), "lo", "{:.0f}", None),
         ("  proxy CPU µs / request (c=32)", "lat-c32", cpu_per(reqs, 1e6), "lo", "{:.1f}", None),
-        ("idle RSS KiB / conn (tree, sampled)", "idle", lambda r: r.get("tree_rss_kb_per_connection"), "lo", "{:.1f}", ("half", 0.5)),
+        ("idle RSS KiB / conn (tree, sampled)", "idle", lambda r: r.get("tree_rss_kb_per_connection"), "lo", "{:.1f}", ("max", 16, "idle RSS ≤ 16 KiB per connection")),
         ("  idle PSS KiB / conn (tree, sampled)", "idle", lambda r: r.get("tree_pss_kb_per_connection"), "lo", "{:.1f}", None),
-        ("  idle RSS KiB / conn (bench --pid)", "idle", lambda r: dig(r, "results.rss_kb_per_connection"), "lo", "{:.1f}", None),
-        ("redis-benchmark SET req/s (c=32)", "redis", lambda r: dig(r, "results.set.rps"), "hi", "{:.0f}", ("redis", 1.0)),
-        ("redis-benchmark GET req/s (c=32)", "redis", lambda r: dig(r, "results.get.rps"), "hi", "{:.0f}", ("redis", 1.0)),
+        ("  idle RSS KiB / conn (client's -pid reading)", "idle", lambda r: dig(r, "results.rss_kb_per_connection"), "lo", "{:.1f}", None),
+        ("redis-benchmark SET req/s (c=32)", "redis", lambda r: dig(r, "results.set.rps"), "hi", "{:.0f}", ("ratio", 1.2, "redis SET req/s ≥ 1.2× best peer")),
+        ("redis-benchmark GET req/s (c=32)", "redis", lambda r: dig(r, "results.get.rps"), "hi", "{:.0f}", ("ratio", 1.2, "redis GET req/s ≥ 1.2× best peer")),
         ("  redis GET p99 ms", "redis", lambda r: dig(r, "results.get.p99_latency_ms"), "lo", "{:.3f}", None),
     ]
-    cols = [t for t in TERMS if any(p == t for (_, p) in per)]
+    cols = [t for t in TERMS if any(k[2] == t for k in per)]
+    clients = [c for c in CLIENTS if any(k[1] == c for k in per)]
+
+    def best_peer(vals, better):
+        peers = {p: vals[p] for p in PEERS if vals.get(p) is not None}
+        if not peers:
+            return None, None
+        bp = max(peers, key=peers.get) if better == "hi" else min(peers, key=peers.get)
+        return bp, peers[bp]
+
+    def round_ratios(w, c, fn, better):
+        """Portcullis ÷ best peer in each round (the best peer of that round)."""
+        rounds = sorted({r.get("round") for t in PEERS + ["portcullis"] for r in per.get((w, c, t), [])} - {None})
+        out = []
+        for rd in rounds:
+            vals = {}
+            for t in PEERS + ["portcullis"]:
+                vs = [v for v in (value(r, fn) for r in per.get((w, c, t), []) if r.get("round") == rd) if v is not None]
+                vals[t] = vs[0] if vs else None
+            _, best = best_peer(vals, better)
+            if vals["portcullis"] is not None and best:
+                out.append(vals["portcullis"] / best)
+        return out
+
     out = []
-    out.append("| metric (median of %s rounds) | " % meta.get("rounds") + " | ".join(TITLE[c] for c in cols)
+    out.append("| metric (median of %s rounds) | client | " % meta.get("rounds") + " | ".join(TITLE[c] for c in cols)
                + " | Portcullis ÷ best peer | target |")
-    out.append("|---" * (len(cols) + 3) + "|")
-    verdicts = []
+    out.append("|---" * (len(cols) + 4) + "|")
+    stats = {}  # (label, client) -> {ratio, best, verdict, spread, n}
     for label, w, fn, better, fmt, rule in M:
-        vals = {c: med(w, c, fn)[0] for c in cols}
-        if all(v is None for v in vals.values()):
-            continue
-        cells = [fmt.format(vals[c]) if vals[c] is not None else "—" for c in cols]
-        peers = {p: vals.get(p) for p in PEERS if vals.get(p) is not None}
-        ratio, verdict = "", ""
-        pc = vals.get("portcullis")
-        if peers and pc is not None:
-            best_p = max(peers, key=peers.get) if better == "hi" else min(peers, key=peers.get)
-            best = peers[best_p]
-            if best:
-                ratio = f"{pc / best:.2f} (vs {TITLE[best_p]})"
-            if rule:
-                kind, x = rule
-                if kind == "ratio":
-                    ok = best and pc / best >= x
-                    verdict = f"≥{x}×: " + ("met" if ok else "not met")
-                elif kind == "lowest":
-                    ok = pc <= best
-                    verdict = "lowest: " + ("met" if ok else "not met")
-                elif kind == "half":
-                    ok = pc <= best * x
-                    verdict = "≤½ best: " + ("met" if ok else "not met")
-                elif kind == "redis":
-                    native = vals.get("redis-tls")
-                    if native:
-                        ok = pc >= native
-                        verdict = f"≥ native ({pc / native:.2f}×): " + ("met" if ok else "not met")
-                    else:
-                        verdict = "native TLS n/a"
-                verdicts.append((label.strip(), verdict))
-        out.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} | {verdict} |")
+        for c in clients:
+            vals = {t: med(w, c, t, fn) for t in cols}
+            if all(v is None for v in vals.values()):
+                continue
+            cells = [fmt.format(vals[t]) if vals[t] is not None else "—" for t in cols]
+            ratio, verdict = "", ""
+            pc = vals.get("portcullis")
+            bp, best = best_peer(vals, better)
+            if bp and pc is not None:
+                st = {"pc": pc, "best_peer": bp, "ratio": pc / best if best else None}
+                if best:
+                    ratio = f"{pc / best:.2f} (vs {TITLE[bp]})"
+                    if w == "redis" and vals.get("redis-tls"):
+                        ratio += f"; native {pc / vals['redis-tls']:.2f}"
+                if rule:
+                    kind, x, _ = rule
+                    if kind == "ratio":
+                        ok = bool(best) and pc / best >= x
+                        verdict = f"≥{x}×: " + ("met" if ok else "not met")
+                    elif kind == "lowest":
+                        ok = pc <= best
+                        verdict = "lowest: " + ("met" if ok else "not met")
+                    else:  # max
+                        ok = pc <= x
+                        verdict = f"≤{x}: " + ("met" if ok else "not met")
+                    st["ok"] = ok
+                rr = round_ratios(w, c, fn, better)
+                st["n"] = len(rr)
+                st["spread"] = (max(rr) / min(rr)) if len(rr) >= 2 and min(rr) > 0 else None
+                stats[(label, c)] = st
+            out.append(f"| {label} | {CLIENT_TITLE[c]} | " + " | ".join(cells) + f" | {ratio} | {verdict} |")
     table = "\n".join(out)
+
+    # agreement: the same ratio from the two load generators, against the rounds' own spread
+    agree_lines, decided = [], {}
+    for label, w, fn, better, fmt, rule in M:
+        if not rule:
+            continue
+        b, l = stats.get((label, "bench")), stats.get((label, "loadgen"))
+        if not (b and l and b.get("ratio") and l.get("ratio")):
+            continue
+        diff = max(b["ratio"], l["ratio"]) / min(b["ratio"], l["ratio"])
+        spreads = [s for s in (b["spread"], l["spread"]) if s is not None]
+        if spreads:
+            noise = max(spreads)
+            noise_txt = (f"round-to-round spread of the ratio: bench ×{b['spread']:.2f}, " if b["spread"] else "bench —, ") \
+                + (f"loadgen ×{l['spread']:.2f}" if l["spread"] else "loadgen —")
+        else:
+            noise = NOMINAL_NOISE
+            noise_txt = f"one round: no spread to judge by, nominal ×{NOMINAL_NOISE:.2f}"
+        head = (f"- **{w}** · {label.strip()}: Portcullis ÷ best peer = {b['ratio']:.2f} (vs {TITLE[b['best_peer']]}) "
+                f"with portcullis bench, {l['ratio']:.2f} (vs {TITLE[l['best_peer']]}) with loadgen; they differ by "
+                f"×{diff:.2f}; {noise_txt}")
+        if diff > noise:
+            decided[label.strip()] = "loadgen"
+            agree_lines.append(head + " → **disagree beyond the noise: trust loadgen** (independent client: it "
+                               "shares no code with the terminators' TLS library, and its CPU cost per operation is "
+                               "what a real client pays; portcullis bench is lighter per operation and leaves more "
+                               "of the 2 cores to the terminator).")
+        else:
+            decided[label.strip()] = "both"
+            agree_lines.append(head + " → agree within the noise.")
+
+    # targets: the verdict per client; where the clients disagree, the agreement decides
+    tgt = ["| target | " + " | ".join(CLIENT_TITLE[c] for c in clients) + " | verdict |",
+           "|---" * (len(clients) + 2) + "|"]
+    for label, w, fn, better, fmt, rule in M:
+        if not rule:
+            continue
+        cells, oks = [], {}
+        for c in clients:
+            st = stats.get((label, c))
+            if st and "ok" in st:
+                oks[c] = st["ok"]
+                shown = f"{st['pc']:.1f} KiB" if rule[0] == "max" else f"{st['ratio']:.2f}×" if st.get("ratio") else "?"
+                cells.append(("met" if st["ok"] else "not met") + f" ({shown})")
+            else:
+                cells.append("—")
+        if not oks:
+            continue
+        vs = set(oks.values())
+        if len(vs) == 1:
+            verdict = "met" if vs.pop() else "not met"
+        elif decided.get(label.strip()) == "loadgen":
+            verdict = ("met" if oks["loadgen"] else "not met") + " (clients disagree beyond noise: loadgen's)"
+        else:
+            verdict = "undecided (the clients differ within the noise)"
+        tgt.append(f"| {rule[2]} | " + " | ".join(cells) + f" | {verdict} |")
+    targets = "\n".join(tgt)
+
+    warn = []
+    for (w, c, t), rs in sorted(per.items()):
+        for r in rs:
+            if r.get("error"):
+                warn.append(f"- {w} {CLIENT_TITLE[c]} {t} round {r.get('round')}: run failed: {r['error']}")
+            elif w == "hs-resumed" and (dig(r, "results.resumed_fraction") or 0) < 0.9:
+                warn.append(f"- {w} {CLIENT_TITLE[c]} {t} round {r.get('round')}: resumed fraction "
+                            f"{dig(r, 'results.resumed_fraction')} < 0.9 (not measuring resumption)")
+            suite = dig(r, "results.suite")
+            if suite and suite != "TLS_AES_128_GCM_SHA256":
+                warn.append(f"- {w} {CLIENT_TITLE[c]} {t} round {r.get('round')}: negotiated {suite}")
+    # every client of a case should have a line for every target the case has (each terminator at least)
+    terminators = {v["name"] for v in meta.get("validation") or []}
+    for w in sorted({k[0] for k in per}):
+        targets_w = {k[2] for k in per if k[0] == w} | terminators
+        for c in sorted({k[1] for k in per if k[0] == w}):
+            for t in sorted(targets_w - {k[2] for k in per if k[0] == w and k[1] == c}):
+                warn.append(f"- {w} {CLIENT_TITLE[c]} {t}: no run")
 
     md = [f"# Peer comparison {meta['date']} ({meta['commit']}{', SMOKE' if meta.get('smoke') else ''})", ""]
     md.append(f"Machine: {meta['machine']}")
@@ -356,15 +463,20 @@ def report(a):
     md.append("Versions: " + "; ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     md.append("")
     md.append(f"Command: `{meta['command']}` — {meta['rounds']} round(s) × {meta['duration']} per run, interleaved "
-              "(for each workload, every target in turn), median over rounds. Load average before: "
+              "(for each workload, for each client, every target in turn), median over rounds. Clients: "
+              + ", ".join(CLIENT_TITLE[c] for c in clients) + ". Load average before: "
               f"{meta.get('loadavg_before')}; after: {meta.get('loadavg_after', '?')}.")
     md.append("")
     if meta.get("notes"):
         for n in meta["notes"]:
             md.append(f"- {n}")
         md.append("")
-    md.append(table)
-    md.append("")
+    md += ["## Results", "", table, ""]
+    md += ["## Do the two clients agree? (Portcullis ÷ best peer, per case)", ""]
+    md += agree_lines or ["- no case was run with both clients"]
+    md += ["", "## Targets", "", targets, ""]
+    if warn:
+        md += ["## Warnings", ""] + warn + [""]
     cb = meta.get("crypto_bound") or {}
     if cb:
         aes = cb.get("aes_128_gcm_bytes_per_s", {}).get("16384")
@@ -383,6 +495,15 @@ def report(a):
         md.append("")
     open(a.md, "w").write("\n".join(md) + "\n")
     print(table)
+    print()
+    print("Agreement (Portcullis ÷ best peer, portcullis bench vs loadgen):")
+    print("\n".join(agree_lines) if agree_lines else "- no case was run with both clients")
+    print()
+    print(targets)
+    if warn:
+        print()
+        print("Warnings:")
+        print("\n".join(warn))
     return 0
 
 

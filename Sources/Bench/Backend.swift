@@ -18,6 +18,9 @@ public final class BenchBackend: Sendable {
 
     /// Binds and starts serving on `workers` threads; returns once accepting.
     public init(mode: Mode, host: String, port: UInt16, workers: Int) throws {
+        // A client that leaves while a source or echo write is under way must cost that connection, not the
+        // process (the default SIGPIPE action).
+        ignoreSIGPIPE()
         self.mode = mode
         var sockets: [ListeningSocket] = []
         var bound = port

@@ -19,6 +19,7 @@ public struct BenchResult: Sendable {
 
 /// Runs `body` on `threads` OS threads, each with its own loop, and returns their partial results.
 func onThreads<Partial: Sendable>(_ threads: Int, _ body: @escaping @Sendable (Int) -> Partial) -> [Partial] {
+    ignoreSIGPIPE()  // a target that resets must count as an error, not end the run
     let collected = Mutex<[Partial]>([])
     let workers = (0..<threads).map { index in
         LoopThread(name: "bench-\(index)") {
@@ -329,6 +330,7 @@ public enum Workloads {
         let rssBefore = ProcessStats.rssKiB(pid)
         let pssBefore = ProcessStats.pssKiB(pid)
         let progress = Progress()
+        ignoreSIGPIPE()
         let thread = LoopThread(name: "bench-idle") {
             guard let loop = try? Loop() else { return }
             let scratch = Scratch()
