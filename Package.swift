@@ -36,10 +36,14 @@ let package = Package(
         .target(name: "EventLoop", dependencies: ["CLibUV", "CPortcullisShims"], swiftSettings: strictSettings),
         .target(name: "TLS", dependencies: ["COpenSSL", "CPortcullisShims", "Policy"], swiftSettings: strictSettings),
 
+        // Byte streams over the two bridges: a plaintext stream and a TLS stream with one life and one
+        // backpressure signal (no C of its own).
+        .target(name: "Streams", dependencies: ["EventLoop", "TLS"], swiftSettings: strictSettings),
+
         .target(
             name: "Proxy",
             dependencies: [
-                "EventLoop", "TLS", "Policy",
+                "EventLoop", "TLS", "Policy", "Streams",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -49,13 +53,13 @@ let package = Package(
         // The load generator: the same bridges as the proxy, no C of its own.
         .target(
             name: "Bench",
-            dependencies: ["EventLoop", "TLS", "Policy", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            dependencies: ["EventLoop", "TLS", "Policy", "Streams", .product(name: "Histogram", package: "hdrhistogram-swift")],
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "portcullis",
             dependencies: [
-                "Proxy", "Config", "Policy", "TLS", "Bench",
+                "Proxy", "Config", "Policy", "TLS", "Streams", "Bench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -68,6 +72,7 @@ let package = Package(
         .testTarget(name: "TLSTests", dependencies: ["TLS", "Policy", "COpenSSL"], swiftSettings: strictSettings),
         .testTarget(name: "BenchTests", dependencies: ["Bench", .product(name: "Histogram", package: "hdrhistogram-swift")],
                     swiftSettings: strictSettings),
-        .testTarget(name: "ProxyTests", dependencies: ["Proxy", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSettings),
+        .testTarget(name: "ProxyTests", dependencies: ["Proxy", "Streams", "TLS", "EventLoop", .product(name: "Logging", package: "swift-log")],
+                    swiftSettings: strictSettings),
     ]
 )

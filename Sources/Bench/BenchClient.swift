@@ -1,5 +1,6 @@
 import EventLoop
 public import TLS
+import Streams
 
 /// Where and how the load generator connects: plaintext, or TLS with a client certificate.
 public struct BenchTarget: Sendable {
@@ -17,20 +18,20 @@ public struct BenchTarget: Sendable {
     public var description: String { "\(host):\(port)\(tls == nil ? " (plaintext)" : " (TLS)")" }
 }
 
-/// One load-generator connection on a loop: connect, optional TLS handshake, then plaintext in and out.
+/// One load-generator connection on a loop: a plaintext or TLS `ByteStream`, with the callbacks the
+/// workloads use.
 ///
 /// Readiness for TLS means the server issued a session ticket — in TLS 1.3 that is sent only after the server
 /// verified our certificate, so a refused client is never counted as connected.
 /// - Warning: confined to its loop's thread.
-final class BenchClient: StreamSocketDelegate {
+final class BenchClient: ByteStreamObserver, SessionKeeper {
     enum Phase { case connecting, handshaking, ready, closed }
 
-    let loop: Loop
-    let socket: StreamSocket
+    private let stream: any ByteStream
+    /// The TLS stream's session; nil for plaintext.
     let session: TLSSession?
+    private let offered: ResumableSession?
     private(set) var phase = Phase.connecting
-    /// Plaintext bytes queued to the socket and not yet acknowledged by libuv (TLS: ciphertext bytes).
-    private(set) var inFlight = 0
     let startedAt = Loop.monotonicNanoseconds
 
     var onReady: ((BenchClient) -> Void)?
@@ -38,139 +39,113 @@ final class BenchClient: StreamSocketDelegate {
     var onWritable: ((BenchClient) -> Void)?
     var onClosed: ((BenchClient, String?) -> Void)?
     private var failure: String?
-    private let scratch: UnsafeMutableRawBufferPointer
+    /// The stream holds its observer weakly; a client keeps itself alive until its stream closed, as the
+    /// workloads keep no list of the connections they start.
+    private var selfUntilClosed: BenchClient?
 
-    init(loop: Loop, target: BenchTarget, address: SocketAddress, scratch: UnsafeMutableRawBufferPointer,
-         resume: ResumableSession? = nil) throws {
-        self.loop = loop
-        self.scratch = scratch
-        socket = try StreamSocket(loop: loop, kind: .tcp)
+    init(loop: Loop, target: BenchTarget, address: SocketAddress, resume: ResumableSession? = nil) throws {
+        offered = resume
         if let tls = target.tls {
-            let session = try TLSSession(context: tls)
-            if let resume { session.resume(resume) }
-            self.session = session
+            let tlsStream = try TLSStream(loop: loop, dialling: .tcp(address), context: tls, sessionKeeper: nil)
+            stream = tlsStream
+            session = tlsStream.session
         } else {
+            stream = try PlainStream(loop: loop, dialling: .tcp(address))
             session = nil
         }
-        socket.delegate = self
-        socket.connect(to: address)
+        stream.observer = self
+        selfUntilClosed = self
+        if let tlsStream = stream as? TLSStream { tlsStream.sessionKeeper = self }
+        stream.open()
     }
+
+    /// Bytes written and not yet taken by the kernel (TLS: ciphertext).
+    var inFlight: Int { stream.queuedBytes }
 
     var isResumed: Bool { session?.isResumed ?? false }
 
     /// Sends plaintext (encrypted first for TLS).
     func send(_ bytes: UnsafeRawBufferPointer) {
         guard phase == .ready else { return }
-        if let session {
-            if let failure = session.write(bytes) { return fail("tls: \(failure.detail)") }
-            flush()
-        } else {
-            var offset = 0
-            while offset < bytes.count {
-                let buffer = loop.writeBuffers.take()
-                let n = min(buffer.bytes.count, bytes.count - offset)
-                buffer.bytes.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]))
-                inFlight += n
-                if let error = socket.write(buffer, count: n) { return fail(error.name) }
-                offset += n
-            }
+        do throws(StreamFailure) {
+            try stream.write(.borrowed(bytes))
+        } catch {
+            fail(Self.errorKind(error))
         }
     }
 
     func close(sendCloseNotify: Bool = true) {
         guard phase != .closed else { return }
-        if sendCloseNotify, let session, phase == .ready {
-            session.sendCloseNotify()
-            flush()
-        }
+        if sendCloseNotify && phase == .ready { stream.shutdownOutput() }
         phase = .closed
-        socket.close()
-    }
-
-    private func flush() {
-        guard let session else { return }
-        while session.pendingOutputCount > 0 {
-            let buffer = loop.writeBuffers.take()
-            let n = session.readOutput(into: buffer.bytes)
-            guard n > 0 else {
-                loop.writeBuffers.give(buffer)
-                return
-            }
-            inFlight += n
-            if let error = socket.write(buffer, count: n) { return fail(error.name) }
-        }
+        stream.close()
     }
 
     private func fail(_ reason: String) {
         if failure == nil { failure = reason }
         phase = .closed
-        socket.close()
+        stream.close()
     }
 
-    private func advance() {
-        guard let session else { return }
-        if phase == .handshaking {
-            switch session.handshake() {
-            case .needsInput: flush(); return
-            case .failed(let failure): flush(); return fail("tls-\(failure.kind.rawValue)")
-            case .complete: flush()
-            }
-        }
-        var received = 0
-        while phase != .closed {
-            switch session.read(into: scratch) {
-            case .bytes(let n): received += n
-            case .needsInput:
-                if phase == .handshaking && session.hasResumableSession {
-                    phase = .ready
-                    onReady?(self)
-                }
-                if received > 0 { onData?(self, received) }
-                return
-            case .closed: return fail("closed-by-server")
-            case .failed(let failure): return fail(failure.kind == .refusedByPeer ? "tls-refused" : "tls-\(failure.kind.rawValue)")
-            }
+    private static func errorKind(_ failure: StreamFailure) -> String {
+        switch failure {
+        case .connect(let error): return "connect-\(error.name)"
+        case .handshake(let tls), .tls(let tls): return tls.kind == .refusedByPeer ? "tls-refused" : "tls-\(tls.kind.rawValue)"
+        case .read(let error): return "read-\(error.name)"
+        case .write(let error): return "write-\(error.name)"
         }
     }
 
-    // MARK: StreamSocketDelegate
-
-    func socket(_ socket: StreamSocket, didConnect error: UVError?) {
-        if let error { return fail("connect-\(error.name)") }
-        socket.setNoDelay()
-        socket.startReading()
-        if session != nil {
-            phase = .handshaking
-            advance()
-        } else {
-            phase = .ready
-            onReady?(self)
-        }
+    private func becomeReady() {
+        guard phase == .connecting || phase == .handshaking else { return }
+        phase = .ready
+        onReady?(self)
     }
 
-    func socket(_ socket: StreamSocket, didRead bytes: UnsafeRawBufferPointer) {
-        if let session {
-            session.receive(bytes)
-            advance()
-        } else {
-            onData?(self, bytes.count)
-        }
+    // MARK: SessionKeeper
+
+    func sessionToOffer() -> ResumableSession? { offered }
+
+    /// The server's ticket arrived: it verified and admitted our certificate.
+    func keep(_ session: ResumableSession) { becomeReady() }
+
+    // MARK: ByteStreamObserver
+
+    func streamDidConnect(_ stream: any ByteStream) {
+        if session != nil { phase = .handshaking }
     }
 
-    func socketDidReadEOF(_ socket: StreamSocket) { fail("eof") }
-    func socket(_ socket: StreamSocket, didFailReading error: UVError) { fail("read-\(error.name)") }
-    func socket(_ socket: StreamSocket, didWrite byteCount: Int, error: UVError?) {
-        inFlight -= byteCount
-        if let error, !error.isCanceled { return fail("write-\(error.name)") }
+    func streamDidOpen(_ stream: any ByteStream) {
+        stream.startReading()
+        if session == nil { becomeReady() }
+    }
+
+    func stream(_ stream: any ByteStream, didRead chunk: StreamChunk) {
+        let count = chunk.count
+        stream.discard(chunk)
+        if phase == .ready { onData?(self, count) }
+    }
+
+    func streamDidReachEnd(_ stream: any ByteStream) {
+        fail(session != nil && phase == .ready ? "closed-by-server" : "eof")
+    }
+
+    func streamDidFlush(_ stream: any ByteStream) {
         if phase == .ready { onWritable?(self) }
     }
-    func socketDidShutdown(_ socket: StreamSocket, error: UVError?) {}
-    func socketDidClose(_ socket: StreamSocket) {
+
+    func streamDidShutDown(_ stream: any ByteStream) {}
+
+    func stream(_ stream: any ByteStream, didFail failure: StreamFailure) { fail(Self.errorKind(failure)) }
+
+    func streamDidClose(_ stream: any ByteStream) {
+        phase = .closed
         let callback = onClosed
         onReady = nil
         onData = nil
         onWritable = nil
         onClosed = nil
         callback?(self, failure)
+        selfUntilClosed = nil
     }
 }

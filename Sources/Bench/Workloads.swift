@@ -61,12 +61,6 @@ struct Partial: Sendable {
     var end: UInt64 = 0
 }
 
-/// A per-thread scratch buffer for decrypted bytes that are counted and dropped.
-final class Scratch {
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
-    deinit { buffer.deallocate() }
-}
-
 public enum Workloads {
     // MARK: handshakes
 
@@ -81,13 +75,12 @@ public enum Workloads {
         let partials = onThreads(perThread.count) { index -> Partial in
             var partial = Partial()
             guard let loop = try? Loop() else { return partial }
-            let scratch = Scratch()
             var sessions = [ResumableSession?](repeating: nil, count: perThread[index])
             func startSlot(_ slot: Int) {
                 guard Loop.monotonicNanoseconds < deadline else { return }
                 let begin = Loop.monotonicNanoseconds
                 do {
-                    let client = try BenchClient(loop: loop, target: target, address: address, scratch: scratch.buffer,
+                    let client = try BenchClient(loop: loop, target: target, address: address,
                                                  resume: resume ? sessions[slot] : nil)
                     client.onReady = { client in
                         partial.count += 1
@@ -142,7 +135,6 @@ public enum Workloads {
         let partials = onThreads(perThread.count) { index -> Partial in
             var partial = Partial()
             guard let loop = try? Loop() else { return partial }
-            let scratch = Scratch()
             var clients: [BenchClient] = []
             let stopTimer = Timer(loop: loop)
             func pump(_ client: BenchClient) {
@@ -152,7 +144,7 @@ public enum Workloads {
                 }
             }
             for _ in 0..<perThread[index] {
-                guard let client = try? BenchClient(loop: loop, target: target, address: address, scratch: scratch.buffer) else {
+                guard let client = try? BenchClient(loop: loop, target: target, address: address) else {
                     partial.errors["setup", default: 0] += 1
                     continue
                 }
@@ -216,7 +208,6 @@ public enum Workloads {
         let partials = onThreads(perThread.count) { index -> Partial in
             var partial = Partial()
             guard let loop = try? Loop() else { return partial }
-            let scratch = Scratch()
             final class State {
                 var received = 0
                 var sentAt: [UInt64] = []  // intended send times of outstanding requests (FIFO)
@@ -263,7 +254,7 @@ public enum Workloads {
             }
             var ready = 0
             for _ in 0..<perThread[index] {
-                guard let client = try? BenchClient(loop: loop, target: target, address: address, scratch: scratch.buffer) else {
+                guard let client = try? BenchClient(loop: loop, target: target, address: address) else {
                     partial.errors["setup", default: 0] += 1
                     continue
                 }
@@ -333,7 +324,6 @@ public enum Workloads {
         ignoreSIGPIPE()
         let thread = LoopThread(name: "bench-idle") {
             guard let loop = try? Loop() else { return }
-            let scratch = Scratch()
             var clients: [BenchClient] = []
             var wakeup: AsyncWakeup?
             wakeup = try? AsyncWakeup(loop: loop) {
@@ -347,7 +337,7 @@ public enum Workloads {
             opener.start(after: 0, repeat: 10) {
                 let wave = min(200, connections - opened)
                 for _ in 0..<wave {
-                    guard let client = try? BenchClient(loop: loop, target: target, address: address, scratch: scratch.buffer) else {
+                    guard let client = try? BenchClient(loop: loop, target: target, address: address) else {
                         progress.failed()
                         continue
                     }

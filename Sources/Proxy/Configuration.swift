@@ -106,7 +106,7 @@ enum BackendTarget: Sendable {
 /// Per-listener settings the data path reads, frozen into each generation.
 struct ListenerRuntimeSettings: Sendable {
     let name: String
-    let mode: RelayConnection.Mode
+    let mode: Relay.Mode
     let target: BackendTarget
     let targetDescription: String
     let handshakeTimeoutMs: UInt64

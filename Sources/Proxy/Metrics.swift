@@ -24,38 +24,6 @@ public enum CloseCategory: String, CaseIterable, Sendable {
     case proxyHeaderFailed = "proxy_header_failed"
 }
 
-/// Why a handshake failed, as a bounded label value (`reason` on `portcullis_handshake_failures_total`).
-public enum HandshakeFailureReason: String, CaseIterable, Sendable {
-    case noCertificate = "no_certificate"
-    case unknownCA = "unknown_ca"
-    case expired
-    case revoked
-    case crlUnavailable = "crl_unavailable"
-    case badCertificate = "bad_certificate"
-    case denied
-    case refusedByPeer = "refused_by_peer"
-    case protocolError = "protocol_error"
-    case timeout
-    /// The peer closed the TCP connection before the handshake finished (port scanners, TCP health checks).
-    case peerClosed = "peer_closed"
-    /// Client mode: the remote server could not be reached.
-    case targetUnreachable = "target_unreachable"
-
-    init(_ kind: TLSFailure.Kind) {
-        switch kind {
-        case .noCertificate: self = .noCertificate
-        case .unknownCA: self = .unknownCA
-        case .expired: self = .expired
-        case .revoked: self = .revoked
-        case .crl: self = .crlUnavailable
-        case .refusedByPeer: self = .refusedByPeer
-        case .badCertificate: self = .badCertificate
-        case .denied: self = .denied
-        case .protocolError: self = .protocolError
-        }
-    }
-}
-
 /// Event counts of one listener on one worker. Only that worker writes; the scraper reads under the same
 /// (uncontended) lock, so counting costs no shared cache line between workers.
 struct ListenerEventCounts {
@@ -63,7 +31,7 @@ struct ListenerEventCounts {
     var closed = [UInt64](repeating: 0, count: CloseCategory.allCases.count)
     var handshakesFull: UInt64 = 0
     var handshakesResumed: UInt64 = 0
-    var failures = [UInt64](repeating: 0, count: HandshakeFailureReason.allCases.count)
+    var failures = [UInt64](repeating: 0, count: TLSFailure.Kind.allCases.count)
     /// Allowed handshakes by the name of the rule that admitted the peer (bounded by the configuration).
     var allowedByRule: [String: UInt64] = [:]
     var denied: UInt64 = 0
@@ -250,7 +218,7 @@ final class MetricsExporter {
             counter(N.handshakes, "TLS handshakes, by result (full, resumed, failed).", [l, ("result", "resumed")], total: events.handshakesResumed)
             counter(N.handshakes, "TLS handshakes, by result (full, resumed, failed).", [l, ("result", "failed")],
                     total: events.failures.reduce(0, +))
-            for (i, reason) in HandshakeFailureReason.allCases.enumerated() {
+            for (i, reason) in TLSFailure.Kind.allCases.enumerated() {
                 counter(N.handshakeFailures, "Failed TLS handshakes, by reason.", [l, ("reason", reason.rawValue)], total: events.failures[i])
             }
             for (rule, count) in events.allowedByRule {
@@ -301,7 +269,7 @@ extension CloseCategory {
     var index: Int { CloseCategory.allCases.firstIndex(of: self)! }
 }
 
-extension HandshakeFailureReason {
+extension TLSFailure.Kind {
     /// Position in `ListenerEventCounts.failures`.
-    var index: Int { HandshakeFailureReason.allCases.firstIndex(of: self)! }
+    var index: Int { TLSFailure.Kind.allCases.firstIndex(of: self)! }
 }

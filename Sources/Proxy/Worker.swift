@@ -62,7 +62,7 @@ final class Worker: @unchecked Sendable {
     private(set) var loop: Loop!
     private var wakeup: AsyncWakeup?
     private var slots: [String: Slot] = [:]
-    private var connections: [UInt64: RelayConnection] = [:]
+    private var connections: [UInt64: Connection] = [:]
     private var draining = false
     private var expirySweep: Timer?
     /// Frees the TLS record buffers of connections quiet for `idleBufferMs` (see `releaseIdleBuffers`).
@@ -127,7 +127,7 @@ final class Worker: @unchecked Sendable {
             case .apply(let assignments): apply(assignments)
             case .drain: beginDrain()
             case .cut:
-                for connection in connections.values { connection.close(.shutdown, reason: "shutdown timeout") }
+                for connection in connections.values { connection.relay.close(.shutdown, reason: "shutdown timeout") }
             }
         }
     }
@@ -210,11 +210,11 @@ final class Worker: @unchecked Sendable {
         let id = shared.nextConnectionID.add(1, ordering: .relaxed).newValue
         do {
             let cache = generation.settings.mode == .client && generation.tls.configuration.sessionTickets ? slot.sessionCache : nil
-            let connection = try RelayConnection(id: id, worker: self, generation: generation, stats: stats,
-                                                 sessionCache: cache, accepted: client)
+            let connection = try Connection(id: id, worker: self, generation: generation, stats: stats,
+                                            sessionCache: cache, accepted: client)
             stats.count { $0.accepted += 1 }
             connections[id] = connection
-            connection.start()
+            connection.relay.start()
         } catch {
             generation.counters.active.subtract(1, ordering: .relaxed)
             shared.activeConnections.subtract(1, ordering: .relaxed)
@@ -223,15 +223,15 @@ final class Worker: @unchecked Sendable {
         }
     }
 
-    /// Called by a connection once both of its sockets have closed.
-    func connectionDidClose(_ connection: RelayConnection) {
+    /// Called by a connection once both of its streams have closed.
+    func connectionDidClose(_ connection: Connection) {
         connections.removeValue(forKey: connection.id)
         connection.generation.counters.active.subtract(1, ordering: .relaxed)
         shared.activeConnections.subtract(1, ordering: .relaxed)
-        let category = connection.closeCategory
+        let category = connection.relay.closeCategory
         connection.stats.count { $0.closed[category.index] += 1 }
         connection.stats.connectionDuration.recordNanoseconds(
-            Int64(truncatingIfNeeded: Loop.monotonicNanoseconds &- connection.startedAt))
+            Int64(truncatingIfNeeded: Loop.monotonicNanoseconds &- connection.relay.startedAt))
         audit(connection)
         if draining && connections.isEmpty { finishDrain() }
     }
@@ -239,9 +239,9 @@ final class Worker: @unchecked Sendable {
     /// Closes this listener's live connections whose peer no longer passes the newer generation's CAs,
     /// CRLs and policy. Each gets an audit line saying why.
     private func reauthorize(listener name: String, against generation: Generation) {
-        for connection in connections.values where connection.settings.name == name && connection.isEstablished {
-            if case .refused(let why) = connection.session.reauthorize(against: generation.tls) {
-                connection.closeGracefully(.reauthorizationFailed, reason: "reauthorization failed: \(why)")
+        for connection in connections.values where connection.settings.name == name && connection.relay.isEstablished {
+            if let session = connection.session, case .refused(let why) = session.reauthorize(against: generation.tls) {
+                connection.relay.closeGracefully(.reauthorizationFailed, reason: "reauthorization failed: \(why)")
             }
         }
     }
@@ -269,10 +269,10 @@ final class Worker: @unchecked Sendable {
         let sinceLastSweep = now &- lastBufferSweepAt
         lastBufferSweepAt = now
         var released = 0
-        for connection in connections.values where connection.isEstablished {
-            let quiet = now &- connection.lastActivity
+        for connection in connections.values where connection.relay.isEstablished {
+            let quiet = now &- connection.relay.lastActivity
             guard quiet >= Worker.idleBufferMs && quiet < Worker.idleBufferMs + sinceLastSweep else { continue }
-            connection.session.releaseBuffers()
+            connection.session?.releaseBuffers()
             released += 1
         }
         // Write buffers a burst left in this loop's cache that nothing used since the last pool sweep (a slower
@@ -293,9 +293,9 @@ final class Worker: @unchecked Sendable {
 
     private func closeExpiredConnections() {
         let now = Int64(time(nil))
-        for connection in connections.values where connection.settings.closeAtCertExpiry && connection.isEstablished {
-            if let notAfter = connection.session.peerIdentity?.notAfter, notAfter <= now {
-                connection.closeGracefully(.certificateExpired, reason: "peer certificate expired")
+        for connection in connections.values where connection.settings.closeAtCertExpiry && connection.relay.isEstablished {
+            if let notAfter = connection.session?.peerIdentity?.notAfter, notAfter <= now {
+                connection.relay.closeGracefully(.certificateExpired, reason: "peer certificate expired")
             }
         }
     }
@@ -324,48 +324,55 @@ final class Worker: @unchecked Sendable {
 
     // MARK: audit
 
-    private func audit(_ connection: RelayConnection) {
+    /// One line per connection: `connection closed` for an admitted one, `handshake failed` (rate-limited)
+    /// for one that never was. Both carry the connection's duration, bytes, target and close reason.
+    private func audit(_ connection: Connection) {
+        let relay = connection.relay!
         let session = connection.session
+        let failure = relay.handshakeFailure
+        if failure == nil && shared.logger.logLevel > .info { return }  // nothing to build the line for
         var metadata: Logger.Metadata = [
-            "conn.id": "\(connection.id)",
+            "conn.id": "\(relay.id)",
             "conn.peer": "\(connection.peerAddress)",
             "listener": "\(connection.settings.name)",
             "config.generation": "\(connection.generation.number)",
+            "target": "\(connection.settings.targetDescription)",
+            "bytes.up": "\(relay.bytesUp)",
+            "bytes.down": "\(relay.bytesDown)",
+            "conn.duration_ms": "\(relay.durationMs)",
+            "close.reason": "\(relay.closeReason)",
         ]
-        if let identity = session.peerIdentity {
+        if let identity = session?.peerIdentity {
             metadata["tls.peer.subject"] = "\(identity.subject.rfc2253)"
             metadata["tls.peer.sans"] = "\(identity.subjectAlternativeNames.joined(separator: ","))"
             metadata["tls.peer.fingerprint"] = "\(identity.fingerprint)"
             metadata["tls.peer.serial"] = "\(identity.serialHex)"
             if let spiffe = identity.spiffeID { metadata["tls.peer.spiffe_id"] = "\(spiffe)" }
         }
-        if session.expiredCRLTolerated { metadata["tls.crl_expired"] = "true" }
-        if let failure = connection.handshakeFailure {
+        if session?.expiredCRLTolerated == true { metadata["tls.crl_expired"] = "true" }
+        if let failure {
             // Health checkers and scanners that connect and leave without a certificate: counted in the
             // metrics, not logged, when asked to be quiet. A presented certificate is always audited.
-            if shared.quietHandshakeFailures.load(ordering: .relaxed) && session.peerIdentity == nil
-                && session.unverifiedPeerSubject == nil { return }
+            if shared.quietHandshakeFailures.load(ordering: .relaxed) && session?.peerIdentity == nil
+                && session?.unverifiedPeerSubject == nil { return }
             guard let suppressed = failureLogLimiter?.admit(now: loop.now) else { return }
-            metadata["handshake.error"] = "\(connection.handshakeErrorKind)"
+            metadata["handshake.error"] = "\(failure.kind.rawValue)"
             metadata["handshake.detail"] = "\(failure.detail)"
-            if session.peerIdentity == nil, let subject = session.unverifiedPeerSubject {
+            if session?.peerIdentity == nil, let subject = session?.unverifiedPeerSubject {
                 metadata["tls.peer.unverified_subject"] = "\(subject)"
             }
-            if let decision = session.decision, !decision.isAllowed { metadata["policy.reason"] = "\(decision.description)" }
+            if let decision = session?.decision, !decision.isAllowed { metadata["policy.reason"] = "\(decision.description)" }
             if suppressed > 0 { metadata["log.suppressed"] = "\(suppressed)" }
             shared.logger.warning("handshake failed", metadata: metadata)
             return
         }
-        metadata["tls.version"] = "\(session.protocolVersion)"
-        metadata["tls.cipher"] = "\(session.cipherName)"
-        metadata["tls.resumed"] = "\(session.isResumed)"
-        if let sni = session.serverNameIndication { metadata["tls.sni"] = "\(sni)" }
+        if let session {
+            metadata["tls.version"] = "\(session.protocolVersion)"
+            metadata["tls.cipher"] = "\(session.cipherName)"
+            metadata["tls.resumed"] = "\(session.isResumed)"
+            if let sni = session.serverNameIndication { metadata["tls.sni"] = "\(sni)" }
+        }
         if let admission = connection.admission { metadata["policy.rule"] = "\(admission.auditRule)" }
-        metadata["target"] = "\(connection.settings.targetDescription)"
-        metadata["bytes.up"] = "\(connection.bytesUp)"
-        metadata["bytes.down"] = "\(connection.bytesDown)"
-        metadata["conn.duration_ms"] = "\(connection.durationMs)"
-        metadata["close.reason"] = "\(connection.closeReason)"
         shared.logger.info("connection closed", metadata: metadata)
     }
 }

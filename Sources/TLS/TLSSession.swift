@@ -6,20 +6,29 @@ public import Policy
 import Glibc
 #endif
 
-/// Why a handshake or record operation failed, classified for logs and (later) metrics.
+/// Why a handshake (or a record operation) failed. The one vocabulary: the audit line's `handshake.error`,
+/// the log text and the `reason` label of `portcullis_handshake_failures_total` are all `kind.rawValue`.
 public struct TLSFailure: Error, Sendable, CustomStringConvertible {
-    public enum Kind: String, Sendable {
-        case noCertificate = "no-certificate"
-        case unknownCA = "unknown-ca"
-        case expired = "expired"
-        case revoked = "revoked"
+    public enum Kind: String, Sendable, CaseIterable {
+        /// The client sent no certificate (TCP health checks and scanners usually end as `peerClosed`).
+        case noCertificate = "no_certificate"
+        case unknownCA = "unknown_ca"
+        case expired
+        case revoked
         /// No usable CRL (missing for a chain member, expired, not yet valid): fail closed.
-        case crl = "crl"
+        case crlUnavailable = "crl_unavailable"
+        case badCertificate = "bad_certificate"
+        /// Verified, but the access policy does not admit it.
+        case denied
         /// The peer sent a fatal alert refusing us (e.g. it does not trust our certificate).
-        case refusedByPeer = "refused-by-peer"
-        case badCertificate = "bad-certificate"
-        case denied = "denied"
-        case protocolError = "protocol"
+        case refusedByPeer = "refused_by_peer"
+        case protocolError = "protocol_error"
+        /// No complete handshake within the handshake timeout.
+        case timeout
+        /// The peer closed or reset the connection before the handshake finished.
+        case peerClosed = "peer_closed"
+        /// Client mode: the remote server could not be reached.
+        case targetUnreachable = "target_unreachable"
     }
 
     public let kind: Kind
@@ -355,7 +364,7 @@ public final class TLSSession {
             case X509_V_ERR_CERT_REVOKED:
                 return TLSFailure(kind: .revoked, detail: detail)
             case X509_V_ERR_CRL_HAS_EXPIRED, X509_V_ERR_UNABLE_TO_GET_CRL, X509_V_ERR_CRL_NOT_YET_VALID:
-                return TLSFailure(kind: .crl, detail: detail)
+                return TLSFailure(kind: .crlUnavailable, detail: detail)
             case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
                  X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
                  X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE, X509_V_ERR_CERT_UNTRUSTED:
@@ -372,7 +381,7 @@ public final class TLSSession {
             return TLSFailure(kind: .refusedByPeer, detail: "peer sent alert: " + alert.split(separator: " ").dropFirst(2).joined(separator: " "))
         }
         if sslError == SSL_ERROR_SYSCALL || sslError == SSL_ERROR_ZERO_RETURN, reasons.isEmpty {
-            return TLSFailure(kind: .protocolError, detail: "connection closed during the handshake")
+            return TLSFailure(kind: .peerClosed, detail: "connection closed during the handshake")
         }
         return TLSFailure(kind: .protocolError, detail: reasons.isEmpty ? "TLS error \(sslError)" : reasons.joined(separator: "; "))
     }

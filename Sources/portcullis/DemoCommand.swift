@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Policy
 import Proxy
+import Streams
 import TLS
 
 struct DemoCommand: ParsableCommand {

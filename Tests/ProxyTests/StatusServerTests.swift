@@ -1,5 +1,6 @@
 import Testing
 @testable import Proxy
+import TLS
 
 @Suite("Status endpoint request parsing")
 struct HTTPRequestHeadTests {
@@ -53,7 +54,7 @@ struct MetricsTests {
         let a = metrics.makeStats(listener: "valkey")
         let b = metrics.makeStats(listener: "valkey")
         a.count { $0.accepted += 2; $0.allowedByRule["ops", default: 0] += 2; $0.closed[CloseCategory.normal.index] += 1 }
-        b.count { $0.accepted += 1; $0.failures[HandshakeFailureReason.denied.index] += 1; $0.denied += 1 }
+        b.count { $0.accepted += 1; $0.failures[TLSFailure.Kind.denied.index] += 1; $0.denied += 1 }
         a.addBytes(100, up: true)
         b.addBytes(7, up: false)
         let exporter = MetricsExporter(metrics: metrics)

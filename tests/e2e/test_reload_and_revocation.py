@@ -281,7 +281,7 @@ def test_expired_crl_fails_closed_by_default(run_config, pki, tls, echo_backend,
     assert loud["level"] == "error", loud
     tls.refused(port, "allowed")
     fail = p.wait_log("handshake failed")
-    assert fail["handshake.error"] == "crl", fail
+    assert fail["handshake.error"] == "crl_unavailable", fail
     assert echo_backend.accepted == 0
 
 

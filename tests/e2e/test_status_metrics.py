@@ -333,7 +333,7 @@ def test_quiet_handshake_failures(proxy, tls, quiet):
     tls.refused(p.port, "denied")                                 # a certificate was presented: always audited
     p.wait_log("handshake failed", **{"handshake.error": "denied"})
     time.sleep(0.3)
-    eof_lines = p.logs("handshake failed", **{"handshake.error": "eof"})
+    eof_lines = p.logs("handshake failed", **{"handshake.error": "peer_closed"})
     assert (len(eof_lines) == 0) if quiet else (len(eof_lines) >= 1)
     denied = p.logs("handshake failed", **{"handshake.error": "denied"})[0]
     assert denied["listener"] == "server" and denied["config.generation"] == "1"

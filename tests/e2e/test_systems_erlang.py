@@ -247,5 +247,5 @@ def test_client_sidecar_refuses_a_server_that_is_not_the_expected_node(cluster, 
         except OSError:
             pass
     rec = cli.wait_log("handshake failed", timeout=5)
-    assert "mismatch" in rec.get("handshake.detail", "") or rec.get("handshake.error") == "bad-certificate", rec
+    assert "mismatch" in rec.get("handshake.detail", "") or rec.get("handshake.error") == "bad_certificate", rec
     assert stand_in.accepted == 0 and stand_in.bytes_in == 0

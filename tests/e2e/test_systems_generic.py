@@ -113,8 +113,8 @@ def test_curl_cert_downloads_intact(pki, proxy, web):
 
 @pytest.mark.parametrize("cred,alert,error", [
     ("denied", "alert certificate unknown", "denied"),
-    (None, "alert certificate required", "no-certificate"),
-    ("other-ca", "alert unknown ca", "unknown-ca"),
+    (None, "alert certificate required", "no_certificate"),
+    ("other-ca", "alert unknown ca", "unknown_ca"),
 ])
 def test_curl_refused_and_server_sees_nothing(pki, proxy, web, cred, alert, error):
     p = proxy(target=f"127.0.0.1:{web.port}")

@@ -101,7 +101,7 @@ def test_refused_keystores_and_plaintext_never_reach_the_broker(rocketmq, java):
     # names, so it sends none; the sidecar requires one.
     r = java(port, "other-ca", 1, expect_refused=True)
     assert r.returncode == 0 and r.stdout.startswith("PASS refused"), r.stdout + r.stderr
-    p.wait_log("handshake failed", timeout=5, listener="broker", **{"handshake.error": "no-certificate"})
+    p.wait_log("handshake failed", timeout=5, listener="broker", **{"handshake.error": "no_certificate"})
 
     # A RocketMQ client without tls.enable=true: a plaintext frame to the TLS port is dropped.
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -110,7 +110,7 @@ def test_refused_keystores_and_plaintext_never_reach_the_broker(rocketmq, java):
             assert s.recv(100) == b""
         except OSError:
             pass
-    p.wait_log("handshake failed", timeout=5, listener="broker", **{"handshake.error": "protocol"})
+    p.wait_log("handshake failed", timeout=5, listener="broker", **{"handshake.error": "protocol_error"})
 
     assert backends["broker"].accepted == 0, "a refused client reached the broker"
     assert not p.logs("connection closed"), "a refused client got an audit line"
