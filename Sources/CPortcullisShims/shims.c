@@ -459,12 +459,13 @@ static int reverify_tolerant_cb(int ok, X509_STORE_CTX *ctx) {
     return ok;
 }
 
-int pc_reverify(SSL_CTX *ctx, X509 *leaf, STACK_OF(X509) *chain, int tolerate_expired_crl, int *error, int *depth) {
+int pc_reverify(SSL_CTX *ctx, X509 *leaf, STACK_OF(X509) *chain, int tolerate_expired_crl, long long now, int *error, int *depth) {
     X509_STORE_CTX *store_ctx = X509_STORE_CTX_new();
     if (store_ctx == NULL) { *error = X509_V_ERR_OUT_OF_MEM; *depth = 0; return 0; }
     int ok = 0;
     if (X509_STORE_CTX_init(store_ctx, SSL_CTX_get_cert_store(ctx), leaf, chain) == 1) {
         X509_STORE_CTX_set_purpose(store_ctx, X509_PURPOSE_SSL_CLIENT);
+        X509_STORE_CTX_set_time(store_ctx, 0, (time_t)now);  // the caller's clock, for validity and CRL windows
         if (tolerate_expired_crl) X509_STORE_CTX_set_verify_cb(store_ctx, reverify_tolerant_cb);
         ok = X509_verify_cert(store_ctx) == 1;
         *error = X509_STORE_CTX_get_error(store_ctx);

@@ -247,7 +247,7 @@ extension ServerSessionStore {
     /// A new session (one per ticket sent). Returns 1 when the store keeps the reference OpenSSL passed.
     static let newSessionCallback: @convention(c) (OpaquePointer?, OpaquePointer?) -> Int32 = { ssl, session in
         guard let ssl, let session, let owner = TLSSession.owner(of: ssl) else { return 0 }
-        return shared.insert(session, issuer: owner.context.sessionIssuer, now: Int64(time(nil))) ? 1 : 0
+        return shared.insert(session, issuer: owner.context.sessionIssuer, now: owner.context.clock.now()) ? 1 : 0
     }
 
     /// A client offered a ticket: the session, if it is known, alive, and still admissible (re-checked by the
@@ -255,7 +255,7 @@ extension ServerSessionStore {
     static let getSessionCallback: @convention(c) (OpaquePointer?, UnsafePointer<UInt8>?, Int32,
                                                    UnsafeMutablePointer<Int32>?) -> OpaquePointer? = { ssl, id, length, copy in
         guard let ssl, let id, length > 0, let owner = TLSSession.owner(of: ssl),
-              let found = shared.find(UnsafeRawBufferPointer(start: id, count: Int(length)), now: Int64(time(nil)))
+              let found = shared.find(UnsafeRawBufferPointer(start: id, count: Int(length)), now: owner.context.clock.now())
         else { return nil }
         guard owner.admitsResumption(of: found.session.raw, issuedBy: found.issuer) else {
             SSL_SESSION_free(found.session.raw)

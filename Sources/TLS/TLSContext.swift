@@ -73,8 +73,11 @@ public final class TLSContext: @unchecked Sendable {
     let sessionIssuer: ServerSessionStore.Issuer
     /// Server role: client chains already verified against this context's CAs and CRLs.
     let verifiedChains: VerifiedChainCache?
+    /// The time every judgement of a certificate uses (validity windows, cached chains, re-verification).
+    public let clock: TLSClock
 
-    public init(configuration: TLSConfiguration, policy: AccessPolicy?) throws(TLSSetupError) {
+    public init(configuration: TLSConfiguration, policy: AccessPolicy?, clock: TLSClock = .system) throws(TLSSetupError) {
+        self.clock = clock
         OpenSSLError.clearQueue()
         let method = configuration.role == .server ? TLS_server_method() : TLS_client_method()
         guard let ctx = SSL_CTX_new(method) else {
@@ -122,13 +125,8 @@ public final class TLSContext: @unchecked Sendable {
     }
 
     /// What this context would decide about a client presenting the certificate (chain) in `path`:
-    /// whether it verifies against the CAs and CRLs, who it is, and what the policy says.
-    public struct Assessment: Sendable {
-        public let identity: PeerIdentity
-        /// Why the chain does not verify; nil when it does.
-        public let verificationFailure: String?
-        public let decision: PolicyDecision?
-    }
+    /// whether it verifies against the CAs and CRLs now, who it is, and what the policy says.
+    public typealias Assessment = Authorization
 
     public func assess(certificateAt path: String) throws(TLSSetupError) -> Assessment {
         var chain: OpaquePointer?
@@ -140,12 +138,7 @@ public final class TLSContext: @unchecked Sendable {
             X509_free(leaf)
             pc_x509_stack_free(chain)
         }
-        let identity = IdentityExtractor.extract(leaf)
-        var error: Int32 = 0, depth: Int32 = 0
-        let tolerate: Int32 = configuration.tolerateExpiredCRL ? 1 : 0
-        let failure: String? = pc_reverify(raw, leaf, chain, tolerate, &error, &depth) == 1 ? nil
-            : "\(String(cString: X509_verify_cert_error_string(Int(error)))) (depth \(depth))"
-        return Assessment(identity: identity, verificationFailure: failure, decision: policy?.evaluate(identity))
+        return authorize(leaf: leaf, chain: chain, now: clock.now(), chainCheck: .reverify)
     }
 
     /// The process's session store: sessions kept now, and lookups (tickets offered by clients) that found a
@@ -174,7 +167,7 @@ public final class TLSContext: @unchecked Sendable {
         guard let cache = verifiedChains, let sent = X509_STORE_CTX_get0_untrusted(store),
               let leaf = X509_STORE_CTX_get0_cert(store), let key = VerifiedChainCache.key(for: sent)
         else { return X509_verify_cert(store) }
-        let now = Int64(time(nil))
+        let now = clock.now()
         if cache.contains(key, now: now) {
             X509_STORE_CTX_set_current_cert(store, leaf)
             X509_STORE_CTX_set_error_depth(store, 0)

@@ -240,9 +240,9 @@ public final class TLSSession {
     private func finishHandshake() -> HandshakeProgress {
         if peerIdentity == nil, let cert = SSL_get0_peer_certificate(ssl) {
             // Resumed without a ticket check (should not happen on the server) or client role: decide now.
-            let identity = IdentityExtractor.extract(cert)
-            peerIdentity = identity
-            if let policy = context.policy { decision = policy.evaluate(identity) }
+            let judged = context.authorize(leaf: cert, chain: nil, now: context.clock.now(), chainCheck: .verifiedNow)
+            peerIdentity = judged.identity
+            decision = judged.decision
         }
         if let decision, !decision.isAllowed {
             return .failed(TLSFailure(kind: .denied, detail: decision.description))
@@ -283,15 +283,12 @@ public final class TLSSession {
         guard let cert = X509_STORE_CTX_get_current_cert(store) else { return 0 }
         // Authorization inside the handshake: the identity is extracted once and judged here, so a denied
         // peer gets an alert and never reaches the backend.
-        let identity = IdentityExtractor.extract(cert)
-        peerIdentity = identity
-        if let policy = context.policy {
-            let verdict = policy.evaluate(identity)
-            decision = verdict
-            if !verdict.isAllowed {
-                X509_STORE_CTX_set_error(store, TLSSession.policyDenialCode)
-                return 0
-            }
+        let judged = context.authorize(leaf: cert, chain: nil, now: context.clock.now(), chainCheck: .verifiedNow)
+        peerIdentity = judged.identity
+        decision = judged.decision
+        guard judged.isAdmitted else {
+            X509_STORE_CTX_set_error(store, TLSSession.policyDenialCode)
+            return 0
         }
         return 1
     }
@@ -310,20 +307,12 @@ public final class TLSSession {
     func admitsResumption(of sslSession: OpaquePointer, issuedBy issuer: ServerSessionStore.Issuer) -> Bool {
         let own = context.sessionIssuer
         guard issuer.listener == own.listener, let cert = SSL_SESSION_get0_peer(sslSession) else { return false }
-        let identity = IdentityExtractor.extract(cert)
-        let now = Int64(time(nil))
-        guard identity.notAfter > now, identity.notBefore <= now else { return false }
-        if issuer.trust != own.trust || issuer.generation != own.generation {
-            var error: Int32 = 0, depth: Int32 = 0
-            let tolerate: Int32 = context.configuration.tolerateExpiredCRL ? 1 : 0
-            guard pc_reverify(context.raw, cert, nil, tolerate, &error, &depth) == 1 else { return false }
-        }
-        if let policy = context.policy {
-            let verdict = policy.evaluate(identity)
-            guard verdict.isAllowed else { return false }
-            decision = verdict
-        }
-        peerIdentity = identity
+        let sameTrust = issuer.trust == own.trust && issuer.generation == own.generation
+        let judged = context.authorize(leaf: cert, chain: nil, now: context.clock.now(),
+                                       chainCheck: sameTrust ? .verifiedEarlier : .reverify)
+        guard judged.isAdmitted else { return false }
+        decision = judged.decision
+        peerIdentity = judged.identity
         return true
     }
 
@@ -338,16 +327,11 @@ public final class TLSSession {
     public func reauthorize(against newer: TLSContext) -> Reauthorization {
         defer { OpenSSLError.clearQueue() }  // see `read`: nothing may be left in the queue
         guard let leaf = SSL_get0_peer_certificate(ssl) else { return .refused("no peer certificate") }
-        var error: Int32 = 0, depth: Int32 = 0
-        let tolerate: Int32 = newer.configuration.tolerateExpiredCRL ? 1 : 0
-        if pc_reverify(newer.raw, leaf, SSL_get_peer_cert_chain(ssl), tolerate, &error, &depth) != 1 {
-            let text = String(cString: X509_verify_cert_error_string(Int(error)))
-            return .refused("certificate no longer verifies: \(text) (depth \(depth))")
-        }
-        let identity = peerIdentity ?? IdentityExtractor.extract(leaf)
-        guard let policy = newer.policy else { return .admitted(nil) }
-        let verdict = policy.evaluate(identity)
-        return verdict.isAllowed ? .admitted(verdict) : .refused(verdict.description)
+        let judged = newer.authorize(leaf: leaf, chain: SSL_get_peer_cert_chain(ssl), now: newer.clock.now(),
+                                     chainCheck: .reverify, identity: peerIdentity)
+        if let failure = judged.verificationFailure { return .refused("certificate no longer verifies: \(failure)") }
+        if let decision = judged.decision, !decision.isAllowed { return .refused(decision.description) }
+        return .admitted(judged.decision)
     }
 
     private func classifyFailure(_ sslError: Int32) -> TLSFailure {

@@ -110,7 +110,7 @@ void pc_ssl_ctx_enable_crl_check(SSL_CTX *ctx, int whole_chain);
 // Verifies `leaf` (with optional untrusted intermediates) against the context's current store, as a client
 // certificate. With tolerate_expired_crl, an expired CRL does not fail verification. Returns 1 when valid;
 // otherwise 0 with *error and *depth set.
-int pc_reverify(SSL_CTX *ctx, X509 *leaf, STACK_OF(X509) *chain, int tolerate_expired_crl, int *error, int *depth);
+int pc_reverify(SSL_CTX *ctx, X509 *leaf, STACK_OF(X509) *chain, int tolerate_expired_crl, long long now, int *error, int *depth);
 
 // Error text of the most specific queued error (reason string), or NULL.
 const char *pc_verify_error_string(long code);
