@@ -26,15 +26,18 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
-        .target(name: "CPortcullisShims", dependencies: ["CLibUV", "COpenSSL"]),
+        // One shim target per C library, each including only that library (and libc).
+        .target(name: "CUVShims", dependencies: ["CLibUV"]),
+        .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
+        .target(name: "CSystemShims"),
 
         // Pure Swift: no C, no sockets.
         .target(name: "Policy", swiftSettings: strictSettings),
         .target(name: "Config", dependencies: ["Policy", .product(name: "Yams", package: "Yams")], swiftSettings: strictSettings),
 
         // Bridges: the only modules that see libuv / OpenSSL.
-        .target(name: "EventLoop", dependencies: ["CLibUV", "CPortcullisShims"], swiftSettings: strictSettings),
-        .target(name: "TLS", dependencies: ["COpenSSL", "CPortcullisShims", "Policy"], swiftSettings: strictSettings),
+        .target(name: "EventLoop", dependencies: ["CLibUV", "CUVShims", "CSystemShims"], swiftSettings: strictSettings),
+        .target(name: "TLS", dependencies: ["COpenSSL", "COpenSSLShims", "Policy"], swiftSettings: strictSettings),
 
         .target(
             name: "Proxy",

@@ -1,5 +1,6 @@
 import CLibUV
-import CPortcullisShims
+import CUVShims
+import CSystemShims
 
 #if canImport(Glibc)
 import Glibc

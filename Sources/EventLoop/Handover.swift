@@ -1,5 +1,6 @@
 import CLibUV
-import CPortcullisShims
+import CSystemShims
+import CUVShims
 
 #if canImport(Glibc)
 import Glibc

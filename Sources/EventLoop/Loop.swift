@@ -1,5 +1,4 @@
 import CLibUV
-import CPortcullisShims
 
 /// One libuv event loop and the per-loop resources its streams share.
 ///

@@ -1,5 +1,5 @@
 import CLibUV
-import CPortcullisShims
+import CUVShims
 
 #if canImport(Glibc)
 import Glibc
@@ -258,12 +258,10 @@ public final class StreamSocket {
         if kind == .tcp { uv_tcp_nodelay(handle.assumingMemoryBound(to: uv_tcp_t.self), 1) }
     }
 
-    /// The remote address as `ip:port` (TCP only).
+    /// The remote address as `ip:port` / `[ip6]:port` (TCP only): "unix" for a pipe, "unknown" when the peer is gone.
     public var peerAddress: String {
         guard kind == .tcp else { return "unix" }
-        var buffer = [CChar](repeating: 0, count: 64)
-        let rc = pc_tcp_peer(handle.assumingMemoryBound(to: uv_tcp_t.self), &buffer, buffer.count)
-        return rc == 0 ? buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : "unknown"
+        return remoteAddress?.description ?? "unknown"
     }
 
     /// The local address of a TCP socket (for an accepted one: the address the client connected to); `nil` for
