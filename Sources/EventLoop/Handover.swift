@@ -1,6 +1,5 @@
 import CLibUV
 import CSystemShims
-import CUVShims
 
 #if canImport(Glibc)
 import Glibc
@@ -183,70 +182,5 @@ public final class UnixDatagramSender {
         var bytes = Array(message.utf8)
         let rc = bytes.withUnsafeMutableBytes { pc_unix_dgram_send(fd, address, $0.baseAddress, $0.count) }
         return rc == 0 ? nil : UVError(code: rc, operation: "send to '\(address)'")
-    }
-}
-
-/// Reads a pipe on a loop: `onData` for each chunk's byte count, `onEnd` once at EOF or error.
-///
-/// Ownership: takes the descriptor (libuv closes it with the handle). Handle `data` is a retained
-/// reference released in the close callback, as for the other handles.
-/// - Warning: call only on the loop's thread.
-public final class PipeReader {
-    let handle: UnsafeMutablePointer<uv_pipe_t>
-    private unowned let loop: Loop
-    private var onData: ((Int) -> Void)?
-    private var onEnd: (() -> Void)?
-    private var isClosing = false
-
-    public init(loop: Loop, fd: Int32, onData: @escaping (Int) -> Void, onEnd: @escaping () -> Void) throws(UVError) {
-        self.loop = loop
-        self.onData = onData
-        self.onEnd = onEnd
-        handle = .allocate(capacity: 1)
-        var rc = uv_pipe_init(loop.raw, handle, 0)
-        if rc != 0 {
-            handle.deallocate()
-            throw UVError(code: rc, operation: "uv_pipe_init")
-        }
-        pc_handle(handle).pointee.data = Unmanaged.passRetained(self).toOpaque()
-        rc = uv_pipe_open(handle, fd)
-        if rc == 0 {
-            rc = uv_read_start(pc_stream(handle), { handle, _, buf in
-                let reader = Unmanaged<PipeReader>.fromOpaque(handle!.pointee.data).takeUnretainedValue()
-                buf!.pointee = uv_buf_init(reader.loop.readBuffer.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                           UInt32(reader.loop.readBuffer.count))
-            }, { stream, nread, _ in
-                let reader = Unmanaged<PipeReader>.fromOpaque(stream!.pointee.data).takeUnretainedValue()
-                reader.didRead(nread)
-            })
-        }
-        if rc != 0 {
-            close()
-            throw UVError(code: rc, operation: "read pipe fd \(fd)")
-        }
-    }
-
-    private func didRead(_ nread: Int) {
-        if nread > 0 {
-            onData?(nread)
-        } else if nread < 0 {
-            let end = onEnd
-            onEnd = nil
-            onData = nil
-            uv_read_stop(pc_stream(handle))
-            end?()
-        }
-    }
-
-    /// Stops reading and closes the pipe (and its descriptor).
-    public func close() {
-        guard !isClosing else { return }
-        isClosing = true
-        onData = nil
-        onEnd = nil
-        uv_close(pc_handle(handle)) { handle in
-            let reader = Unmanaged<PipeReader>.fromOpaque(handle!.pointee.data).takeRetainedValue()
-            reader.handle.deallocate()
-        }
     }
 }
