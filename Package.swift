@@ -38,11 +38,13 @@ let package = Package(
         // Bridges: the only modules that see libuv / OpenSSL.
         .target(name: "EventLoop", dependencies: ["CLibUV", "CUVShims", "CSystemShims"], swiftSettings: strictSettings),
         .target(name: "TLS", dependencies: ["COpenSSL", "COpenSSLShims", "Policy"], swiftSettings: strictSettings),
+        // Process plumbing with libc only: descriptors, spawning the restart successor, the systemd notify socket.
+        .target(name: "ProcessControl", dependencies: ["CSystemShims"], swiftSettings: strictSettings),
 
         .target(
             name: "Proxy",
             dependencies: [
-                "EventLoop", "TLS", "Policy",
+                "EventLoop", "ProcessControl", "TLS", "Policy",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
