@@ -26,15 +26,20 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CLibUV", pkgConfig: "libuv", providers: [.apt(["libuv1-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
-        .target(name: "CPortcullisShims", dependencies: ["CLibUV", "COpenSSL"]),
+        // One shim target per C library, each including only that library (and libc).
+        .target(name: "CUVShims", dependencies: ["CLibUV"]),
+        .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
+        .target(name: "CSystemShims"),
 
         // Pure Swift: no C, no sockets.
         .target(name: "Policy", swiftSettings: strictSettings),
         .target(name: "Config", dependencies: ["Policy", .product(name: "Yams", package: "Yams")], swiftSettings: strictSettings),
 
         // Bridges: the only modules that see libuv / OpenSSL.
-        .target(name: "EventLoop", dependencies: ["CLibUV", "CPortcullisShims"], swiftSettings: strictSettings),
-        .target(name: "TLS", dependencies: ["COpenSSL", "CPortcullisShims", "Policy"], swiftSettings: strictSettings),
+        .target(name: "EventLoop", dependencies: ["CLibUV", "CUVShims", "CSystemShims"], swiftSettings: strictSettings),
+        .target(name: "TLS", dependencies: ["COpenSSL", "COpenSSLShims", "Policy"], swiftSettings: strictSettings),
+        // Process plumbing with libc only: descriptors, spawning the restart successor, the systemd notify socket.
+        .target(name: "ProcessControl", dependencies: ["CSystemShims"], swiftSettings: strictSettings),
 
         // Byte streams over the two bridges: a plaintext stream and a TLS stream with one life and one
         // backpressure signal (no C of its own).
@@ -43,7 +48,7 @@ let package = Package(
         .target(
             name: "Proxy",
             dependencies: [
-                "EventLoop", "TLS", "Policy", "Streams",
+                "EventLoop", "ProcessControl", "TLS", "Policy", "Streams",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -1,10 +1,18 @@
 import CLibUV
-import CPortcullisShims
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One libuv event loop and the per-loop resources its streams share.
 ///
-/// - Warning: a loop and everything created on it are confined to the thread that runs it.
+/// - Warning: a loop and everything created on it are confined to the thread that runs it. Debug builds check
+///   this: while `run`/`runOnce` executes, handle operations documented "loop thread only" assert that they are
+///   called on that thread (`isOnLoopThread`).
 public final class Loop {
+    /// Freed in `deinit` (only once libuv has closed the loop). `raw.pointee.data` points back at this object,
+    /// unretained, so a handle can find its `Loop` (`Loop.owning`).
     let raw: UnsafeMutablePointer<uv_loop_t>
     /// The single receive buffer every read on this loop lands in; reads are consumed synchronously.
     let readBuffer: UnsafeMutableRawBufferPointer
@@ -12,6 +20,11 @@ public final class Loop {
     public let writeBuffers: BufferPool
 
     public static let readBufferSize = 64 * 1024
+
+#if DEBUG
+    /// The thread inside `run`/`runOnce`, as a bit pattern (0: the loop is not running). Debug builds only.
+    private let runningThread = Atomic<UInt>(0)
+#endif
 
     public init() throws(UVError) {
         raw = .allocate(capacity: 1)
@@ -23,6 +36,12 @@ public final class Loop {
         readBuffer = .allocate(byteCount: Loop.readBufferSize, alignment: 16)
         // Room for 64 KiB of plaintext as TLS records (4 records of 16 KiB + 22 bytes overhead each).
         writeBuffers = BufferPool(capacity: Loop.readBufferSize + 1024)
+        raw.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    /// The `Loop` of a libuv loop made by `init` (through the unretained back pointer in `data`).
+    static func owning(_ raw: UnsafeMutablePointer<uv_loop_t>) -> Loop {
+        Unmanaged<Loop>.fromOpaque(raw.pointee.data).takeUnretainedValue()
     }
 
     /// The owner closes every handle (and lets `run` return) before dropping the loop: handle callbacks
@@ -40,13 +59,39 @@ public final class Loop {
 
     /// Runs until no active handles remain or `stop()` is called.
     public func run() {
-        uv_run(raw, UV_RUN_DEFAULT)
+        running { uv_run(raw, UV_RUN_DEFAULT) }
     }
 
     /// Runs one iteration without blocking.
     public func runOnce() {
-        uv_run(raw, UV_RUN_NOWAIT)
+        running { uv_run(raw, UV_RUN_NOWAIT) }
     }
+
+    /// Debug builds: records the calling thread as the loop's thread for the duration of `body`.
+    @inline(__always)
+    private func running(_ body: () -> Int32) {
+#if DEBUG
+        let previous = runningThread.exchange(Loop.currentThread, ordering: .relaxed)
+        defer { runningThread.store(previous, ordering: .relaxed) }
+#endif
+        _ = body()
+    }
+
+    /// Whether the caller may use this loop's handles now: it is the thread running the loop, or the loop is not
+    /// running (then its owner may set it up, or tear it down after `run` returned, from any one thread). Debug
+    /// builds only: release builds record nothing and always answer true. For `assert`s.
+    public var isOnLoopThread: Bool {
+#if DEBUG
+        let running = runningThread.load(ordering: .relaxed)
+        return running == 0 || running == Loop.currentThread
+#else
+        return true
+#endif
+    }
+
+#if DEBUG
+    private static var currentThread: UInt { UInt(pthread_self()) }  // pthread_t is an integer on Linux
+#endif
 
     public func stop() {
         uv_stop(raw)

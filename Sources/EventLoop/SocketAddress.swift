@@ -1,5 +1,5 @@
 import CLibUV
-import CPortcullisShims
+import CSystemShims
 
 #if canImport(Glibc)
 import Glibc

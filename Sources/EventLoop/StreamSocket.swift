@@ -1,5 +1,4 @@
 import CLibUV
-import CPortcullisShims
 
 #if canImport(Glibc)
 import Glibc
@@ -22,53 +21,59 @@ public protocol StreamSocketDelegate: AnyObject {
 
 /// A TCP or Unix-domain stream on one loop.
 ///
-/// Ownership: the libuv handle is heap-allocated and its `data` holds a *retained* reference to this
-/// object, so the object lives at least until `close()` completes; the close callback frees the handle
-/// and releases that reference. The socket keeps its delegate strongly until then.
+/// Ownership: a `UVHandle`: the handle's `data` holds a *retained* reference to this object, so the object lives
+/// at least until `close()` completes; the close callback tells the delegate, frees the handle and releases that
+/// reference. The socket keeps its delegate strongly until then. Write and connect requests are separate blocks,
+/// freed in their own callbacks (see `writeDone`, `connectDone`, `shutdown`).
 ///
-/// - Warning: call only on the loop's thread.
-public final class StreamSocket {
+/// - Warning: call only on the loop's thread (asserted in debug builds).
+public final class StreamSocket: UVHandleOwner {
     public enum Kind { case tcp, pipe }
 
     public let kind: Kind
     /// `unowned(unsafe)`: a loop outlives its handles (see `Loop.deinit`), and this is read on every read and
     /// write (a checked `unowned` costs an atomic retain/release per access).
     unowned(unsafe) let loop: Loop
-    let handle: UnsafeMutableRawPointer
+    private let uv: UVHandle<StreamSocket>
     public var delegate: (any StreamSocketDelegate)?
     public private(set) var isReading = false
     public private(set) var isClosing = false
 
+    /// Room for either kind (also used by `TCPListener`).
     static let handleSize = max(uv_handle_size(UV_TCP), uv_handle_size(UV_NAMED_PIPE))
+
+    static let closeCallback: uv_close_cb = { UVHandle<StreamSocket>.closed($0) }
 
     public init(loop: Loop, kind: Kind) throws(UVError) {
         self.loop = loop
         self.kind = kind
-        handle = .allocate(byteCount: StreamSocket.handleSize, alignment: 16)
+        uv = .allocate(on: loop, byteCount: StreamSocket.handleSize)
         let rc: Int32
         switch kind {
-        case .tcp: rc = uv_tcp_init(loop.raw, handle.assumingMemoryBound(to: uv_tcp_t.self))
-        case .pipe: rc = uv_pipe_init(loop.raw, handle.assumingMemoryBound(to: uv_pipe_t.self), 0)
+        case .tcp: rc = uv_tcp_init(loop.raw, uv.pointer(to: uv_tcp_t.self))
+        case .pipe: rc = uv_pipe_init(loop.raw, uv.pointer(to: uv_pipe_t.self), 0)
         }
         if rc != 0 {
-            handle.deallocate()
+            uv.deallocateUninitialized()
             throw UVError(code: rc, operation: kind == .tcp ? "uv_tcp_init" : "uv_pipe_init")
         }
-        pc_handle(handle).pointee.data = Unmanaged.passRetained(self).toOpaque()
+        uv.retain(self)
     }
 
-    var stream: UnsafeMutablePointer<uv_stream_t> { pc_stream(handle) }
+    var stream: UnsafeMutablePointer<uv_stream_t> { uv.stream }
+    private var tcp: UnsafeMutablePointer<uv_tcp_t> { uv.pointer(to: uv_tcp_t.self) }
 
     /// The loop's pool of write buffers.
     public var writeBuffers: BufferPool { loop.writeBuffers }
 
     static func from(_ handle: UnsafeMutableRawPointer) -> StreamSocket {
-        Unmanaged<StreamSocket>.fromOpaque(pc_handle(handle).pointee.data).takeUnretainedValue()
+        UVHandle<StreamSocket>.owner(of: handle)
     }
 
     // MARK: reading
 
     public func startReading() {
+        uv.assertOnLoopThread()
         guard !isReading, !isClosing else { return }
         let rc = uv_read_start(stream, { handle, _, buf in
             let socket = StreamSocket.from(UnsafeMutableRawPointer(handle!))
@@ -85,6 +90,7 @@ public final class StreamSocket {
     }
 
     public func stopReading() {
+        uv.assertOnLoopThread()
         guard isReading else { return }
         uv_read_stop(stream)
         isReading = false
@@ -109,6 +115,7 @@ public final class StreamSocket {
     @discardableResult
     public func write(_ buffer: WriteBuffer, count: Int) -> UVError? {
         precondition(count > 0 && count <= buffer.bytes.count, "write of \(count) bytes")
+        uv.assertOnLoopThread()
         do throws(UVError) {
             try queue(buffer, from: 0, count: count)
         } catch {
@@ -123,6 +130,7 @@ public final class StreamSocket {
     /// only those are reported later through `didWrite`.
     public func send(_ buffer: WriteBuffer, count: Int) throws(UVError) -> Int {
         precondition(count > 0 && count <= buffer.bytes.count, "send of \(count) bytes")
+        uv.assertOnLoopThread()
         let sent: Int
         do throws(UVError) {
             sent = try tryWrite(UnsafeRawBufferPointer(rebasing: buffer.bytes[0..<count]))
@@ -142,6 +150,7 @@ public final class StreamSocket {
     /// buffers and queued. Returns how many bytes were queued (0: all sent).
     public func send(_ bytes: UnsafeRawBufferPointer) throws(UVError) -> Int {
         guard !bytes.isEmpty else { return 0 }
+        uv.assertOnLoopThread()
         let sent = try tryWrite(bytes)
         var offset = sent
         while offset < bytes.count {
@@ -205,7 +214,9 @@ public final class StreamSocket {
 
     /// Shuts down the write side once queued writes are flushed (sends FIN).
     public func shutdown() {
+        uv.assertOnLoopThread()
         guard !isClosing else { return }
+        // Freed in the callback below, or here when libuv refuses it.
         let request = UnsafeMutablePointer<uv_shutdown_t>.allocate(capacity: 1)
         let rc = uv_shutdown(request, stream) { request, status in
             let request = request!
@@ -224,11 +235,13 @@ public final class StreamSocket {
     /// Connects a TCP socket; the delegate hears `didConnect`.
     public func connect(to address: SocketAddress) {
         precondition(kind == .tcp)
+        uv.assertOnLoopThread()
+        // Freed in `connectDone`, or here when libuv refuses it.
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
         var storage = address.storage
         let rc = withUnsafePointer(to: &storage) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                uv_tcp_connect(request, handle.assumingMemoryBound(to: uv_tcp_t.self), sa, StreamSocket.connectDone)
+                uv_tcp_connect(request, tcp, sa, StreamSocket.connectDone)
             }
         }
         if rc != 0 {
@@ -240,8 +253,10 @@ public final class StreamSocket {
     /// Connects a Unix-domain socket at `path`.
     public func connect(toPath path: String) {
         precondition(kind == .pipe)
+        uv.assertOnLoopThread()
+        // Freed in `connectDone` (uv_pipe_connect reports every failure through the callback).
         let request = UnsafeMutablePointer<uv_connect_t>.allocate(capacity: 1)
-        uv_pipe_connect(request, handle.assumingMemoryBound(to: uv_pipe_t.self), path, StreamSocket.connectDone)
+        uv_pipe_connect(request, uv.pointer(to: uv_pipe_t.self), path, StreamSocket.connectDone)
     }
 
     private static let connectDone: uv_connect_cb = { request, status in
@@ -255,15 +270,13 @@ public final class StreamSocket {
 
     /// Disables Nagle: a proxy must not add latency to small writes.
     public func setNoDelay() {
-        if kind == .tcp { uv_tcp_nodelay(handle.assumingMemoryBound(to: uv_tcp_t.self), 1) }
+        if kind == .tcp { uv_tcp_nodelay(tcp, 1) }
     }
 
-    /// The remote address as `ip:port` (TCP only).
+    /// The remote address as `ip:port` / `[ip6]:port` (TCP only): "unix" for a pipe, "unknown" when the peer is gone.
     public var peerAddress: String {
         guard kind == .tcp else { return "unix" }
-        var buffer = [CChar](repeating: 0, count: 64)
-        let rc = pc_tcp_peer(handle.assumingMemoryBound(to: uv_tcp_t.self), &buffer, buffer.count)
-        return rc == 0 ? buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : "unknown"
+        return remoteAddress?.description ?? "unknown"
     }
 
     /// The local address of a TCP socket (for an accepted one: the address the client connected to); `nil` for
@@ -284,7 +297,7 @@ public final class StreamSocket {
         var storage = sockaddr_storage()
         var length = Int32(MemoryLayout<sockaddr_storage>.size)
         let rc = withUnsafeMutablePointer(to: &storage) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { get(handle.assumingMemoryBound(to: uv_tcp_t.self), $0, &length) }
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { get(tcp, $0, &length) }
         }
         guard rc == 0, Int32(storage.ss_family) == AF_INET || Int32(storage.ss_family) == AF_INET6 else { return nil }
         return SocketAddress(storage: storage)
@@ -297,13 +310,12 @@ public final class StreamSocket {
         guard !isClosing else { return }
         isClosing = true
         isReading = false
-        uv_close(pc_handle(handle)) { handle in
-            let handle = handle!
-            let socket = Unmanaged<StreamSocket>.fromOpaque(handle.pointee.data).takeRetainedValue()
-            socket.delegate?.socketDidClose(socket)
-            socket.delegate = nil
-            UnsafeMutableRawPointer(handle).deallocate()
-        }
+        uv.close()
+    }
+
+    func handleDidClose() {
+        delegate?.socketDidClose(self)
+        delegate = nil
     }
 
     /// Number of bytes libuv still holds in its write queue (excludes synchronously completed writes).

@@ -1,4 +1,5 @@
 import EventLoop
+import ProcessControl
 import Logging
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import EventLoop
+import ProcessControl
 import Logging
 
 /// Listening sockets this process did not bind: passed by systemd (socket activation: `LISTEN_PID`,

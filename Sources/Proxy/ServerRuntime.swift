@@ -1,4 +1,5 @@
 import EventLoop
+import ProcessControl
 public import Logging
 import Policy
 public import TLS

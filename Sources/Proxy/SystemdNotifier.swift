@@ -1,4 +1,5 @@
 import EventLoop
+import ProcessControl
 import Logging
 
 /// systemd's `Type=notify` protocol, spoken directly over `NOTIFY_SOCKET` (no libsystemd): READY=1,

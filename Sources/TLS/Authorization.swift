@@ -1,5 +1,5 @@
 internal import COpenSSL
-internal import CPortcullisShims
+internal import COpenSSLShims
 public import Policy
 
 #if canImport(Glibc)

@@ -1,5 +1,5 @@
 import COpenSSL
-import CPortcullisShims
+import COpenSSLShims
 public import Policy
 
 /// Mints throwaway keys and certificates in memory: for `portcullis demo` and for tests.

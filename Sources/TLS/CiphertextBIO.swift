@@ -1,5 +1,4 @@
 import COpenSSL
-import CPortcullisShims
 
 #if canImport(Glibc)
 import Glibc

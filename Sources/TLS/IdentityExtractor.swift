@@ -1,5 +1,5 @@
 import COpenSSL
-import CPortcullisShims
+import COpenSSLShims
 import Policy
 
 /// Reads a certificate into a `PeerIdentity`, recording anything ambiguous as an anomaly instead of

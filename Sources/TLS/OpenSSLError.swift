@@ -1,5 +1,4 @@
 import COpenSSL
-import CPortcullisShims
 
 /// A failed OpenSSL call: the operation and every reason drained from the thread's error queue.
 public struct OpenSSLError: Error, CustomStringConvertible, Sendable {

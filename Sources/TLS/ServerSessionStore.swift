@@ -1,5 +1,5 @@
 import COpenSSL
-import CPortcullisShims
+import COpenSSLShims
 import Synchronization
 
 #if canImport(Glibc)

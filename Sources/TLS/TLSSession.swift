@@ -1,5 +1,5 @@
 import COpenSSL
-import CPortcullisShims
+import COpenSSLShims
 public import Policy
 
 #if canImport(Glibc)

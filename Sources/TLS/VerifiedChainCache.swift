@@ -1,5 +1,5 @@
 import COpenSSL
-import CPortcullisShims
+import COpenSSLShims
 import Synchronization
 
 /// Server role: the client certificate chains one `TLSContext` has verified, so a client that reconnects with
