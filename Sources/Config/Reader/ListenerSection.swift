@@ -44,7 +44,7 @@ extension ConfigReader {
 
         if let (name, nameNode) = string(f, "name", required: "name the listener; logs, metrics and 'check --listener' use it") {
             if name.isEmpty || name.utf8.count > 64 || !name.utf8.allSatisfy(isNameByte) {
-                report(nameNode, f.child("name"), "\(f.child("name")): \(singleQuoted(name)) is not a valid listener name: use 1-64 letters, digits, '.', '_' or '-'")
+                problem(nameNode, f.child("name"), "\(singleQuoted(name)) is not a valid listener name: use 1-64 letters, digits, '.', '_' or '-'")
             } else {
                 parsed.name = (name, nameNode)
             }
@@ -56,7 +56,7 @@ extension ConfigReader {
                 mode = value
             } else {
                 // What else is required or allowed depends on the mode: the mode is the one problem to fix.
-                report(modeNode, f.child("mode"), "\(f.child("mode")): \(singleQuoted(text)) is not a mode: use server or client")
+                problem(modeNode, f.child("mode"), "\(singleQuoted(text)) is not a mode: use server or client")
                 return parsed
             }
         } else if f["mode"] != nil && !isNull(f["mode"]!.value) {
@@ -88,7 +88,7 @@ extension ConfigReader {
                 if client && !address.isLoopback && unsafeListen != true {
                     // With a malformed unsafe-listen, that key's own problem is the one to fix.
                     if unsafeListen == false || isAbsent(f, "unsafe-listen") {
-                        report(listenNode, key, "\(key): \(singleQuoted(text)) is not a loopback address (set unsafe-listen: true to allow it)")
+                        problem(listenNode, key, "\(singleQuoted(text)) is not a loopback address (\(flags == nil ? "set" : "use") \(setting(f.child("unsafe-listen"), file: "unsafe-listen: true")) to allow it)")
                     }
                 } else {
                     parsed.listen = (address, listenNode)
@@ -114,7 +114,7 @@ extension ConfigReader {
                 if !value.isLoopback && unsafeTarget != true {
                     // With a malformed unsafe-target, that key's own problem is the one to fix.
                     if unsafeTarget == false || isAbsent(f, "unsafe-target") {
-                        report(targetNode, key, "\(key): \(singleQuoted(text)) is not a loopback address (set unsafe-target: true to allow it)")
+                        problem(targetNode, key, "\(singleQuoted(text)) is not a loopback address (\(flags == nil ? "set" : "use") \(setting(f.child("unsafe-target"), file: "unsafe-target: true")) to allow it)")
                     }
                 } else {
                     target = value
@@ -154,7 +154,7 @@ extension ConfigReader {
     /// Reports `f[name]`, when written with a value, as a key of `mode` only.
     func onlyIn(_ mode: ListenerMode, _ f: Fields, _ name: String, why: String) {
         guard let entry = f[name], !isNull(entry.value) else { return }
-        report(entry.value, f.child(name), "\(f.child(name)): applies to \(mode.rawValue) mode only: \(why); remove it")
+        problem(entry.value, f.child(name), "applies to \(mode.rawValue) mode only: \(why); remove it")
     }
 
     /// The key is not written, or written without a value.

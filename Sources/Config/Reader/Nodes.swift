@@ -41,7 +41,7 @@ extension ConfigReader {
                 continue
             }
             if let first = seen[name] {
-                report(keyNode, f.child(name), "\(f.child(name)): duplicate key (first on line \(line(first))): remove one")
+                problem(keyNode, f.child(name), "duplicate key (first on line \(line(first))): remove one")
                 f.rejectedKeys = true
                 continue
             }
@@ -64,7 +64,7 @@ extension ConfigReader {
             f.entries[name] = (keyNode, value)
         } else if !(extensions && name.hasPrefix("x-")) {
             f.rejectedKeys = true
-            report(keyNode, f.child(name), "\(f.child(name)): unknown key\(suggestion(for: name, known: known, hints: hints))")
+            problem(keyNode, f.child(name), "unknown key\(suggestion(for: name, known: known, hints: hints))")
         }
     }
 
@@ -77,14 +77,14 @@ extension ConfigReader {
             var pairs: [(Node, Node)] = []
             for item in list {
                 guard case .mapping(let mapping) = item else {
-                    report(item, path, "\(path): expected a mapping to merge, got \(describe(item))")
+                    problem(item, path, "expected a mapping to merge, got \(describe(item))")
                     continue
                 }
                 pairs += mapping.map { ($0.key, $0.value) }
             }
             return pairs
         default:
-            report(value, path, "\(path): expected a mapping or a list of mappings to merge, got \(describe(value))")
+            problem(value, path, "expected a mapping or a list of mappings to merge, got \(describe(value))")
             return []
         }
     }
@@ -112,7 +112,7 @@ extension ConfigReader {
             return nil
         }
         guard !isNull(entry.value) else {
-            report(entry.value, f.child(name), "\(f.child(name)): has no value: \(why)")
+            problem(entry.value, f.child(name), "has no value: \(why)")
             return nil
         }
         return fields(entry.value, path: f.child(name), known: known, hints: hints)
@@ -127,10 +127,10 @@ extension ConfigReader {
         case .sequence(let list):
             return (entry.value, Array(list))
         case let value where isNull(value):
-            if let why { report(value, f.child(name), "\(f.child(name)): has no value: \(why)") }
+            if let why { problem(value, f.child(name), "has no value: \(why)") }
             return nil
         case let value:
-            report(value, f.child(name), "\(f.child(name)): expected a list, got \(describe(value)): start each entry with '- '")
+            problem(value, f.child(name), "expected a list, got \(describe(value)): start each entry with '- '")
             return nil
         }
     }
@@ -144,7 +144,7 @@ extension ConfigReader {
             return nil
         }
         if isNull(entry.value) {
-            if let why { report(entry.value, f.child(name), "\(f.child(name)): has no value: \(why)") }
+            if let why { problem(entry.value, f.child(name), "has no value: \(why)") }
             return nil
         }
         return scalarText(entry.value, path: f.child(name), expected: "a string").map { ($0, entry.value) }
@@ -152,11 +152,11 @@ extension ConfigReader {
 
     func scalarText(_ node: Node, path: String, expected: String, nullHint: String? = nil) -> String? {
         guard case .scalar(let scalar) = node else {
-            report(node, path, "\(path): expected \(expected), got \(describe(node))")
+            problem(node, path, "expected \(expected), got \(describe(node))")
             return nil
         }
         if isNull(node), let nullHint {
-            report(node, path, "\(path): has no value: \(nullHint)")
+            problem(node, path, "has no value: \(nullHint)")
             return nil
         }
         return scalar.string
@@ -168,7 +168,7 @@ extension ConfigReader {
         case "true", "True", "TRUE": return true
         case "false", "False", "FALSE": return false
         default:
-            report(node, f.child(name), "\(f.child(name)): expected true or false, got \(singleQuoted(text))")
+            problem(node, f.child(name), "expected true or false, got \(singleQuoted(text))")
             return nil
         }
     }
@@ -183,11 +183,11 @@ extension ConfigReader {
         let wellFormed = !bytes.isEmpty && bytes.first != 95 && bytes.last != 95
             && bytes.allSatisfy { ($0 >= 48 && $0 <= 57) || $0 == 95 } && !digits.contains("__")
         guard wellFormed else {
-            report(node, path, "\(path): expected an integer, got \(singleQuoted(text))")
+            problem(node, path, "expected an integer, got \(singleQuoted(text)): \(hint)")
             return nil
         }
         if negative {
-            report(node, path, "\(path): \(singleQuoted(text)) is out of range: \(hint)")
+            problem(node, path, "\(singleQuoted(text)) is out of range: \(hint)")
             return nil
         }
         return validate(node, path) { k throws(ConfigError) in
@@ -210,7 +210,7 @@ extension ConfigReader {
         guard let entry = f[name], !isNull(entry.value) else { return nil }
         guard let (text, node) = string(f, name) else { return .some(nil) }
         guard let value = Value(rawValue: text) else {
-            report(node, f.child(name), "\(f.child(name)): \(singleQuoted(text)) is not \(what): \(use)")
+            problem(node, f.child(name), "\(singleQuoted(text)) is not \(what): \(use)")
             return .some(nil)
         }
         return value
@@ -250,7 +250,7 @@ extension ConfigReader {
 
     func resolve(_ text: String, node: Node, path: String, allowDirectory: Bool) -> String? {
         guard !text.isEmpty else {
-            report(node, path, "\(path): '' is empty: give a path, absolute or relative to the configuration file")
+            problem(node, path, "'' is empty: give a path, absolute or relative to \(flags == nil ? "the configuration file" : "the working directory")")
             return nil
         }
         let resolved = absolutePath(text, relativeTo: baseDirectory)

@@ -35,7 +35,9 @@ extension ConfigReader {
     func policy(_ listener: Fields, mode: ListenerMode) -> (policy: AccessPolicy, verifyServerName: Bool)? {
         let client = mode == .client
         let path = listener.child("policy")
-        let emptyProblem = "\(path): no access rule given: add rules (e.g. rules: [{name: ops, cn: \"ops-*\"}]) or allow-all: true to admit every client whose certificate chains to tls.cacert"
+        let emptyProblem = flags != nil
+            ? "no access rule given: add --allow-cn/--allow-ou/--allow-dns/--allow-uri/… to admit clients, or --allow-all to admit every client whose certificate chains to --cacert"
+            : "\(path): no access rule given: add rules (e.g. rules: [{name: ops, cn: \"ops-*\"}]) or allow-all: true to admit every client whose certificate chains to tls.cacert"
         guard let entry = listener["policy"], !isNull(entry.value) else {
             if client { return (AccessPolicy(allowAll: true), true) }
             if !listener.rejectedKeys { report(listener.node, path, emptyProblem) }
@@ -67,7 +69,12 @@ extension ConfigReader {
 
         if allowAll == true && rules.written > 0 {
             let fix = client ? "accept only the servers that match a rule" : "admit only the clients that match a rule"
-            report(f["allow-all"]!.value, f.child("allow-all"), "\(f.child("allow-all")): allow-all: true and rules are mutually exclusive: drop allow-all to \(fix)")
+            if let flags, let (flag, value) = flags.rules.first {
+                let allowAll = setting(f.child("allow-all"), file: "allow-all")
+                report(f["allow-all"]!.value, f.child("allow-all"), "\(allowAll) and \(flag.name) \(singleQuoted(value)) are mutually exclusive: drop \(allowAll) to \(client ? "accept only the listed servers" : "admit only the listed clients")")
+            } else {
+                problem(f["allow-all"]!.value, f.child("allow-all"), "allow-all: true and rules are mutually exclusive: drop allow-all to \(fix)")
+            }
             return nil
         }
         if allowAll == nil && !isAbsent(f, "allow-all") { return nil }
@@ -78,7 +85,7 @@ extension ConfigReader {
             }
             if verifyServerName == false && allowAll != true {
                 let node = f["verify-server-name"]!.value
-                report(node, f.child("verify-server-name"), "\(f.child("verify-server-name")): false without rules accepts every server whose certificate chains to tls.cacert: add rules, or set allow-all: true as well to mean it")
+                problem(node, f.child("verify-server-name"), "false without rules accepts every server whose certificate chains to tls.cacert: add rules, or set allow-all: true as well to mean it")
                 return nil
             }
             return (AccessPolicy(deny: deny.built, allowAll: true), verifyServerName ?? true)
@@ -105,10 +112,10 @@ extension ConfigReader {
             var ok = true
             if let (text, node) = string(rule, "name", required: requireName ? "name the rule; decisions and the audit log cite it" : nil) {
                 if text.isEmpty || text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
-                    report(node, rule.child("name"), "\(rule.child("name")): \(singleQuoted(text)) is not a valid rule name: use a non-empty name without control characters")
+                    problem(node, rule.child("name"), "\(singleQuoted(text)) is not a valid rule name: use a non-empty name without control characters")
                     ok = false
                 } else if let first = names[text] {
-                    report(node, rule.child("name"), "\(rule.child("name")): duplicate rule name \(singleQuoted(text)) (first on line \(line(first))): give each rule its own name")
+                    problem(node, rule.child("name"), "duplicate rule name \(singleQuoted(text)) (first on line \(line(first))): give each rule its own name")
                     ok = false
                 } else {
                     names[text] = node
@@ -122,7 +129,7 @@ extension ConfigReader {
                 guard let kind = Matcher.Kind(rawValue: key), let value = rule[key]?.value else { continue }
                 let matcherPath = rule.child(key)
                 if case .sequence = value {
-                    report(value, matcherPath, "\(matcherPath): expected a string, got a list: all matchers of a rule must hold, so write one rule per alternative")
+                    problem(value, matcherPath, "expected a string, got a list: all matchers of a rule must hold, so write one rule per alternative")
                     ok = false
                     continue
                 }
@@ -140,14 +147,14 @@ extension ConfigReader {
                 let kinds = Matcher.Kind.allCases.map(\.rawValue).joined(separator: ", ")
                 let what = ruleName.map { "rule \(singleQuoted($0))" } ?? "the entry"
                 let fix = requireName ? noMatchersFix : ""
-                report(item, path, "\(path): \(what) has no matchers: give at least one of \(kinds)\(fix)")
+                problem(item, path, "\(what) has no matchers: give at least one of \(kinds)\(fix)")
                 continue
             }
             guard ok, !matchers.isEmpty else { continue }
             do {
                 built.append(try AccessRule(name: ruleName ?? matchers.map(\.description).joined(separator: " AND "), matchers: matchers))
             } catch {
-                report(item, path, "\(path): \(error.message)")
+                problem(item, path, "\(error.message)")
             }
         }
         return (list.items.count, built)

@@ -23,7 +23,7 @@ extension ConfigReader {
         let certificate = file(f, "cert", required: client
             ? "give the client certificate chain (PEM) that the server verifies"
             : "give the server certificate chain (PEM) that clients verify")
-        let key = file(f, "key", required: "give the private key (PEM) for cert")
+        let key = file(f, "key", required: "give the private key (PEM) for \(setting(f.child("cert"), file: "cert"))")
         let passphrase = file(f, "key-passphrase-file")
         let ca = file(f, "cacert", required: client
             ? "client mode verifies the server's certificate against it"
@@ -70,7 +70,11 @@ extension ConfigReader {
         } else if !isAbsent(f, "session-ticket-count") {
             ticketCount = .some(integer(f, "session-ticket-count", in: 0...16, hint: "use 1 (the default) to 16, or 0 to send none"))
             if let count = ticketCount ?? nil, count > 0, !sessionTickets, let (_, node) = string(f, "session-ticket-count") {
-                report(node, f.child("session-ticket-count"), "\(f.child("session-ticket-count")): tickets are off (session-tickets: false): remove one of the two")
+                if flags != nil {
+                    report(node, f.child("session-ticket-count"), "\(setting(f.child("session-ticket-count"), file: "")) and \(setting(f.child("session-tickets"), file: "")) are mutually exclusive: drop one of them")
+                } else {
+                    problem(node, f.child("session-ticket-count"), "tickets are off (session-tickets: false): remove one of the two")
+                }
                 ticketCount = .some(nil)
             }
         }

@@ -56,7 +56,7 @@ extension ConfigReader {
         let workers = integer(top, "workers", in: 1...256, hint: "use 1-256") ?? Validate.defaultWorkers
         let shutdown = duration(top, "shutdown-timeout", positive: false) ?? Timeouts.defaults.shutdown
         let sessionCacheSize = integer(top, "session-cache-size", in: 1...10_000_000,
-                                       hint: "use 1-10000000 (to turn resumption off, set session-tickets: false)")
+                                       hint: "use 1-10000000 (to turn resumption off, \(flags == nil ? "set session-tickets: false" : "use " + setting("listeners[0].tls.session-tickets", file: "")))")
             ?? PortcullisConfiguration.defaultSessionCacheSize
 
         var listeners: [ListenerSettings] = []
@@ -66,7 +66,7 @@ extension ConfigReader {
             }
             var names: [String: Node] = [:]
             var bound: [(address: ListenAddress, node: Node, owner: String)] = []
-            if let statusAddress { bound.append((statusAddress.address, statusAddress.node, "status.listen")) }
+            if let statusAddress { bound.append((statusAddress.address, statusAddress.node, subject("status.listen"))) }
             for (index, item) in list.items.enumerated() {
                 let path = "listeners[\(index)]"
                 let parsed = listener(item, path: path, shutdownTimeout: shutdown)
@@ -78,12 +78,12 @@ extension ConfigReader {
                     }
                 }
                 if let (address, node) = parsed.listen {
-                    let owner = parsed.name.map { "listener " + singleQuoted($0.0) } ?? path
+                    let owner = flags != nil ? subject(path + ".listen") : parsed.name.map { "listener " + singleQuoted($0.0) } ?? path
                     if let other = bound.first(where: { conflict($0.address, address) }) {
-                        let problem = other.address == address
-                            ? "is already used by \(other.owner) (line \(line(other.node))): give each listener its own address"
-                            : "overlaps \(other.owner) on \(singleQuoted(other.address.description)) (line \(line(other.node))): a wildcard address takes the port on every interface; use another port"
-                        report(node, path + ".listen", "\(path).listen: \(singleQuoted(address.description)) \(problem)")
+                        let why = other.address == address
+                            ? "is already used by \(other.owner)\(onLine(other.node)): give each listener its own address"
+                            : "overlaps \(other.owner) on \(singleQuoted(other.address.description))\(onLine(other.node)): a wildcard address takes the port on every interface; use another port"
+                        problem(node, path + ".listen", "\(singleQuoted(address.description)) \(why)")
                     } else {
                         bound.append((address, node, owner))
                     }
@@ -101,7 +101,7 @@ extension ConfigReader {
     /// The canonical status address and, for TCP, the address it binds.
     func statusListen(_ text: String, unsafe: Bool, node: Node, path: String) -> (String, ListenAddress?)? {
         let parsed = validate(node, path) { k throws(ConfigError) in
-            try Validate.statusAddress(text, key: k, allowNonLoopback: unsafe, unsafeKey: "status.unsafe-listen: true")
+            try Validate.statusAddress(text, key: k, allowNonLoopback: unsafe, unsafeKey: setting("status.unsafe-listen", file: "status.unsafe-listen: true"))
         }
         return parsed.map { ($0.canonical, $0.address) }
     }
