@@ -1,4 +1,5 @@
 public import Policy
+public import TLS
 import Foundation
 
 /// Everything one Portcullis process runs: global settings and any number of listeners, validated.
@@ -111,13 +112,13 @@ public struct LogSettings: Sendable, Equatable {
 
 /// Where the status endpoint (health, metrics) listens.
 public struct StatusSettings: Sendable, Equatable {
-    /// Canonical form: `127.0.0.1:9100`, `[::1]:9100` or `unix:/run/portcullis/status.sock`. Loopback or a
-    /// Unix socket unless `unsafeListen`.
-    public var listen: String
+    /// `127.0.0.1:9100`, `[::1]:9100` or `unix:/run/portcullis/status.sock` (IP literals canonical). Loopback
+    /// or a Unix socket unless `unsafeListen`.
+    public var listen: TargetAddress
     /// Allows a non-loopback `listen` (key `unsafe-listen`).
     public var unsafeListen: Bool
 
-    public init(listen: String, unsafeListen: Bool = false) {
+    public init(listen: TargetAddress, unsafeListen: Bool = false) {
         self.listen = listen
         self.unsafeListen = unsafeListen
     }

@@ -1,7 +1,16 @@
-public enum TLSVersion: String, Sendable, Equatable, CustomStringConvertible {
-    case tls12 = "1.2"
-    case tls13 = "1.3"
-    public var description: String { "TLS " + rawValue }
+public import TLS
+
+/// The lowest TLS version a listener accepts: the TLS module's own type (key `tls.min-version`, `--min-tls`).
+public typealias TLSVersion = TLSConfiguration.ProtocolVersion
+
+extension TLSConfiguration.ProtocolVersion {
+    /// As a configuration file writes it: `1.2`, `1.3`.
+    public var configValue: String {
+        switch self {
+        case .tls12: "1.2"
+        case .tls13: "1.3"
+        }
+    }
 }
 
 public enum LogFormat: String, Sendable, Equatable {

@@ -325,7 +325,7 @@ struct ConfigFileTests {
             """
         let configuration = try PortcullisConfiguration.parse(yaml: yaml, source: files.directory + "/portcullis.yaml")
         #expect(configuration.log == LogSettings(format: .json, level: "debug"))
-        #expect(configuration.status == StatusSettings(listen: "[::1]:9100", unsafeListen: false))
+        #expect(configuration.status == StatusSettings(listen: .tcp(host: "::1", port: 9100), unsafeListen: false))
         #expect(configuration.workers == 3)
         #expect(configuration.shutdownTimeoutMs == 90_000)
         #expect(configuration.sessionCacheSize == 500)
@@ -405,9 +405,9 @@ struct ConfigFileTests {
         func status(_ text: String) throws -> StatusSettings? {
             try parse(text + "\n" + baseLines.joined(separator: "\n")).status
         }
-        #expect(try status("status: {listen: localhost:9100}") == StatusSettings(listen: "127.0.0.1:9100"))
-        #expect(try status("status: {listen: unix:/run/p.sock}") == StatusSettings(listen: "unix:/run/p.sock"))
-        #expect(try status("status: {listen: \":9100\", unsafe-listen: true}") == StatusSettings(listen: "0.0.0.0:9100", unsafeListen: true))
+        #expect(try status("status: {listen: localhost:9100}") == StatusSettings(listen: .tcp(host: "127.0.0.1", port: 9100)))
+        #expect(try status("status: {listen: unix:/run/p.sock}") == StatusSettings(listen: .unix(path: "/run/p.sock")))
+        #expect(try status("status: {listen: \":9100\", unsafe-listen: true}") == StatusSettings(listen: .tcp(host: "0.0.0.0", port: 9100), unsafeListen: true))
         #expect(try status("status:") == nil)
     }
 
@@ -416,21 +416,21 @@ struct ConfigFileTests {
         flags.status = "localhost:9100"
         flags.quietHandshakeFailures = true
         let configuration = try PortcullisConfiguration(flags: flags)
-        #expect(configuration.status == StatusSettings(listen: "127.0.0.1:9100"))
+        #expect(configuration.status == StatusSettings(listen: .tcp(host: "127.0.0.1", port: 9100)))
         #expect(configuration.log.quietHandshakeFailures)
         flags.status = "unix:/run/portcullis/status.sock"
-        #expect(try PortcullisConfiguration(flags: flags).status == StatusSettings(listen: "unix:/run/portcullis/status.sock"))
+        #expect(try PortcullisConfiguration(flags: flags).status == StatusSettings(listen: .unix(path: "/run/portcullis/status.sock")))
         flags.status = "0.0.0.0:9100"
         #expect(throws: ConfigError(key: "--status", message: "--status (config key status.listen): '0.0.0.0:9100' is not a loopback address (use --unsafe-status to allow it)")) {
             try PortcullisConfiguration(flags: flags)
         }
         flags.unsafeStatus = true
-        #expect(try PortcullisConfiguration(flags: flags).status == StatusSettings(listen: "0.0.0.0:9100", unsafeListen: true))
+        #expect(try PortcullisConfiguration(flags: flags).status == StatusSettings(listen: .tcp(host: "0.0.0.0", port: 9100), unsafeListen: true))
         flags.status = "unix:relative.sock"
         #expect(throws: ConfigError.self) { try PortcullisConfiguration(flags: flags) }
         var client = files.validClientFlags()
         client.status = "127.0.0.1:9101"
-        #expect(try PortcullisConfiguration(clientFlags: client).status == StatusSettings(listen: "127.0.0.1:9101"))
+        #expect(try PortcullisConfiguration(clientFlags: client).status == StatusSettings(listen: .tcp(host: "127.0.0.1", port: 9101)))
     }
 
     @Test func mergeKeysShareSettingsAndWrittenKeysWin() throws {

@@ -204,12 +204,12 @@ extension ConfigReader {
     }
 
     /// `nil`: absent; `.some(nil)`: invalid (reported).
-    func choice<Value: RawRepresentable & CaseIterable>(
-        _ f: Fields, _ name: String, _: Value.Type, what: String, use: String
-    ) -> Value?? where Value.RawValue == String {
+    func choice<Value>(
+        _ f: Fields, _ name: String, _ parse: (String) -> Value?, what: String, use: String
+    ) -> Value?? {
         guard let entry = f[name], !isNull(entry.value) else { return nil }
         guard let (text, node) = string(f, name) else { return .some(nil) }
-        guard let value = Value(rawValue: text) else {
+        guard let value = parse(text) else {
             problem(node, f.child(name), "\(singleQuoted(text)) is not \(what): \(use)")
             return .some(nil)
         }

@@ -50,8 +50,8 @@ extension ConfigReader {
             }
         }
 
-        let scope = choice(f, "crl-scope", CRLScope.self, what: "a CRL scope", use: "use chain (every certificate of the chain) or leaf (the \(client ? "server" : "client") certificate only)")
-        let expired = choice(f, "crl-expired", CRLExpiredPolicy.self, what: "a CRL expiry policy", use: "use reject (fail closed) or warn (accept and log)")
+        let scope = choice(f, "crl-scope", CRLScope.init(configValue:), what: "a CRL scope", use: "use chain (every certificate of the chain) or leaf (the \(client ? "server" : "client") certificate only)")
+        let expired = choice(f, "crl-expired", CRLExpiredPolicy.init(rawValue:), what: "a CRL expiry policy", use: "use reject (fail closed) or warn (accept and log)")
 
         var minimumVersion = TLSVersion.tls13
         var versionOK = true

@@ -98,12 +98,12 @@ extension ConfigReader {
                                        sessionCacheSize: sessionCacheSize, listeners: listeners)
     }
 
-    /// The canonical status address and, for TCP, the address it binds.
-    func statusListen(_ text: String, unsafe: Bool, node: Node, path: String) -> (String, ListenAddress?)? {
+    /// The status endpoint and, for TCP, the address it binds.
+    func statusListen(_ text: String, unsafe: Bool, node: Node, path: String) -> (TargetAddress, ListenAddress?)? {
         let parsed = validate(node, path) { k throws(ConfigError) in
             try Validate.statusAddress(text, key: k, allowNonLoopback: unsafe, unsafeKey: setting("status.unsafe-listen", file: "status.unsafe-listen: true"))
         }
-        return parsed.map { ($0.canonical, $0.address) }
+        return parsed.map { ($0.endpoint, $0.address) }
     }
 }
 
