@@ -20,38 +20,12 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
     public var description: String { formatHostPort(host, port) }
 }
 
-/// Where plaintext goes after the handshake.
-public enum TargetAddress: Sendable, Equatable, CustomStringConvertible {
-    /// An IP literal (canonical, no brackets) or a host name, and a port 1-65535.
-    case tcp(host: String, port: UInt16)
-    /// An absolute Unix socket path.
-    case unix(path: String)
-
-    /// 127.0.0.0/8, ::1, or a Unix socket. A host name never counts (it could resolve anywhere).
-    public var isLoopback: Bool {
-        switch self {
-        case .unix: true
-        case .tcp(let host, _): isLoopbackHost(host)
-        }
-    }
-
-    /// `127.0.0.1:6379`, `[::1]:6379`, `unix:/run/app.sock`.
-    public var description: String {
-        switch self {
-        case .tcp(let host, let port): formatHostPort(host, port)
-        case .unix(let path): "unix:" + path
-        }
-    }
-}
-
 func formatHostPort(_ host: String, _ port: UInt16) -> String {
-    host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    TargetAddress.hostPort(host, port)
 }
 
 func isLoopbackHost(_ host: String) -> Bool {
-    guard let address = IPAddress(host) else { return false }
-    if address.isIPv4 { return address.bytes[0] == 127 }
-    return address.bytes == [UInt8](repeating: 0, count: 15) + [1]
+    IPAddress(host)?.isLoopback ?? false
 }
 
 /// Longest Unix socket path: `sun_path` is 108 bytes on Linux, including the terminating NUL.
@@ -82,16 +56,15 @@ extension Validate {
     }
 
     /// The status endpoint's address: `HOST:PORT` on loopback (anywhere with `allowNonLoopback`; the message
-    /// names `unsafeKey`) or `unix:/absolute/path`. Returns the canonical text and, for TCP, the address.
+    /// names `unsafeKey`) or `unix:/absolute/path`. Returns the endpoint and, for TCP, the address it binds.
     public static func statusAddress(
         _ value: String, key: String, allowNonLoopback: Bool, unsafeKey: String
-    ) throws(ConfigError) -> (canonical: String, address: ListenAddress?) {
+    ) throws(ConfigError) -> (endpoint: TargetAddress, address: ListenAddress?) {
         if value.hasPrefix("unix:") {
-            let target = try targetAddress(value, key: key, allowNonLoopback: true, unsafeKey: unsafeKey)
-            return (target.description, nil)
+            return (try targetAddress(value, key: key, allowNonLoopback: true, unsafeKey: unsafeKey), nil)
         }
         let address = try loopbackListenAddress(value, key: key, allowNonLoopback: allowNonLoopback, unsafeKey: unsafeKey)
-        return (address.description, address)
+        return (.tcp(host: address.host, port: address.port), address)
     }
 
     /// Parses `HOST:PORT` (port 1-65535; `localhost` → 127.0.0.1) or `unix:/absolute/path`.

@@ -16,7 +16,7 @@ extension PortcullisConfiguration {
         add(2, "quiet-handshake-failures: \(log.quietHandshakeFailures)")
         if let status {
             add(0, "status:")
-            add(2, "listen: \(value(status.listen))")
+            add(2, "listen: \(value(status.listen.description))")
             add(2, "unsafe-listen: \(status.unsafeListen)")
         } else {
             add(0, "status: none (no status endpoint)")
@@ -50,9 +50,9 @@ extension PortcullisConfiguration {
                 add(6, "crl:")
                 for path in tls.crlPaths { add(8, "- \(value(path))") }
             }
-            add(6, "crl-scope: \(tls.crlScope.rawValue)")
+            add(6, "crl-scope: \(tls.crlScope.configValue)")
             add(6, "crl-expired: \(tls.crlExpired.rawValue)")
-            add(6, "min-version: \(tls.minimumVersion.rawValue)")
+            add(6, "min-version: \(tls.minimumVersion.configValue)")
             add(6, "cipher-suites: \(tls.cipherSuites ?? "OpenSSL default")")
             add(6, "groups: \(tls.groups ?? "OpenSSL default")")
             add(6, "session-tickets: \(tls.sessionTickets)")
@@ -100,7 +100,7 @@ extension PortcullisConfiguration {
         .object([
             ("log", .object([("format", .string(log.format.rawValue)), ("level", .string(log.level)),
                              ("quiet-handshake-failures", .bool(log.quietHandshakeFailures))])),
-            ("status", status.map { .object([("listen", .string($0.listen)), ("unsafe-listen", .bool($0.unsafeListen))]) } ?? .null),
+            ("status", status.map { .object([("listen", .string($0.listen.description)), ("unsafe-listen", .bool($0.unsafeListen))]) } ?? .null),
             ("workers", .integer(workers)),
             ("shutdown-timeout", .string(formatDuration(shutdownTimeoutMs))),
             ("session-cache-size", .integer(sessionCacheSize)),
@@ -129,9 +129,9 @@ extension ListenerSettings {
                 ("cacert", .string(tls.caPath)),
             ] + only(client, ("server-name", serverName.map(JSONValue.string) ?? .null)) + [
                 ("crl", .array(tls.crlPaths.map(JSONValue.string))),
-                ("crl-scope", .string(tls.crlScope.rawValue)),
+                ("crl-scope", .string(tls.crlScope.configValue)),
                 ("crl-expired", .string(tls.crlExpired.rawValue)),
-                ("min-version", .string(tls.minimumVersion.rawValue)),
+                ("min-version", .string(tls.minimumVersion.configValue)),
                 ("cipher-suites", tls.cipherSuites.map(JSONValue.string) ?? .null),
                 ("groups", tls.groups.map(JSONValue.string) ?? .null),
                 ("session-tickets", .bool(tls.sessionTickets)),

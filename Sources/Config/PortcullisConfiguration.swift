@@ -1,11 +1,12 @@
 public import Policy
+public import TLS
 import Foundation
 
 /// Everything one Portcullis process runs: global settings and any number of listeners, validated.
 ///
 /// Built from a YAML file (`load(path:)`, `parse(yaml:source:checkFiles:)`; keys in docs/CONFIG.md) or from
-/// the `server` command's flags (`init(flags:)`) or the `client` command's (`init(clientFlags:)`). Every file path
-/// in it is absolute.
+/// the `server` command's flags (`init(flags:)`) or the `client` command's (`init(clientFlags:)`), which are
+/// mapped onto the same keys (`FlagTable`) and validated by the same reader. Every file path in it is absolute.
 public struct PortcullisConfiguration: Sendable, Equatable {
     public var log: LogSettings
     /// The status endpoint (health and metrics); `nil` when there is none.
@@ -64,45 +65,33 @@ public struct PortcullisConfiguration: Sendable, Equatable {
         return try reader.read(yaml)
     }
 
-    /// The `server` command's flags as a one-listener configuration named `server`: the same validation and
-    /// messages as `ServerSettings(flags:)`, paths made absolute against the working directory. The settings
-    /// that have no flag take their defaults (no CRL, no status endpoint, `reauthorize` on).
+    /// The `server` command's flags as a one-listener configuration named `server`. The flags are written onto
+    /// the key tree of a configuration file (`FlagTable`) and validated by the same reader, so a problem is the
+    /// file's message naming the flag: `--idle-timeout (config key timeouts.idle): '10 sec' is not a duration: …`;
+    /// the first in `FlagTable` order is reported. Relative paths start at the working directory.
     public init(flags: ServerFlags) throws(ConfigError) {
-        let settings = try ServerSettings(flags: flags)
-        let directory = FileManager.default.currentDirectoryPath
-        func absolute(_ path: String) -> String { absolutePath(path, relativeTo: directory) }
-        let listener = ListenerSettings(
-            name: settings.name,
-            mode: .server,
-            listen: settings.listen,
-            target: settings.target,
-            unsafeTarget: flags.unsafeTarget,
-            proxyProtocol: settings.proxyProtocol,
-            tls: ListenerTLSSettings(
-                certificatePath: absolute(settings.tls.certificatePath),
-                keyPath: absolute(settings.tls.keyPath),
-                keyPassphrasePath: settings.tls.keyPassphrasePath.map(absolute),
-                caPath: absolute(settings.tls.caPath),
-                minimumVersion: settings.minTLSVersion,
-                cipherSuites: settings.cipherSuites,
-                groups: settings.groups,
-                sessionTickets: settings.sessionTickets,
-                sessionTicketCount: settings.sessionTicketCount
-            ),
-            timeouts: settings.timeouts,
-            maxConnections: settings.maxConnections,
-            policy: settings.policy
-        )
-        self.init(
-            log: LogSettings(format: settings.logFormat, level: settings.logLevel,
-                             quietHandshakeFailures: flags.quietHandshakeFailures),
-            status: try StatusSettings.fromFlags(flags.status, unsafe: flags.unsafeStatus,
-                                                 key: ServerFlags.Name.status, unsafeKey: ServerFlags.Name.unsafeStatus),
-            workers: settings.workers,
-            shutdownTimeoutMs: settings.timeouts.shutdown,
-            sessionCacheSize: settings.sessionCacheSize,
-            listeners: [listener]
-        )
+        self = try Self.validate(KeyTree(mode: .server, given: flags.given))
+    }
+
+    /// The `client` command's flags as a one-listener configuration named `client` in client mode, validated
+    /// like `init(flags:)`. Each `--verify-KIND VALUE` is one rule named `KIND=VALUE`; with none, the server
+    /// certificate must carry the server name (`--override-server-name`, else the target's host).
+    public init(clientFlags flags: ClientFlags) throws(ConfigError) {
+        self = try Self.validate(KeyTree(mode: .client, given: flags.given))
+    }
+
+    /// The configuration file that `flags` stand for.
+    public static func equivalentYAML(flags: ServerFlags) -> String {
+        KeyTree(mode: .server, given: flags.given).yaml
+    }
+
+    /// The configuration file that the client-mode `flags` stand for.
+    public static func equivalentYAML(clientFlags flags: ClientFlags) -> String {
+        KeyTree(mode: .client, given: flags.given).yaml
+    }
+
+    private static func validate(_ tree: KeyTree) throws(ConfigError) -> PortcullisConfiguration {
+        try ConfigReader(flags: tree, baseDirectory: FileManager.default.currentDirectoryPath).readFlags()
     }
 }
 
@@ -121,24 +110,15 @@ public struct LogSettings: Sendable, Equatable {
     }
 }
 
-extension StatusSettings {
-    /// From `--status` / `--unsafe-status` (nil when `--status` was not given).
-    static func fromFlags(_ value: String?, unsafe: Bool, key: String, unsafeKey: String) throws(ConfigError) -> StatusSettings? {
-        guard let value else { return nil }
-        let parsed = try Validate.statusAddress(value, key: key, allowNonLoopback: unsafe, unsafeKey: unsafeKey)
-        return StatusSettings(listen: parsed.canonical, unsafeListen: unsafe)
-    }
-}
-
 /// Where the status endpoint (health, metrics) listens.
 public struct StatusSettings: Sendable, Equatable {
-    /// Canonical form: `127.0.0.1:9100`, `[::1]:9100` or `unix:/run/portcullis/status.sock`. Loopback or a
-    /// Unix socket unless `unsafeListen`.
-    public var listen: String
+    /// `127.0.0.1:9100`, `[::1]:9100` or `unix:/run/portcullis/status.sock` (IP literals canonical). Loopback
+    /// or a Unix socket unless `unsafeListen`.
+    public var listen: TargetAddress
     /// Allows a non-loopback `listen` (key `unsafe-listen`).
     public var unsafeListen: Bool
 
-    public init(listen: String, unsafeListen: Bool = false) {
+    public init(listen: TargetAddress, unsafeListen: Bool = false) {
         self.listen = listen
         self.unsafeListen = unsafeListen
     }

@@ -1,9 +1,27 @@
-/// Which certificates of the peer's chain are checked against the CRLs.
-public enum CRLScope: String, Sendable, Equatable, CaseIterable {
-    /// Every certificate in the chain, intermediates included (needs a CRL from each issuing CA).
-    case chain
-    /// The peer's own certificate only.
-    case leaf
+public import TLS
+
+/// Which certificates of the peer's chain are checked against the CRLs (key `tls.crl-scope`): the TLS
+/// module's own type. `chain`: every certificate, intermediates included (needs a CRL from each issuing CA);
+/// `leaf`: the peer's own certificate only.
+public typealias CRLScope = TLSConfiguration.CRLScope
+
+extension TLSConfiguration.CRLScope {
+    /// As a configuration file writes it: `chain`, `leaf`.
+    public var configValue: String {
+        switch self {
+        case .chain: "chain"
+        case .leaf: "leaf"
+        }
+    }
+
+    /// From a configuration file's spelling.
+    init?(configValue: String) {
+        switch configValue {
+        case "chain": self = .chain
+        case "leaf": self = .leaf
+        default: return nil
+        }
+    }
 }
 
 /// What to do when a CRL is past its `nextUpdate`.

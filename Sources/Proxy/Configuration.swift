@@ -5,17 +5,8 @@ import Synchronization
 
 /// Everything the runtime needs to serve one server-mode listener, already validated by `Config`.
 public struct ListenerConfiguration: Sendable {
-    public enum Target: Sendable, Equatable, CustomStringConvertible {
-        case tcp(host: String, port: UInt16)
-        case unix(path: String)
-
-        public var description: String {
-            switch self {
-            case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-            case .unix(let path): return "unix:\(path)"
-            }
-        }
-    }
+    /// The target's address: the one type `Config` validates (`Policy.TargetAddress`).
+    public typealias Target = TargetAddress
 
     /// How the user named each setting, for error messages (`--cert` on the command line,
     /// `listeners[0].tls.cert` in a file).

@@ -1,5 +1,5 @@
 import EventLoop
-import Policy
+public import Policy
 import TLS
 
 #if canImport(Glibc)

@@ -18,7 +18,7 @@ extension RuntimeConfiguration {
         version = Portcullis.version
         quietHandshakeFailures = file.log.quietHandshakeFailures
         if let settings = file.status {
-            status = StatusEndpoint(settings.listen)
+            status = settings.listen
             statusSettingName = configPath.map { "\($0): status.listen" } ?? "--status"
         }
         var files = configPath.map { [$0] } ?? []
@@ -31,20 +31,6 @@ extension RuntimeConfiguration {
     }
 }
 
-extension StatusEndpoint {
-    /// From the canonical text `Config` produced (`127.0.0.1:9100`, `[::1]:9100`, `unix:/path`).
-    init(_ canonical: String) {
-        if canonical.hasPrefix("unix:") {
-            self = .unix(path: String(canonical.dropFirst(5)))
-            return
-        }
-        let colon = canonical.lastIndex(of: ":")!
-        var host = String(canonical[..<colon])
-        if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
-        self = .tcp(host: host, port: UInt16(canonical[canonical.index(after: colon)...])!)
-    }
-}
-
 extension ListenerConfiguration {
     init(_ settings: ListenerSettings, keyPrefix: String?) {
         let isClient = settings.mode == .client
@@ -54,9 +40,9 @@ extension ListenerConfiguration {
         tls.keyPassphrasePath = settings.tls.keyPassphrasePath
         tls.caPath = settings.tls.caPath
         tls.crlPaths = settings.tls.crlPaths
-        tls.crlScope = settings.tls.crlScope == .leaf ? .leaf : .chain
+        tls.crlScope = settings.tls.crlScope
         tls.tolerateExpiredCRL = settings.tls.crlExpired == .warn
-        tls.minimumVersion = settings.tls.minimumVersion == .tls12 ? .tls12 : .tls13
+        tls.minimumVersion = settings.tls.minimumVersion
         tls.cipherSuites = settings.tls.cipherSuites
         tls.groups = settings.tls.groups
         tls.sessionTickets = settings.tls.sessionTickets
@@ -65,12 +51,7 @@ extension ListenerConfiguration {
             tls.serverName = settings.serverName
             tls.verifyServerName = settings.verifyServerName
         }
-        let target: ListenerConfiguration.Target
-        switch settings.target {
-        case .tcp(let host, let port): target = .tcp(host: host, port: port)
-        case .unix(let path): target = .unix(path: path)
-        }
-        self.init(listenHost: settings.listen.host, listenPort: settings.listen.port, target: target, tls: tls,
+        self.init(listenHost: settings.listen.host, listenPort: settings.listen.port, target: settings.target, tls: tls,
                   policy: settings.policy)
         name = settings.name
         mode = isClient ? .client : .server

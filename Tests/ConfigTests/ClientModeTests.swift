@@ -163,56 +163,56 @@ struct ClientFlagsTests {
     }
 
     static let errors: [(String, ClientEdit)] = [
-        ("--listen is required: give the local address to accept plaintext connections on, e.g. 127.0.0.1:4150", { $0.listen = nil }),
-        ("--listen '0.0.0.0:4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = "0.0.0.0:4150" }),
-        ("--listen ':4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = ":4150" }),
-        ("--listen '[::]:4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = "[::]:4150" }),
-        ("--listen '10.0.0.3:4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = "10.0.0.3:4150" }),
-        ("--listen 'app.internal:4150' does not name an IP address: use an IP address, localhost, or :PORT for all interfaces",
+        ("--listen (config key listen) is required: give the local address to accept plaintext connections on, e.g. 127.0.0.1:4150", { $0.listen = nil }),
+        ("--listen (config key listen): '0.0.0.0:4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = "0.0.0.0:4150" }),
+        ("--listen (config key listen): ':4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = ":4150" }),
+        ("--listen (config key listen): '[::]:4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = "[::]:4150" }),
+        ("--listen (config key listen): '10.0.0.3:4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = "10.0.0.3:4150" }),
+        ("--listen (config key listen): 'app.internal:4150' does not name an IP address: use an IP address, localhost, or :PORT for all interfaces",
          { $0.listen = "app.internal:4150" }),
-        ("--listen '127.0.0.1:70000' has an invalid port: use 0-65535", { $0.listen = "127.0.0.1:70000"; $0.unsafeListen = true }),
-        ("--target is required: give the remote TLS server to connect to, e.g. broker-1.internal:4443", { $0.target = nil }),
-        ("--target 'unix:/run/app.sock' is a Unix socket: client mode connects to a remote TLS server; use HOST:PORT, e.g. broker-1.internal:4443",
+        ("--listen (config key listen): '127.0.0.1:70000' has an invalid port: use 0-65535", { $0.listen = "127.0.0.1:70000"; $0.unsafeListen = true }),
+        ("--target (config key target) is required: give the remote TLS server to connect to, e.g. broker-1.internal:4443", { $0.target = nil }),
+        ("--target (config key target): 'unix:/run/app.sock' is a Unix socket: client mode connects to a remote TLS server; use HOST:PORT, e.g. broker-1.internal:4443",
          { $0.target = "unix:/run/app.sock" }),
-        ("--target 'broker-1.internal' has no port: use HOST:PORT, e.g. broker-1.internal:4443", { $0.target = "broker-1.internal" }),
-        ("--target 'broker-1.internal:0' has an invalid port: use 1-65535", { $0.target = "broker-1.internal:0" }),
-        ("--target ':4443' has no host: use e.g. broker-1.internal:4443", { $0.target = ":4443" }),
-        ("--target 'broker_1:4443' has an invalid host: use an IP address or a DNS name", { $0.target = "broker_1:4443" }),
-        ("--target '::1:4443' is ambiguous: put an IPv6 address in brackets, e.g. [::1]:8443", { $0.target = "::1:4443" }),
-        ("--cert is required: give the client certificate chain (PEM) that the server verifies", { $0.cert = nil }),
-        ("--cert '/nonexistent/client.pem': no such file", { $0.cert = "/nonexistent/client.pem" }),
-        ("--key is required: give the private key (PEM) for --cert", { $0.key = nil }),
-        ("--key '/nonexistent/client.key': no such file", { $0.key = "/nonexistent/client.key" }),
-        ("--key-passphrase-file '/nonexistent/pass': no such file", { $0.keyPassphraseFile = "/nonexistent/pass" }),
-        ("--cacert is required: client mode verifies the server's certificate against it", { $0.cacert = nil }),
-        ("--cacert '/nonexistent/ca.pem': no such file", { $0.cacert = "/nonexistent/ca.pem" }),
-        ("--verify-cn 'a**b' is not a valid pattern: '**' only spans labels or path segments; use '*' here", { $0.verifyCN = ["ok", "a**b"] }),
-        ("--verify-ou '' is not a valid pattern: the pattern is empty", { $0.verifyOU = [""] }),
-        ("--verify-dns 'a..example.com' is not a valid pattern: it contains an empty label", { $0.verifyDNS = ["a..example.com"] }),
-        ("--verify-uri '*spiffe' is not a valid pattern: the scheme must be literal", { $0.verifyURI = ["*spiffe"] }),
-        ("--verify-ip '10.0.0.0/33' is not a valid IP address or CIDR range: the prefix length must be 0-32", { $0.verifyIP = ["10.0.0.0/33"] }),
-        ("--verify-fingerprint 'abc' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.verifyFingerprint = ["abc"] }),
-        ("--verify-spki 'sha256:xyz' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.verifySPKI = ["sha256:xyz"] }),
-        ("--override-server-name 'broker_1' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
+        ("--target (config key target): 'broker-1.internal' has no port: use HOST:PORT, e.g. broker-1.internal:4443", { $0.target = "broker-1.internal" }),
+        ("--target (config key target): 'broker-1.internal:0' has an invalid port: use 1-65535", { $0.target = "broker-1.internal:0" }),
+        ("--target (config key target): ':4443' has no host: use e.g. broker-1.internal:4443", { $0.target = ":4443" }),
+        ("--target (config key target): 'broker_1:4443' has an invalid host: use an IP address or a DNS name", { $0.target = "broker_1:4443" }),
+        ("--target (config key target): '::1:4443' is ambiguous: put an IPv6 address in brackets, e.g. [::1]:8443", { $0.target = "::1:4443" }),
+        ("--cert (config key tls.cert) is required: give the client certificate chain (PEM) that the server verifies", { $0.cert = nil }),
+        ("--cert (config key tls.cert): '/nonexistent/client.pem': no such file", { $0.cert = "/nonexistent/client.pem" }),
+        ("--key (config key tls.key) is required: give the private key (PEM) for --cert", { $0.key = nil }),
+        ("--key (config key tls.key): '/nonexistent/client.key': no such file", { $0.key = "/nonexistent/client.key" }),
+        ("--key-passphrase-file (config key tls.key-passphrase-file): '/nonexistent/pass': no such file", { $0.keyPassphraseFile = "/nonexistent/pass" }),
+        ("--cacert (config key tls.cacert) is required: client mode verifies the server's certificate against it", { $0.cacert = nil }),
+        ("--cacert (config key tls.cacert): '/nonexistent/ca.pem': no such file", { $0.cacert = "/nonexistent/ca.pem" }),
+        ("--verify-cn (config key policy.rules[1].cn): 'a**b' is not a valid pattern: '**' only spans labels or path segments; use '*' here", { $0.verifyCN = ["ok", "a**b"] }),
+        ("--verify-ou (config key policy.rules[0].ou): '' is not a valid pattern: the pattern is empty", { $0.verifyOU = [""] }),
+        ("--verify-dns (config key policy.rules[0].dns): 'a..example.com' is not a valid pattern: it contains an empty label", { $0.verifyDNS = ["a..example.com"] }),
+        ("--verify-uri (config key policy.rules[0].uri): '*spiffe' is not a valid pattern: the scheme must be literal", { $0.verifyURI = ["*spiffe"] }),
+        ("--verify-ip (config key policy.rules[0].ip): '10.0.0.0/33' is not a valid IP address or CIDR range: the prefix length must be 0-32", { $0.verifyIP = ["10.0.0.0/33"] }),
+        ("--verify-fingerprint (config key policy.rules[0].fingerprint): 'abc' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.verifyFingerprint = ["abc"] }),
+        ("--verify-spki (config key policy.rules[0].spki): 'sha256:xyz' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.verifySPKI = ["sha256:xyz"] }),
+        ("--override-server-name (config key tls.server-name): 'broker_1' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
          { $0.overrideServerName = "broker_1" }),
-        ("--override-server-name '*.internal' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
+        ("--override-server-name (config key tls.server-name): '*.internal' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
          { $0.overrideServerName = "*.internal" }),
-        ("--override-server-name '' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
+        ("--override-server-name (config key tls.server-name): '' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
          { $0.overrideServerName = "" }),
-        ("--override-server-name '[::1]' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
+        ("--override-server-name (config key tls.server-name): '[::1]' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
          { $0.overrideServerName = "[::1]" }),
-        ("--override-server-name 'broker-1.internal:4443' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
+        ("--override-server-name (config key tls.server-name): 'broker-1.internal:4443' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
          { $0.overrideServerName = "broker-1.internal:4443" }),
-        ("--min-tls '1.1' is not allowed: use 1.2 or 1.3", { $0.minTLS = "1.1" }),
-        ("--handshake-timeout '0' must be greater than zero: use e.g. 10s", { $0.handshakeTimeout = "0" }),
-        ("--connect-timeout '0s' must be greater than zero: use e.g. 10s", { $0.connectTimeout = "0s" }),
-        ("--idle-timeout '10 sec' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.idleTimeout = "10 sec" }),
-        ("--close-timeout '-1s' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.closeTimeout = "-1s" }),
-        ("--shutdown-timeout '5' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.shutdownTimeout = "5" }),
-        ("--max-concurrent-conns 'lots' is not a number: use 0 (unlimited) or a positive count", { $0.maxConcurrentConns = "lots" }),
-        ("--workers '0' is out of range: use 1-256", { $0.workers = "0" }),
-        ("--log-format 'xml' is not a log format: use text or json", { $0.logFormat = "xml" }),
-        ("--log-level 'verbose' is not a log level: use trace, debug, info, notice, warning, error or critical", { $0.logLevel = "verbose" }),
+        ("--min-tls (config key tls.min-version): '1.1' is not allowed: use 1.2 or 1.3", { $0.minTLS = "1.1" }),
+        ("--handshake-timeout (config key timeouts.handshake): '0' must be greater than zero: use e.g. 10s", { $0.handshakeTimeout = "0" }),
+        ("--connect-timeout (config key timeouts.connect): '0s' must be greater than zero: use e.g. 10s", { $0.connectTimeout = "0s" }),
+        ("--idle-timeout (config key timeouts.idle): '10 sec' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.idleTimeout = "10 sec" }),
+        ("--close-timeout (config key timeouts.close): '-1s' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.closeTimeout = "-1s" }),
+        ("--shutdown-timeout (config key shutdown-timeout): '5' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.shutdownTimeout = "5" }),
+        ("--max-concurrent-conns (config key max-connections): expected an integer, got 'lots': use 0 (unlimited) or a positive count", { $0.maxConcurrentConns = "lots" }),
+        ("--workers (config key workers): '0' is out of range: use 1-256", { $0.workers = "0" }),
+        ("--log-format (config key log.format): 'xml' is not a log format: use text or json", { $0.logFormat = "xml" }),
+        ("--log-level (config key log.level): 'verbose' is not a log level: use trace, debug, info, notice, warning, error or critical", { $0.logLevel = "verbose" }),
     ]
 
     @Test("each bad client flag gets one exact line", arguments: errors)
@@ -239,16 +239,16 @@ struct ClientFlagsTests {
         flags.target = "unix:/x.sock"
         flags.listen = ":4150"
         let expected: [(String, String, ClientEdit)] = [
-            ("--listen", "--listen ':4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = "127.0.0.1:4150" }),
-            ("--target", "--target 'unix:/x.sock' is a Unix socket: client mode connects to a remote TLS server; use HOST:PORT, e.g. broker-1.internal:4443",
+            ("--listen", "--listen (config key listen): ':4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = "127.0.0.1:4150" }),
+            ("--target", "--target (config key target): 'unix:/x.sock' is a Unix socket: client mode connects to a remote TLS server; use HOST:PORT, e.g. broker-1.internal:4443",
              { $0.target = "b:1" }),
-            ("--cacert", "--cacert is required: client mode verifies the server's certificate against it", { [ca = files.ca] in $0.cacert = ca }),
-            ("--verify-cn", "--verify-cn 'a**' is not a valid pattern: '**' only spans labels or path segments; use '*' here", { $0.verifyCN = [] }),
-            ("--verify-spki", "--verify-spki 'x' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.verifySPKI = [] }),
-            ("--override-server-name", "--override-server-name 'a b' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
+            ("--cacert", "--cacert (config key tls.cacert) is required: client mode verifies the server's certificate against it", { [ca = files.ca] in $0.cacert = ca }),
+            ("--verify-cn", "--verify-cn (config key policy.rules[0].cn): 'a**' is not a valid pattern: '**' only spans labels or path segments; use '*' here", { $0.verifyCN = [] }),
+            ("--verify-spki", "--verify-spki (config key policy.rules[0].spki): 'x' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.verifySPKI = [] }),
+            ("--override-server-name", "--override-server-name (config key tls.server-name): 'a b' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
              { $0.overrideServerName = nil }),
-            ("--idle-timeout", "--idle-timeout 'soon' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.idleTimeout = nil }),
-            ("--log-level", "--log-level 'loud' is not a log level: use trace, debug, info, notice, warning, error or critical", { $0.logLevel = nil }),
+            ("--idle-timeout", "--idle-timeout (config key timeouts.idle): 'soon' is not a duration: use e.g. 500ms, 10s, 5m, 1h", { $0.idleTimeout = nil }),
+            ("--log-level", "--log-level (config key log.level): 'loud' is not a log level: use trace, debug, info, notice, warning, error or critical", { $0.logLevel = nil }),
         ]
         for (key, message, fix) in expected {
             #expect(throws: ConfigError(key: key, message: message)) { try PortcullisConfiguration(clientFlags: flags) }
@@ -669,21 +669,6 @@ struct ClientFileTests {
         let withName = yaml.replacingOccurrences(of: "      session-tickets: false", with: "      session-tickets: false\n      server-name: broker.example.org")
         #expect(try PortcullisConfiguration.parse(yaml: withName, source: files.directory + "/p.yaml")
             == (try PortcullisConfiguration(clientFlags: flags)))
-    }
-
-    @Test func clientFlagErrorsAndFileErrorsSayTheSame() {
-        var flags = files.validClientFlags()
-        flags.listen = "0.0.0.0:4150"
-        #expect(throws: ConfigError(key: "--listen", message: "--listen '0.0.0.0:4150' is not a loopback address (use --unsafe-listen to allow it)")) {
-            try PortcullisConfiguration(clientFlags: flags)
-        }
-        var lines = clientLines
-        lines[3] = "    listen: 0.0.0.0:4150"
-        #expect(throws: ConfigError(
-            key: "listeners[0].listen",
-            message: "portcullis.yaml:4: listeners[0].listen: '0.0.0.0:4150' is not a loopback address (set unsafe-listen: true to allow it)")) {
-            try PortcullisConfiguration.parse(yaml: lines.joined(separator: "\n"), source: "portcullis.yaml", checkFiles: false)
-        }
     }
 
     // MARK: Effective configuration

@@ -1,0 +1,100 @@
+import Policy
+import Yams
+
+/// A listener's `tls` section.
+extension ConfigReader {
+    static let tlsKeys = [
+        "cert", "key", "key-passphrase-file", "cacert", "server-name", "crl", "crl-scope", "crl-expired", "min-version",
+        "cipher-suites", "groups", "session-tickets", "session-ticket-count",
+    ]
+
+    static let tlsHints = [
+        "certificate": "did you mean 'cert'?", "private-key": "did you mean 'key'?",
+        "ca": "did you mean 'cacert'?", "ca-file": "did you mean 'cacert'?", "cafile": "did you mean 'cacert'?",
+        "crls": "did you mean 'crl'?", "min-tls": "did you mean 'min-version'?", "ciphers": "did you mean 'cipher-suites'?",
+        "curves": "did you mean 'groups'?", "tickets": "did you mean 'session-tickets'?",
+        "sni": "did you mean 'server-name'?", "override-server-name": "did you mean 'server-name'?",
+        "verify-server-name": "it belongs under 'policy'",
+    ]
+
+    /// The TLS settings and, in client mode, `server-name` (`nil`: absent; `.some(nil)`: invalid, reported).
+    func tls(_ f: Fields, mode: ListenerMode) -> (ListenerTLSSettings?, String??) {
+        let client = mode == .client
+        let certificate = file(f, "cert", required: client
+            ? "give the client certificate chain (PEM) that the server verifies"
+            : "give the server certificate chain (PEM) that clients verify")
+        let key = file(f, "key", required: "give the private key (PEM) for \(setting(f.child("cert"), file: "cert"))")
+        let passphrase = file(f, "key-passphrase-file")
+        let ca = file(f, "cacert", required: client
+            ? "client mode verifies the server's certificate against it"
+            : "server mode verifies every client certificate against it", allowDirectory: true)
+
+        var crlPaths: [String] = []
+        var crlOK = true
+        if let entry = f["crl"], !isNull(entry.value) {
+            switch entry.value {
+            case .sequence(let list):
+                for (index, item) in list.enumerated() {
+                    let path = "\(f.child("crl"))[\(index)]"
+                    if let text = scalarText(item, path: path, expected: "a path") {
+                        if let resolved = resolve(text, node: item, path: path, allowDirectory: false) {
+                            crlPaths.append(resolved)
+                        } else { crlOK = false }
+                    } else { crlOK = false }
+                }
+            default:
+                if let text = scalarText(entry.value, path: f.child("crl"), expected: "a path or a list of paths"),
+                   let resolved = resolve(text, node: entry.value, path: f.child("crl"), allowDirectory: false) {
+                    crlPaths = [resolved]
+                } else { crlOK = false }
+            }
+        }
+
+        let scope = choice(f, "crl-scope", CRLScope.init(configValue:), what: "a CRL scope", use: "use chain (every certificate of the chain) or leaf (the \(client ? "server" : "client") certificate only)")
+        let expired = choice(f, "crl-expired", CRLExpiredPolicy.init(rawValue:), what: "a CRL expiry policy", use: "use reject (fail closed) or warn (accept and log)")
+
+        var minimumVersion = TLSVersion.tls13
+        var versionOK = true
+        if let (text, node) = string(f, "min-version") {
+            if let value = validate(node, f.child("min-version"), { k throws(ConfigError) in try Validate.tlsVersion(text, key: k) }) {
+                minimumVersion = value
+            } else { versionOK = false }
+        }
+
+        let suites = colonList(f, "cipher-suites") { text, k throws(ConfigError) in try Validate.cipherSuites(text, key: k) }
+        let groups = colonList(f, "groups") { text, k throws(ConfigError) in try Validate.groups(text, key: k) }
+        let sessionTickets = bool(f, "session-tickets") ?? true
+        var ticketCount: Int?? = nil
+        if client {
+            onlyIn(.server, f, "session-ticket-count", why: "tickets are what a server sends; a client-mode listener resumes with the ones it receives")
+        } else if !isAbsent(f, "session-ticket-count") {
+            ticketCount = .some(integer(f, "session-ticket-count", in: 0...16, hint: "use 1 (the default) to 16, or 0 to send none"))
+            if let count = ticketCount ?? nil, count > 0, !sessionTickets, let (_, node) = string(f, "session-ticket-count") {
+                if flags != nil {
+                    report(node, f.child("session-ticket-count"), "\(setting(f.child("session-ticket-count"), file: "")) and \(setting(f.child("session-tickets"), file: "")) are mutually exclusive: drop one of them")
+                } else {
+                    problem(node, f.child("session-ticket-count"), "tickets are off (session-tickets: false): remove one of the two")
+                }
+                ticketCount = .some(nil)
+            }
+        }
+
+        var serverName: String??
+        if !client {
+            onlyIn(.client, f, "server-name", why: "it is the name a client-mode listener expects from the server")
+        } else if let (text, node) = string(f, "server-name") {
+            serverName = .some(validate(node, f.child("server-name")) { k throws(ConfigError) in try Validate.serverName(text, key: k) })
+        }
+
+        guard let certificate, let key, let ca, passphrase != .some(nil), crlOK, versionOK,
+              scope != .some(nil), expired != .some(nil), suites != .some(nil), groups != .some(nil), ticketCount != .some(nil)
+        else { return (nil, serverName) }
+        let settings = ListenerTLSSettings(
+            certificatePath: certificate, keyPath: key, keyPassphrasePath: passphrase ?? nil, caPath: ca,
+            crlPaths: crlPaths, crlScope: (scope ?? nil) ?? .chain, crlExpired: (expired ?? nil) ?? .reject,
+            minimumVersion: minimumVersion, cipherSuites: suites ?? nil, groups: groups ?? nil,
+            sessionTickets: sessionTickets,
+            sessionTicketCount: (ticketCount ?? nil) ?? ListenerTLSSettings.defaultSessionTicketCount)
+        return (settings, serverName)
+    }
+}
