@@ -34,7 +34,7 @@ let package = Package(
         // Pure Swift: no C, no sockets. Config itself is pure Swift too; it uses TLS's parameter types
         // (TLSConfiguration.ProtocolVersion, .CRLScope) so that each exists once.
         .target(name: "Policy", swiftSettings: strictSettings),
-        .target(name: "Config", dependencies: ["Policy", "TLS", .product(name: "Yams", package: "Yams")], swiftSettings: strictSettings),
+        .target(name: "Config", dependencies: ["Policy", .product(name: "Yams", package: "Yams")], swiftSettings: strictSettings),
 
         // Bridges: the only modules that see libuv / OpenSSL.
         .target(name: "EventLoop", dependencies: ["CLibUV", "CUVShims", "CSystemShims"], swiftSettings: strictSettings),

@@ -1,5 +1,4 @@
 public import Policy
-public import TLS
 import Foundation
 
 /// Everything one Portcullis process runs: global settings and any number of listeners, validated.

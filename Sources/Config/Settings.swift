@@ -1,9 +1,6 @@
-public import TLS
+public import Policy
 
-/// The lowest TLS version a listener accepts: the TLS module's own type (key `tls.min-version`, `--min-tls`).
-public typealias TLSVersion = TLSConfiguration.ProtocolVersion
-
-extension TLSConfiguration.ProtocolVersion {
+extension TLSVersion {
     /// As a configuration file writes it: `1.2`, `1.3`.
     public var configValue: String {
         switch self {

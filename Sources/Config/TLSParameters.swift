@@ -1,11 +1,6 @@
-public import TLS
+public import Policy
 
-/// Which certificates of the peer's chain are checked against the CRLs (key `tls.crl-scope`): the TLS
-/// module's own type. `chain`: every certificate, intermediates included (needs a CRL from each issuing CA);
-/// `leaf`: the peer's own certificate only.
-public typealias CRLScope = TLSConfiguration.CRLScope
-
-extension TLSConfiguration.CRLScope {
+extension CRLScope {
     /// As a configuration file writes it: `chain`, `leaf`.
     public var configValue: String {
         switch self {

@@ -9,7 +9,7 @@ import Glibc
 /// What a TLS context is made of. Paths are read when the context is created (and again on reload).
 public struct TLSConfiguration: Sendable {
     public enum Role: Sendable { case server, client }
-    public enum ProtocolVersion: Sendable { case tls12, tls13 }
+    public typealias ProtocolVersion = TLSVersion
 
     public var role: Role
     public var certificatePath: String?
@@ -38,7 +38,7 @@ public struct TLSConfiguration: Sendable {
     public var groups: String?
     /// Certificate revocation lists (PEM with one or more CRLs, or DER), checked in every handshake.
     public var crlPaths: [String] = []
-    public enum CRLScope: Sendable { case leaf, chain }
+    public typealias CRLScope = Policy.CRLScope
     public var crlScope = CRLScope.chain
     /// Accept peers when a CRL is past its nextUpdate (logged loudly); by default that fails closed.
     public var tolerateExpiredCRL = false
