@@ -244,7 +244,7 @@ def test_bad_value_and_client_mode_are_refused(tmp_path, pki):
                              "--cert", pki["server"].cert, "--key", pki["server"].key, "--cacert", pki.ca,
                              "--allow-all", "--proxy-protocol", "v1"])
     assert r.returncode == 2
-    assert r.stderr.strip() == ("portcullis: --proxy-protocol 'v1' is not a PROXY protocol version: use v2 "
+    assert r.stderr.strip() == ("portcullis: --proxy-protocol (config key proxy-protocol): 'v1' is not a PROXY protocol version: use v2 "
                                 "(send a PROXY v2 header to the target) or off (the default)")
     cfg = ConfigFile(tmp_path / "client.yaml", [{
         "name": "c", "mode": "client", "listen": "127.0.0.1:0", "target": "127.0.0.1:4443", "proxy-protocol": "v2",

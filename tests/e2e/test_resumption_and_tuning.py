@@ -130,7 +130,7 @@ def test_bad_cipher_flags_are_one_line_errors(portcullis_bin, pki):
     r = run_portcullis_once(base + ["--cipher-suites", "RC4-MD5"])
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].endswith(
-        "--cipher-suites 'RC4-MD5' is not a TLS 1.3 cipher suite: use TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, "
+        "--cipher-suites (config key tls.cipher-suites): 'RC4-MD5' is not a TLS 1.3 cipher suite: use TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, "
         "TLS_CHACHA20_POLY1305_SHA256, TLS_AES_128_CCM_SHA256, TLS_AES_128_CCM_8_SHA256"), r.stderr
     r = run_portcullis_once(base + ["--session-ticket-count", "2", "--no-session-tickets"])
     assert r.returncode == 2
