@@ -111,16 +111,6 @@ public enum Validate {
 
     // MARK: Access rules
 
-    /// One rule per value, named `<kind>=<value>` (`cn=app-1`); any invalid value fails with
-    /// `--allow-uri '*spiffe' is not a valid pattern: the scheme must be literal`.
-    public static func accessRules(_ values: [String], kind: Matcher.Kind, key: String) throws(ConfigError) -> [AccessRule] {
-        var rules: [AccessRule] = []
-        for value in values {
-            rules.append(AccessRule(try matcher(value, kind: kind, key: key)))
-        }
-        return rules
-    }
-
     /// One matcher; an invalid value fails with `KEY 'VALUE' is not a valid pattern: REASON`.
     public static func matcher(_ value: String, kind: Matcher.Kind, key: String) throws(ConfigError) -> Matcher {
         do {
@@ -143,16 +133,6 @@ public enum Validate {
     }
 
     /// A decimal integer in `range`; `hint` says what to write instead (`use 1-256`).
-    /// TLS 1.3 session tickets per handshake (`session-ticket-count`).
-    public static func sessionTicketCount(_ value: String, key: String) throws(ConfigError) -> Int {
-        try integer(value, key: key, in: 0...16, hint: "use 1 (the default) to 16, or 0 to send none")
-    }
-
-    /// Resumable sessions kept by the process (`session-cache-size`).
-    public static func sessionCacheSize(_ value: String, key: String) throws(ConfigError) -> Int {
-        try integer(value, key: key, in: 1...10_000_000, hint: "use 1-10000000 (to turn resumption off, turn session tickets off)")
-    }
-
     public static func integer(_ value: String, key: String, in range: ClosedRange<Int>, hint: String) throws(ConfigError) -> Int {
         guard !value.isEmpty, value.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
             throw .invalid(key, value, "is not a number: \(hint)")

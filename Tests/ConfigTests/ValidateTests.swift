@@ -192,10 +192,4 @@ struct SmallValueTests {
             try Validate.logFormat("xml", key: "--log-format")
         }
     }
-
-    @Test func accessRulesAreNamedKindEqualsValue() throws {
-        let rules = try Validate.accessRules(["app-1", "ops-*"], kind: .cn, key: "--allow-cn")
-        #expect(rules.map(\.name) == ["cn=app-1", "cn=ops-*"])
-        #expect(rules.map(\.matchers) == [[try Matcher(kind: .cn, value: "app-1")], [try Matcher(kind: .cn, value: "ops-*")]])
-    }
 }
