@@ -68,24 +68,24 @@ public struct PortcullisConfiguration: Sendable, Equatable {
     /// the key tree of a configuration file (`FlagTable`) and validated by the same reader, so a problem is the
     /// file's message naming the flag: `--idle-timeout (config key timeouts.idle): '10 sec' is not a duration: …`;
     /// the first in `FlagTable` order is reported. Relative paths start at the working directory.
-    public init(flags: ServerFlags) throws(ConfigError) {
+    public init(flags: CommandLineFlags) throws(ConfigError) {
         self = try Self.validate(KeyTree(mode: .server, given: flags.given))
     }
 
     /// The `client` command's flags as a one-listener configuration named `client` in client mode, validated
     /// like `init(flags:)`. Each `--verify-KIND VALUE` is one rule named `KIND=VALUE`; with none, the server
     /// certificate must carry the server name (`--override-server-name`, else the target's host).
-    public init(clientFlags flags: ClientFlags) throws(ConfigError) {
+    public init(clientFlags flags: CommandLineFlags) throws(ConfigError) {
         self = try Self.validate(KeyTree(mode: .client, given: flags.given))
     }
 
     /// The configuration file that `flags` stand for.
-    public static func equivalentYAML(flags: ServerFlags) -> String {
+    public static func equivalentYAML(flags: CommandLineFlags) -> String {
         KeyTree(mode: .server, given: flags.given).yaml
     }
 
     /// The configuration file that the client-mode `flags` stand for.
-    public static func equivalentYAML(clientFlags flags: ClientFlags) -> String {
+    public static func equivalentYAML(clientFlags flags: CommandLineFlags) -> String {
         KeyTree(mode: .client, given: flags.given).yaml
     }
 

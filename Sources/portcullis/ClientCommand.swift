@@ -40,8 +40,7 @@ struct ClientCommand: ParsableCommand {
     @Flag(name: .customLong("unsafe-listen"), help: "Allow a --listen address that is not on loopback.")
     var unsafeListen = false
     func run() throws {
-        var flags = ClientFlags()
-        shared.apply(to: &flags)
+        var flags = shared.flags
         flags.verifyCN = verifyCN
         flags.verifyOU = verifyOU
         flags.verifyDNS = verifyDNS
@@ -51,14 +50,6 @@ struct ClientCommand: ParsableCommand {
         flags.verifySPKI = verifySPKI
         flags.overrideServerName = overrideServerName
         flags.unsafeListen = unsafeListen
-        let file: PortcullisConfiguration
-        do {
-            file = try PortcullisConfiguration(clientFlags: flags)
-        } catch {
-            throw CommandFailure(message: "\(error)", code: 2)
-        }
-        let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
-        let configuration = RuntimeConfiguration(file, configPath: nil)
-        try serve(configuration, privileges: privileges, logger: logger, reloadFrom: { configuration })
+        try serveCommandLine(flags, mode: .client, privileges: privileges)
     }
 }

@@ -61,8 +61,7 @@ struct ServerCommand: ParsableCommand {
     var sessionCacheSize: String?
 
     func run() throws {
-        var flags = ServerFlags()
-        shared.apply(to: &flags)
+        var flags = shared.flags
         flags.allowCN = allowCN
         flags.allowOU = allowOU
         flags.allowO = allowO
@@ -77,17 +76,22 @@ struct ServerCommand: ParsableCommand {
         flags.proxyProtocol = proxyProtocol
         flags.sessionTicketCount = sessionTicketCount
         flags.sessionCacheSize = sessionCacheSize
-        let file: PortcullisConfiguration
-        do {
-            file = try PortcullisConfiguration(flags: flags)
-        } catch {
-            throw CommandFailure(message: "\(error)", code: 2)
-        }
-        let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
-        let configuration = RuntimeConfiguration(file, configPath: nil)
-        // The command line cannot change while running: a reload re-reads the same files.
-        try serve(configuration, privileges: privileges, logger: logger, reloadFrom: { configuration })
+        try serveCommandLine(flags, mode: .server, privileges: privileges)
     }
+}
+
+/// Validates a `server` or `client` command line as the configuration file it stands for, then serves it.
+func serveCommandLine(_ flags: CommandLineFlags, mode: ListenerMode, privileges: PrivilegeOptions) throws {
+    let file: PortcullisConfiguration
+    do {
+        file = mode == .server ? try PortcullisConfiguration(flags: flags) : try PortcullisConfiguration(clientFlags: flags)
+    } catch {
+        throw CommandFailure(message: "\(error)", code: 2)
+    }
+    let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
+    let configuration = RuntimeConfiguration(file, configPath: nil)
+    // The command line cannot change while running: a reload re-reads the same files.
+    try serve(configuration, privileges: privileges, logger: logger, reloadFrom: { configuration })
 }
 
 /// Starts the runtime and serves until it stops; a non-zero exit code becomes the process's.

@@ -51,8 +51,9 @@ struct SharedOptions: ParsableArguments {
     @Flag(name: .customLong("unsafe-status"), help: "Allow a --status address that is not loopback.")
     var unsafeStatus = false
 
-    /// Copies the shared raw values into either mode's flag set.
-    func apply<Flags: SharedFlagFields>(to flags: inout Flags) {
+    /// The flags both modes share, as typed; each command adds its own.
+    var flags: CommandLineFlags {
+        var flags = CommandLineFlags()
         flags.listen = listen
         flags.target = target
         flags.cert = cert
@@ -75,34 +76,6 @@ struct SharedOptions: ParsableArguments {
         flags.quietHandshakeFailures = quietHandshakeFailures
         flags.status = status
         flags.unsafeStatus = unsafeStatus
+        return flags
     }
 }
-
-/// The raw fields both `ServerFlags` and `ClientFlags` carry.
-protocol SharedFlagFields {
-    var listen: String? { get set }
-    var target: String? { get set }
-    var cert: String? { get set }
-    var key: String? { get set }
-    var keyPassphraseFile: String? { get set }
-    var cacert: String? { get set }
-    var minTLS: String? { get set }
-    var handshakeTimeout: String? { get set }
-    var connectTimeout: String? { get set }
-    var idleTimeout: String? { get set }
-    var closeTimeout: String? { get set }
-    var shutdownTimeout: String? { get set }
-    var maxConcurrentConns: String? { get set }
-    var workers: String? { get set }
-    var logFormat: String? { get set }
-    var logLevel: String? { get set }
-    var sessionTickets: Bool { get set }
-    var cipherSuites: String? { get set }
-    var groups: String? { get set }
-    var quietHandshakeFailures: Bool { get set }
-    var status: String? { get set }
-    var unsafeStatus: Bool { get set }
-}
-
-extension ServerFlags: SharedFlagFields {}
-extension ClientFlags: SharedFlagFields {}

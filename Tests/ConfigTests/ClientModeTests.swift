@@ -5,12 +5,12 @@ import Foundation
 
 extension Files {
     /// Client flags that validate: the base every client error test changes one thing in.
-    func validClientFlags() -> ClientFlags {
-        ClientFlags(listen: "127.0.0.1:4150", target: "broker-1.internal:4443", cert: cert, key: key, cacert: ca)
+    func validClientFlags() -> CommandLineFlags {
+        CommandLineFlags(listen: "127.0.0.1:4150", target: "broker-1.internal:4443", cert: cert, key: key, cacert: ca)
     }
 }
 
-typealias ClientEdit = @Sendable (inout ClientFlags) -> Void
+typealias ClientEdit = @Sendable (inout CommandLineFlags) -> Void
 
 private let fingerprint = "sha256:" + String(repeating: "ab", count: 32)
 

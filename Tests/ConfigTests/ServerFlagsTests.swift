@@ -27,12 +27,12 @@ final class Files: Sendable {
     deinit { try? FileManager.default.removeItem(atPath: directory) }
 
     /// Flags that validate: the base every error test changes one thing in.
-    func validFlags() -> ServerFlags {
-        ServerFlags(listen: ":8443", target: "127.0.0.1:6379", cert: cert, key: key, cacert: ca, allowCN: ["app-1"])
+    func validFlags() -> CommandLineFlags {
+        CommandLineFlags(listen: ":8443", target: "127.0.0.1:6379", cert: cert, key: key, cacert: ca, allowCN: ["app-1"])
     }
 }
 
-typealias Edit = @Sendable (inout ServerFlags) -> Void
+typealias Edit = @Sendable (inout CommandLineFlags) -> Void
 
 @Suite("Server mode from flags")
 struct ServerFlagsTests {
