@@ -50,7 +50,7 @@ extension ServerRuntime {
         do {
             var groups: [(name: String, fds: [Int32])] = []
             for listener in configuration.listeners {
-                guard let sockets = listenerSockets[listener.name] else { continue }
+                guard let sockets = records[listener.name]?.sockets else { continue }
                 var fds: [Int32] = []
                 for socket in sockets.originals {
                     fds.append(try Descriptor.inheritableCopy(socket.fd))

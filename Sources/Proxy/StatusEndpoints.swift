@@ -123,10 +123,10 @@ extension ServerRuntime {
 
     private func gaugeSnapshot() -> GaugeSnapshot {
         let listeners = configuration.listeners.map { listener in
-            let tls = generations[listener.name]?.tls
+            let tls = records[listener.name]?.generation.tls
             return GaugeSnapshot.Listener(
                 name: listener.name,
-                active: counters[listener.name]?.active.load(ordering: .relaxed) ?? 0,
+                active: records[listener.name]?.counters.active.load(ordering: .relaxed) ?? 0,
                 certificateNotAfter: tls?.certificateIdentity?.notAfter,
                 crlNextUpdate: tls?.crlNextUpdate)
         }
@@ -140,7 +140,7 @@ extension ServerRuntime {
     private func readiness(_ completion: @escaping (Bool, String) -> Void) {
         var targets: [String: BackendTarget] = [:]
         for listener in configuration.listeners {
-            if let generation = generations[listener.name] { targets[listener.target.description] = generation.settings.target }
+            if let generation = records[listener.name]?.generation { targets[listener.target.description] = generation.settings.target }
         }
         guard let checker = readinessChecker else {
             completion(false, #"{"status":"not ready","problems":["starting"]}"#)
@@ -161,7 +161,7 @@ extension ServerRuntime {
                 if !bound && !self.shuttingDown {
                     problems.append("listener \(listener.name): accepting on \(workersAccepting) of \(self.workerCount) workers")
                 }
-                if let identity = self.generations[listener.name]?.tls.certificateIdentity {
+                if let identity = self.records[listener.name]?.generation.tls.certificateIdentity {
                     let valid = identity.notBefore <= now && now < identity.notAfter
                     checks.append(#""certificate_valid":\#(valid)"#)
                     if !valid {
@@ -191,12 +191,12 @@ extension ServerRuntime {
             var fields = [
                 #""name":\#(jsonString(listener.name))"#,
                 #""mode":"\#(listener.mode == .server ? "server" : "client")""#,
-                #""listen":\#(jsonString(listenAddresses[listener.name] ?? listener.listenDescription))"#,
+                #""listen":\#(jsonString(records[listener.name]?.listenAddress ?? listener.listenDescription))"#,
                 #""target":\#(jsonString(listener.target.description))"#,
                 #""accepting_workers":\#(accepting[listener.name] ?? 0)"#,
-                #""connections_active":\#(counters[listener.name]?.active.load(ordering: .relaxed) ?? 0)"#,
+                #""connections_active":\#(records[listener.name]?.counters.active.load(ordering: .relaxed) ?? 0)"#,
             ]
-            if let generation = generations[listener.name] {
+            if let generation = records[listener.name]?.generation {
                 fields.append(#""generation":\#(generation.number)"#)
                 if let identity = generation.tls.certificateIdentity {
                     fields.append(#""certificate":{"subject":\#(jsonString(identity.subject.rfc2253)),"not_before":"\#(iso8601(identity.notBefore))","not_after":"\#(iso8601(identity.notAfter))","seconds_to_expiry":\#(identity.notAfter - now)}"#)
