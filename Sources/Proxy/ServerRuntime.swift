@@ -15,45 +15,40 @@ public final class ServerRuntime {
     /// Produces the configuration to apply on reload (re-reading the config file, if there is one).
     public typealias ConfigurationSource = @Sendable () throws -> RuntimeConfiguration
 
-    private(set) var configuration: RuntimeConfiguration
+    private var configuration: RuntimeConfiguration
     private let source: ConfigurationSource?
-    let logger: Logger
-    let shared: RuntimeShared
-    let workerCount: Int
-    let startTime = Int64(time(nil))
+    private let logger: Logger
+    private let shared: RuntimeShared
+    private let workerCount: Int
+    private let startTime = Int64(time(nil))
 
     /// Per listener name: its generation, counters, address and sockets (see `ListenerRecord`).
-    private(set) var records: [String: ListenerRecord] = [:]
-    private(set) var configurationGeneration: UInt64 = 1
-    private var pendingStatusSocket: ListeningSocket?
+    private var records: [String: ListenerRecord] = [:]
+    private var configurationGeneration: UInt64 = 1
 
-    private(set) var workers: [Worker] = []
+    private var workers: [Worker] = []
     private var threads: [LoopThread] = []
 
-    let notifier: SystemdNotifier
+    private let notifier: SystemdNotifier
     /// Restart handover: where to report that we accept (the old process waits for it).
     private var readyFD: Int32?
     private var announcedReady = false
 
     // Control-thread state (the thread that calls `run`).
-    private(set) var control: Loop?
-    var signalWatchers: [SignalWatcher] = []
+    private var control: Loop?
+    private var signalWatchers: [SignalWatcher] = []
     private var directoryWatchers: [DirectoryWatcher] = []
     private var watchedNames: [String: Set<String>] = [:]
     private var reloadDebounce: Timer?
     private var shutdownTimer: Timer?
     private var exitWatcher: AsyncWakeup?
-    private(set) var statusServer: StatusServer?
-    private(set) var metricsExporter: MetricsExporter?
-    private(set) var readinessChecker: ReadinessChecker?
     private var watchdogTimer: Timer?
     private(set) var shuttingDown = false
     private var exitCode: Int32 = 0
-    /// SIGUSR2 restart state (see GracefulRestart.swift).
-    var restart: PendingRestart?
-    var handingOver = false
-    /// Spawned processes not yet reaped.
-    var children: Set<Int32> = []
+    /// The status endpoint: its socket, server, metrics exporter and readiness checker.
+    private let status: StatusService
+    /// SIGUSR2 restarts: the pending one, the handover, the children (see GracefulRestart.swift).
+    private lazy var restart = RestartCoordinator(host: self, logger: logger, notifier: notifier)
 
     /// Validates everything that touches the system (files, keys, addresses, ports) and binds the sockets.
     /// Throws a `StartupError` naming the setting at fault; nothing is left open on failure.
@@ -70,6 +65,7 @@ public final class ServerRuntime {
         var inherited = InheritedSockets.fromEnvironment(logger: logger)
         readyFD = inherited.takeReadyFD()
         var records: [String: ListenerRecord] = [:]
+        let status: StatusService
         do {
             var built: [String: Generation] = [:]
             for listener in configuration.listeners {
@@ -85,13 +81,8 @@ public final class ServerRuntime {
                 records[listener.name] = ListenerRecord(generation: built[listener.name]!, sockets: sockets, listenAddress: sockets.address)
                 records[listener.name]!.pendingSockets = try sockets.perWorker(workerCount, listener: listener)
             }
-            if let status = configuration.status {
-                if let handedOver = inherited.takeStatus(address: status.description) {
-                    pendingStatusSocket = handedOver
-                } else {
-                    pendingStatusSocket = try ServerRuntime.bindStatus(status, settingName: configuration.statusSettingName)
-                }
-            }
+            status = try StatusService(endpoint: configuration.status, settingName: configuration.statusSettingName,
+                                       shared: shared, inherited: &inherited)
         } catch {
             records.values.forEach { $0.closeSockets() }
             inherited.closeUnclaimed(logger: logger)
@@ -99,28 +90,8 @@ public final class ServerRuntime {
             throw error
         }
         self.records = records
+        self.status = status
         inherited.closeUnclaimed(logger: logger)
-    }
-
-    /// Stops serving status requests (at exit, or once a successor took the socket over).
-    func closeStatusEndpoint() {
-        statusServer?.close()
-        statusServer = nil
-    }
-
-    /// Binds the status endpoint (before any privilege drop, like the listeners).
-    static func bindStatus(_ endpoint: StatusEndpoint, settingName: String) throws(StartupError) -> ListeningSocket {
-        do {
-            switch endpoint {
-            case .tcp(let host, let port): return try ListeningSocket.bind(ip: host, port: port, reusePort: false)
-            case .unix(let path): return try ListeningSocket.bindUnix(path: path)
-            }
-        } catch {
-            if error.isAddressInUse {
-                throw StartupError("\(settingName) '\(endpoint)': address already in use (another process listens there; stop it or choose another address)")
-            }
-            throw StartupError("\(settingName) '\(endpoint)': cannot listen: \(error.message)")
-        }
     }
 
     /// Serves until SIGTERM/SIGINT and the drain that follows. Returns the process exit code:
@@ -141,7 +112,7 @@ public final class ServerRuntime {
             signalWatchers.append(try SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] _ in
                 self.reload(trigger: "SIGHUP")
             })
-            try watchRestartSignals(loop: loop)
+            try restart.watchSignals(loop: loop)
             if let usec = notifier.watchdogMicroseconds {
                 // systemd's advice: ping at half the period, so one late wakeup does not trip it.
                 let period = max(1, usec / 2_000)
@@ -149,18 +120,11 @@ public final class ServerRuntime {
                 timer.start(after: period, repeat: period) { [unowned self] in self.notifier.watchdog() }
                 watchdogTimer = timer
             }
-            metricsExporter = MetricsExporter(metrics: shared.metrics)
-            readinessChecker = ReadinessChecker(loop: loop)
-            if let socket = pendingStatusSocket {
-                pendingStatusSocket = nil
-                statusServer = try StatusServer(loop: loop, socket: socket) { [unowned self] request, respond in
-                    self.handleStatusRequest(request, respond: respond)
-                }
-            }
+            try status.start(loop: loop, source: self)
         } catch {
             logger.critical("cannot set up the control loop", metadata: ["error": "\(error)"])
             records.values.forEach { $0.closeSockets() }
-            pendingStatusSocket?.close()
+            status.closeUnstarted()
             if let readyFD { Descriptor.close(readyFD) }
             return 1
         }
@@ -250,7 +214,7 @@ public final class ServerRuntime {
             logger.info("reload ignored while draining")
             return
         }
-        guard restart == nil else {
+        guard !restart.isPending else {
             // The new process reads the configuration itself; rebinding now would hand it stale sockets.
             logger.info("reload ignored while a restart is in progress", metadata: ["reload.trigger": "\(trigger)"])
             return
@@ -396,7 +360,7 @@ public final class ServerRuntime {
 
     // MARK: shutdown
 
-    func beginShutdown(_ signal: Int32) {
+    private func beginShutdown(_ signal: Int32) {
         let open = shared.activeConnections.load(ordering: .relaxed)
         if shuttingDown {
             logger.warning("second signal: closing open connections now", metadata: ["signal": "\(signal)", "conn.open": "\(open)"])
@@ -405,12 +369,12 @@ public final class ServerRuntime {
             return
         }
         shuttingDown = true
-        abandonRestart()
+        restart.abandon()
         logger.info("shutting down: draining connections", metadata: [
             "signal": "\(signal)", "conn.open": "\(open)",
             "shutdown.timeout_ms": "\(configuration.shutdownTimeoutMs)",
         ])
-        if !handingOver {
+        if !restart.handedOver {
             // After a handover the successor is the service: STOPPING=1 from us would stop it.
             notifier.stopping(status: "draining \(open) connection(s)")
         }
@@ -463,14 +427,15 @@ public final class ServerRuntime {
         logger.info("stopped", metadata: ["exit.code": "\(exitCode)"])
         shared.setControlWakeup(nil)
         exitWatcher?.close()
-        closeStatusEndpoint()
+        status.close()
         // Ours to remove, unless a successor now serves it.
-        if !handingOver, case .unix(let path) = configuration.status { unlink(path) }
+        if !restart.handedOver { status.removeSocketFile() }
         watchdogTimer?.close()
         watchdogTimer = nil
         shutdownTimer?.close()
         reloadDebounce?.close()
         signalWatchers.forEach { $0.close() }
+        restart.close()
         directoryWatchers.forEach { $0.close() }
         exitWatcher = nil
         shutdownTimer = nil
@@ -587,9 +552,38 @@ public final class ServerRuntime {
     }
 
     /// Stops the watchdog keep-alives (the successor sends its own once systemd watches it).
-    func stopWatchdog() {
+    private func stopWatchdog() {
         watchdogTimer?.close()
         watchdogTimer = nil
+    }
+}
+
+extension ServerRuntime: RestartHost {
+    var isShuttingDown: Bool { shuttingDown }
+
+    var socketsForSuccessor: [(name: String, sockets: [ListeningSocket])] {
+        configuration.listeners.compactMap { listener in
+            records[listener.name]?.sockets.map { (listener.name, $0.originals) }
+        }
+    }
+
+    var statusDescriptor: Int32? { status.descriptor }
+
+    var openConnections: Int { shared.activeConnections.load(ordering: .relaxed) }
+
+    func closeStatusEndpoint() { status.close() }
+
+    func drainAfterHandover() {
+        stopWatchdog()
+        beginShutdown(SIGUSR2)
+    }
+}
+
+extension ServerRuntime: StatusSource {
+    var statusSnapshot: StatusSnapshot {
+        StatusSnapshot(listeners: configuration.listeners.map { StatusSnapshot.Listener(configuration: $0, record: records[$0.name]) },
+                       configGeneration: configurationGeneration, startTime: startTime, version: configuration.version,
+                       workerCount: workerCount, draining: shuttingDown)
     }
 }
 
