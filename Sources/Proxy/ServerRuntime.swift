@@ -32,7 +32,6 @@ public final class ServerRuntime {
     private let notifier: SystemdNotifier
     /// Restart handover: where to report that we accept (the old process waits for it).
     private var readyFD: Int32?
-    private var announcedReady = false
 
     // Control-thread state (the thread that calls `run`).
     private var control: Loop?
@@ -43,8 +42,8 @@ public final class ServerRuntime {
     private var shutdownTimer: Timer?
     private var exitWatcher: AsyncWakeup?
     private var watchdogTimer: Timer?
-    private(set) var shuttingDown = false
-    private var exitCode: Int32 = 0
+    /// Starting, running, draining, stopped (see `Lifecycle`).
+    private var lifecycle = Lifecycle.created
     /// The status endpoint: its socket, server, metrics exporter and readiness checker.
     private let status: StatusService
     /// SIGUSR2 restarts: the pending one, the handover, the children (see GracefulRestart.swift).
@@ -97,6 +96,7 @@ public final class ServerRuntime {
     /// Serves until SIGTERM/SIGINT and the drain that follows. Returns the process exit code:
     /// 0 when every connection drained, 1 when connections had to be cut at the shutdown timeout.
     public func run() -> Int32 {
+        lifecycle.start()
         ignoreSIGPIPE()
         do {
             let loop = try Loop()
@@ -126,6 +126,7 @@ public final class ServerRuntime {
             records.values.forEach { $0.closeSockets() }
             status.closeUnstarted()
             if let readyFD { Descriptor.close(readyFD) }
+            lifecycle.setupFailed()
             return 1
         }
         watchFiles()
@@ -151,6 +152,9 @@ public final class ServerRuntime {
         control = nil
         closeListenerSockets()
         if let readyFD { Descriptor.close(readyFD) }
+        guard case .stopped(let exitCode) = lifecycle else {
+            preconditionFailure("server lifecycle: the control loop returned in state \(lifecycle)")
+        }
         return exitCode
     }
 
@@ -210,7 +214,7 @@ public final class ServerRuntime {
 
     /// Reloads, telling systemd (RELOADING=1 before, READY=1 after, whatever the outcome).
     private func reload(trigger: String) {
-        guard !shuttingDown else {
+        guard !lifecycle.isShuttingDown else {
             logger.info("reload ignored while draining")
             return
         }
@@ -360,15 +364,17 @@ public final class ServerRuntime {
 
     // MARK: shutdown
 
-    private func beginShutdown(_ signal: Int32) {
+    /// Starts draining (`workerFailed`: because a worker could not start; the exit code is then 1). A
+    /// second signal while draining closes the open connections at once.
+    private func beginShutdown(_ signal: Int32, workerFailed: Bool = false) {
         let open = shared.activeConnections.load(ordering: .relaxed)
-        if shuttingDown {
+        if lifecycle.isShuttingDown {
             logger.warning("second signal: closing open connections now", metadata: ["signal": "\(signal)", "conn.open": "\(open)"])
-            if open > 0 { exitCode = 1 }
+            if open > 0 { lifecycle.connectionsCut() }
             workers.forEach { $0.post(.cut) }
             return
         }
-        shuttingDown = true
+        lifecycle.beginDraining(failed: workerFailed)
         restart.abandon()
         logger.info("shutting down: draining connections", metadata: [
             "signal": "\(signal)", "conn.open": "\(open)",
@@ -388,7 +394,7 @@ public final class ServerRuntime {
         shutdownTimer?.start(after: configuration.shutdownTimeoutMs) { [unowned self] in
             let open = self.shared.activeConnections.load(ordering: .relaxed)
             guard open > 0 else { return }
-            self.exitCode = 1
+            self.lifecycle.connectionsCut()
             self.logger.warning("shutdown timeout: closing open connections", metadata: ["conn.open": "\(open)"])
             self.workers.forEach { $0.post(.cut) }
         }
@@ -398,8 +404,10 @@ public final class ServerRuntime {
     /// and a waiting old process that we accept; once all have finished, closes the control handles so
     /// `run` returns.
     private func workersChanged() {
-        if !announcedReady && !shuttingDown && shared.startedWorkers == workers.count {
-            announcedReady = true
+        // Every handle that wakes us is closed once stopped; nothing is left to do then.
+        if case .stopped = lifecycle { return }
+        if lifecycle == .starting && shared.startedWorkers == workers.count {
+            lifecycle.becomeReady()
             announceReady()
         }
         workersMayHaveExited()
@@ -417,13 +425,12 @@ public final class ServerRuntime {
 
     private func workersMayHaveExited() {
         let (count, failed) = shared.exitedWorkers
-        if failed && !shuttingDown {
+        if failed && !lifecycle.isShuttingDown {
             // A worker could not start: stop the others rather than serve at reduced capacity silently.
-            exitCode = 1
-            beginShutdown(SIGTERM)
+            beginShutdown(SIGTERM, workerFailed: true)
         }
         guard count == workers.count else { return }
-        if failed { exitCode = 1 }
+        let exitCode = lifecycle.stop(workerFailed: failed)
         logger.info("stopped", metadata: ["exit.code": "\(exitCode)"])
         shared.setControlWakeup(nil)
         exitWatcher?.close()
@@ -559,7 +566,7 @@ public final class ServerRuntime {
 }
 
 extension ServerRuntime: RestartHost {
-    var isShuttingDown: Bool { shuttingDown }
+    var isShuttingDown: Bool { lifecycle.isShuttingDown }
 
     var socketsForSuccessor: [(name: String, sockets: [ListeningSocket])] {
         configuration.listeners.compactMap { listener in
@@ -583,7 +590,7 @@ extension ServerRuntime: StatusSource {
     var statusSnapshot: StatusSnapshot {
         StatusSnapshot(listeners: configuration.listeners.map { StatusSnapshot.Listener(configuration: $0, record: records[$0.name]) },
                        configGeneration: configurationGeneration, startTime: startTime, version: configuration.version,
-                       workerCount: workerCount, draining: shuttingDown)
+                       workerCount: workerCount, draining: lifecycle.isShuttingDown)
     }
 }
 
