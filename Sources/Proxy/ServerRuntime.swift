@@ -15,53 +15,39 @@ public final class ServerRuntime {
     /// Produces the configuration to apply on reload (re-reading the config file, if there is one).
     public typealias ConfigurationSource = @Sendable () throws -> RuntimeConfiguration
 
-    private(set) var configuration: RuntimeConfiguration
+    private var configuration: RuntimeConfiguration
     private let source: ConfigurationSource?
-    let logger: Logger
-    let shared: RuntimeShared
-    let workerCount: Int
-    let startTime = Int64(time(nil))
+    private let logger: Logger
+    private let shared: RuntimeShared
+    private let workerCount: Int
+    private let startTime = Int64(time(nil))
 
-    /// Per listener name: its current generation, and the sockets made for it (per worker) until the
-    /// workers take them over.
-    private(set) var generations: [String: Generation] = [:]
-    private(set) var counters: [String: ListenerCounters] = [:]
-    private(set) var listenAddresses: [String: String] = [:]
-    private var pendingSockets: [String: [[ListeningSocket]]] = [:]
-    /// Per listener name: the runtime's own descriptors of its listening sockets (workers hold duplicates).
-    /// They are what a SIGUSR2 restart hands over; closed when the listener goes away or is rebound, and
-    /// when draining starts (so the port stops accepting once the workers close theirs).
-    var listenerSockets: [String: ListenerSockets] = [:]
-    private(set) var configurationGeneration: UInt64 = 1
-    private var pendingStatusSocket: ListeningSocket?
+    /// Per listener name: its generation, counters, address and sockets (see `ListenerRecord`).
+    private var records: [String: ListenerRecord] = [:]
+    private var configurationGeneration: UInt64 = 1
 
-    private(set) var workers: [Worker] = []
+    private var workers: [Worker] = []
     private var threads: [LoopThread] = []
 
-    let notifier: SystemdNotifier
+    private let notifier: SystemdNotifier
     /// Restart handover: where to report that we accept (the old process waits for it).
     private var readyFD: Int32?
-    private var announcedReady = false
 
     // Control-thread state (the thread that calls `run`).
-    private(set) var control: Loop?
-    var signalWatchers: [SignalWatcher] = []
+    private var control: Loop?
+    private var signalWatchers: [SignalWatcher] = []
     private var directoryWatchers: [DirectoryWatcher] = []
     private var watchedNames: [String: Set<String>] = [:]
     private var reloadDebounce: Timer?
     private var shutdownTimer: Timer?
     private var exitWatcher: AsyncWakeup?
-    private(set) var statusServer: StatusServer?
-    private(set) var metricsExporter: MetricsExporter?
-    private(set) var readinessChecker: ReadinessChecker?
     private var watchdogTimer: Timer?
-    private(set) var shuttingDown = false
-    private var exitCode: Int32 = 0
-    /// SIGUSR2 restart state (see GracefulRestart.swift).
-    var restart: PendingRestart?
-    var handingOver = false
-    /// Spawned processes not yet reaped.
-    var children: Set<Int32> = []
+    /// Starting, running, draining, stopped (see `Lifecycle`).
+    private var lifecycle = Lifecycle.created
+    /// The status endpoint: its socket, server, metrics exporter and readiness checker.
+    private let status: StatusService
+    /// SIGUSR2 restarts: the pending one, the handover, the children (see GracefulRestart.swift).
+    private lazy var restart = RestartCoordinator(host: self, logger: logger, notifier: notifier)
 
     /// Validates everything that touches the system (files, keys, addresses, ports) and binds the sockets.
     /// Throws a `StartupError` naming the setting at fault; nothing is left open on failure.
@@ -77,14 +63,13 @@ public final class ServerRuntime {
         notifier = SystemdNotifier(environmentFor: logger)
         var inherited = InheritedSockets.fromEnvironment(logger: logger)
         readyFD = inherited.takeReadyFD()
+        var records: [String: ListenerRecord] = [:]
+        let status: StatusService
         do {
             var built: [String: Generation] = [:]
             for listener in configuration.listeners {
-                let counters = ListenerCounters()
-                self.counters[listener.name] = counters
-                built[listener.name] = try ServerRuntime.makeGeneration(listener, number: 1, counters: counters)
+                built[listener.name] = try ServerRuntime.makeGeneration(listener, number: 1, counters: ListenerCounters())
             }
-            generations = built
             for listener in configuration.listeners {
                 let sockets: ListenerSockets
                 if let taken = inherited.take(listener: listener.name, address: listener.listenDescription) {
@@ -92,51 +77,26 @@ public final class ServerRuntime {
                 } else {
                     sockets = try ServerRuntime.bindSockets(listener, count: workerCount)
                 }
-                listenerSockets[listener.name] = sockets
-                pendingSockets[listener.name] = try sockets.perWorker(workerCount, listener: listener)
-                listenAddresses[listener.name] = sockets.address
+                records[listener.name] = ListenerRecord(generation: built[listener.name]!, sockets: sockets, listenAddress: sockets.address)
+                records[listener.name]!.pendingSockets = try sockets.perWorker(workerCount, listener: listener)
             }
-            if let status = configuration.status {
-                if let handedOver = inherited.takeStatus(address: status.description) {
-                    pendingStatusSocket = handedOver
-                } else {
-                    pendingStatusSocket = try ServerRuntime.bindStatus(status, settingName: configuration.statusSettingName)
-                }
-            }
+            status = try StatusService(endpoint: configuration.status, settingName: configuration.statusSettingName,
+                                       shared: shared, inherited: &inherited)
         } catch {
-            pendingSockets.values.joined().joined().forEach { $0.close() }
-            listenerSockets.values.forEach { $0.close() }
+            records.values.forEach { $0.closeSockets() }
             inherited.closeUnclaimed(logger: logger)
             if let readyFD { Descriptor.close(readyFD) }
             throw error
         }
+        self.records = records
+        self.status = status
         inherited.closeUnclaimed(logger: logger)
-    }
-
-    /// Stops serving status requests (at exit, or once a successor took the socket over).
-    func closeStatusEndpoint() {
-        statusServer?.close()
-        statusServer = nil
-    }
-
-    /// Binds the status endpoint (before any privilege drop, like the listeners).
-    static func bindStatus(_ endpoint: StatusEndpoint, settingName: String) throws(StartupError) -> ListeningSocket {
-        do {
-            switch endpoint {
-            case .tcp(let host, let port): return try ListeningSocket.bind(ip: host, port: port, reusePort: false)
-            case .unix(let path): return try ListeningSocket.bindUnix(path: path)
-            }
-        } catch {
-            if error.isAddressInUse {
-                throw StartupError("\(settingName) '\(endpoint)': address already in use (another process listens there; stop it or choose another address)")
-            }
-            throw StartupError("\(settingName) '\(endpoint)': cannot listen: \(error.message)")
-        }
     }
 
     /// Serves until SIGTERM/SIGINT and the drain that follows. Returns the process exit code:
     /// 0 when every connection drained, 1 when connections had to be cut at the shutdown timeout.
     public func run() -> Int32 {
+        lifecycle.start()
         ignoreSIGPIPE()
         do {
             let loop = try Loop()
@@ -152,7 +112,7 @@ public final class ServerRuntime {
             signalWatchers.append(try SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] _ in
                 self.reload(trigger: "SIGHUP")
             })
-            try watchRestartSignals(loop: loop)
+            try restart.watchSignals(loop: loop)
             if let usec = notifier.watchdogMicroseconds {
                 // systemd's advice: ping at half the period, so one late wakeup does not trip it.
                 let period = max(1, usec / 2_000)
@@ -160,20 +120,13 @@ public final class ServerRuntime {
                 timer.start(after: period, repeat: period) { [unowned self] in self.notifier.watchdog() }
                 watchdogTimer = timer
             }
-            metricsExporter = MetricsExporter(metrics: shared.metrics)
-            readinessChecker = ReadinessChecker(loop: loop)
-            if let socket = pendingStatusSocket {
-                pendingStatusSocket = nil
-                statusServer = try StatusServer(loop: loop, socket: socket) { [unowned self] request, respond in
-                    self.handleStatusRequest(request, respond: respond)
-                }
-            }
+            try status.start(loop: loop, source: self)
         } catch {
             logger.critical("cannot set up the control loop", metadata: ["error": "\(error)"])
-            pendingSockets.values.joined().joined().forEach { $0.close() }
-            listenerSockets.values.forEach { $0.close() }
-            pendingStatusSocket?.close()
+            records.values.forEach { $0.closeSockets() }
+            status.closeUnstarted()
             if let readyFD { Descriptor.close(readyFD) }
+            lifecycle.setupFailed()
             return 1
         }
         watchFiles()
@@ -181,7 +134,7 @@ public final class ServerRuntime {
         for index in 0..<workerCount {
             workers.append(Worker(index: index, shared: shared, initial: assignments(forWorker: index, reauthorize: [])))
         }
-        pendingSockets = [:]
+        forgetPendingSockets()
         for (index, worker) in workers.enumerated() {
             threads.append(LoopThread(name: "portcullis-w\(index)") { worker.run() })
         }
@@ -197,23 +150,25 @@ public final class ServerRuntime {
         threads.forEach { $0.join() }
         workers = []
         control = nil
-        listenerSockets.values.forEach { $0.close() }
-        listenerSockets = [:]
+        closeListenerSockets()
         if let readyFD { Descriptor.close(readyFD) }
+        guard case .stopped(let exitCode) = lifecycle else {
+            preconditionFailure("server lifecycle: the control loop returned in state \(lifecycle)")
+        }
         return exitCode
     }
 
     private func logListening(_ listener: ListenerConfiguration) {
         var metadata: Logger.Metadata = [
             "listener": "\(listener.name)",
-            "listen.address": "\(listenAddresses[listener.name] ?? listener.listenDescription)",
-            "listen.source": "\(listenerSockets[listener.name]?.source ?? "bound")",
+            "listen.address": "\(records[listener.name]?.listenAddress ?? listener.listenDescription)",
+            "listen.source": "\(records[listener.name]?.source ?? "bound")",
             "target": "\(listener.target)",
             "workers": "\(workerCount)",
             "tls.min_version": "\(listener.tls.minimumVersion == .tls13 ? "1.3" : "1.2")",
             "config.generation": "\(configurationGeneration)",
         ]
-        if let tls = generations[listener.name]?.tls {
+        if let tls = records[listener.name]?.generation.tls {
             if tls.crlCount > 0 { metadata["tls.crl_count"] = "\(tls.crlCount)" }
             if let identity = tls.certificateIdentity { metadata["tls.cert.subject"] = "\(identity.subject.rfc2253)" }
         }
@@ -222,7 +177,7 @@ public final class ServerRuntime {
     }
 
     private func warnIfCRLExpired(_ listener: ListenerConfiguration) {
-        guard let tls = generations[listener.name]?.tls, let nextUpdate = tls.crlNextUpdate, nextUpdate < Int64(time(nil)) else { return }
+        guard let tls = records[listener.name]?.generation.tls, let nextUpdate = tls.crlNextUpdate, nextUpdate < Int64(time(nil)) else { return }
         logger.error("CRL has expired: refresh it", metadata: [
             "listener": "\(listener.name)",
             "crl.next_update": "\(nextUpdate)",
@@ -234,11 +189,24 @@ public final class ServerRuntime {
     private func assignments(forWorker index: Int, reauthorize: Set<String>,
                              renames: [String: String] = [:]) -> [ListenerAssignment] {
         configuration.listeners.compactMap { listener in
-            guard let generation = generations[listener.name] else { return nil }
-            return ListenerAssignment(name: listener.name, generation: generation,
-                                      sockets: pendingSockets[listener.name]?[index] ?? [],
+            guard let record = records[listener.name] else { return nil }
+            return ListenerAssignment(name: listener.name, generation: record.generation,
+                                      sockets: index < record.pendingSockets.count ? record.pendingSockets[index] : [],
                                       reauthorize: reauthorize.contains(listener.name),
                                       renamedFrom: renames[listener.name])
+        }
+    }
+
+    /// The workers own the pending sockets now.
+    private func forgetPendingSockets() {
+        for name in records.keys { records[name]!.pendingSockets = [] }
+    }
+
+    /// Closes the runtime's own descriptors of every listening socket (the workers' copies stay open).
+    private func closeListenerSockets() {
+        for name in records.keys {
+            records[name]!.sockets?.close()
+            records[name]!.sockets = nil
         }
     }
 
@@ -246,11 +214,11 @@ public final class ServerRuntime {
 
     /// Reloads, telling systemd (RELOADING=1 before, READY=1 after, whatever the outcome).
     private func reload(trigger: String) {
-        guard !shuttingDown else {
+        guard !lifecycle.isShuttingDown else {
             logger.info("reload ignored while draining")
             return
         }
-        guard restart == nil else {
+        guard !restart.isPending else {
             // The new process reads the configuration itself; rebinding now would hand it stale sockets.
             logger.info("reload ignored while a restart is in progress", metadata: ["reload.trigger": "\(trigger)"])
             return
@@ -277,27 +245,25 @@ public final class ServerRuntime {
             return "\(error)"
         }
         let number = configurationGeneration + 1
+        let plan: ReloadPlan
         var built: [String: Generation] = [:]
         var newSockets: [String: ListenerSockets] = [:]
         var newPerWorker: [String: [[ListeningSocket]]] = [:]
-        // A listener that disappears by name while a new name appears on the same address is a rename: the
-        // new name takes over the sockets (binding again would collide with our own port).
-        let nextNames = Set(next.listeners.map(\.name))
-        var renames: [String: String] = [:]
-        for listener in next.listeners where generations[listener.name] == nil {
-            if let old = configuration.listeners.first(where: {
-                !nextNames.contains($0.name) && !renames.values.contains($0.name)
-                    && $0.listenHost == listener.listenHost && $0.listenPort == listener.listenPort
-            }) {
-                renames[listener.name] = old.name
-            }
-        }
         do {
+            // Every TLS context and target first (no socket yet): the plan compares their policies and trust.
+            var prepared: [String: (tls: TLSContext, settings: ListenerRuntimeSettings)] = [:]
             for listener in next.listeners {
-                let counters = self.counters[listener.name] ?? renames[listener.name].flatMap { self.counters[$0] } ?? ListenerCounters()
-                built[listener.name] = try ServerRuntime.makeGeneration(listener, number: number, counters: counters)
-                let old = configuration.listeners.first { $0.name == (renames[listener.name] ?? listener.name) }
-                if old == nil || old!.listenHost != listener.listenHost || old!.listenPort != listener.listenPort {
+                prepared[listener.name] = (try ServerRuntime.makeTLSContext(listener, number: number),
+                                           try ServerRuntime.makeSettings(listener))
+            }
+            plan = ReloadPlan(current: configuration.listeners.compactMap { listener in
+                records[listener.name].map { ReloadPlan.Listener(listener, tls: $0.generation.tls) }
+            }, next: next.listeners.map { ReloadPlan.Listener($0, tls: prepared[$0.name]!.tls) })
+            for listener in next.listeners {
+                let counters = records[plan.renamed[listener.name] ?? listener.name]?.counters ?? ListenerCounters()
+                let (tls, settings) = prepared[listener.name]!
+                built[listener.name] = Generation(number: number, tls: tls, settings: settings, counters: counters)
+                if plan.needsSockets(listener.name) {
                     let sockets = try ServerRuntime.bindSockets(listener, count: workerCount)
                     newSockets[listener.name] = sockets
                     newPerWorker[listener.name] = try sockets.perWorker(workerCount, listener: listener)
@@ -313,15 +279,6 @@ public final class ServerRuntime {
             return error.description
         }
 
-        // Which listeners' live connections must be re-checked: policy, CA or CRLs changed.
-        var reauthorize = Set<String>()
-        for listener in next.listeners where listener.reauthorize {
-            guard let old = generations[renames[listener.name] ?? listener.name], let new = built[listener.name] else { continue }
-            if old.tls.policy != new.tls.policy || old.tls.trustDigest != new.tls.trustDigest { reauthorize.insert(listener.name) }
-        }
-        let removed = configuration.listeners.map(\.name).filter { built[$0] == nil && !renames.values.contains($0) }
-        let added = next.listeners.map(\.name).filter { generations[$0] == nil && renames[$0] == nil }
-
         if next.status != configuration.status {
             logger.warning("the status endpoint address changed: it takes effect at the next restart", metadata: [
                 "status.address": "\(configuration.status.map { "\($0)" } ?? "none")",
@@ -334,43 +291,39 @@ public final class ServerRuntime {
         shared.metrics.noteReload(succeeded: true)
         configuration = next
         configurationGeneration = number
-        generations = built
-        for listener in next.listeners where counters[listener.name] == nil {
-            counters[listener.name] = built[listener.name]?.counters
+        // Each record moves to its new name (if renamed) and takes its new generation, and its new sockets
+        // when rebound: the old ones close once the workers close their copies too.
+        var previous = records
+        var updated: [String: ListenerRecord] = [:]
+        for listener in next.listeners {
+            let generation = built[listener.name]!
+            var record = previous.removeValue(forKey: plan.renamed[listener.name] ?? listener.name)
+            record?.generation = generation
+            if let sockets = newSockets[listener.name] {
+                record?.sockets?.close()
+                record = ListenerRecord(generation: generation, sockets: sockets, listenAddress: sockets.address,
+                                        pendingSockets: newPerWorker[listener.name] ?? [])
+            }
+            updated[listener.name] = record
         }
-        for (new, old) in renames {
-            listenAddresses[new] = listenAddresses.removeValue(forKey: old)
-            listenerSockets[new] = listenerSockets.removeValue(forKey: old)
-            counters[old] = nil
-        }
-        for name in removed {
-            counters[name] = nil
-            listenAddresses[name] = nil
-            listenerSockets.removeValue(forKey: name)?.close()
-        }
-        for (name, sockets) in newSockets {
-            // Rebound on a new address: the old socket closes once the workers close their copies too.
-            listenerSockets[name]?.close()
-            listenerSockets[name] = sockets
-            listenAddresses[name] = sockets.address
-        }
-        pendingSockets = newPerWorker
+        previous.values.forEach { $0.sockets?.close() }  // removed listeners
+        records = updated
         for (index, worker) in workers.enumerated() {
-            worker.post(.apply(assignments(forWorker: index, reauthorize: reauthorize, renames: renames)))
+            worker.post(.apply(assignments(forWorker: index, reauthorize: plan.reauthorize, renames: plan.renamed)))
         }
-        pendingSockets = [:]
+        forgetPendingSockets()
         watchFiles()
 
         logger.info("reloaded", metadata: [
             "reload.trigger": "\(trigger)",
             "config.generation": "\(number)",
             "listeners": "\(next.listeners.map(\.name).joined(separator: ","))",
-            "listeners.added": "\(added.joined(separator: ","))",
-            "listeners.removed": "\(removed.joined(separator: ","))",
-            "listeners.reauthorized": "\(reauthorize.sorted().joined(separator: ","))",
-            "listeners.renamed": "\(renames.map { "\($0.value)->\($0.key)" }.sorted().joined(separator: ","))",
+            "listeners.added": "\(plan.added.joined(separator: ","))",
+            "listeners.removed": "\(plan.removed.joined(separator: ","))",
+            "listeners.reauthorized": "\(plan.reauthorize.sorted().joined(separator: ","))",
+            "listeners.renamed": "\(plan.renamedDescription)",
         ])
-        let announced = added + renames.keys.sorted()
+        let announced = plan.added + plan.renamed.keys.sorted()
         for name in announced {
             if let listener = next.listeners.first(where: { $0.name == name }) { logListening(listener) }
         }
@@ -411,28 +364,29 @@ public final class ServerRuntime {
 
     // MARK: shutdown
 
-    func beginShutdown(_ signal: Int32) {
+    /// Starts draining (`workerFailed`: because a worker could not start; the exit code is then 1). A
+    /// second signal while draining closes the open connections at once.
+    private func beginShutdown(_ signal: Int32, workerFailed: Bool = false) {
         let open = shared.activeConnections.load(ordering: .relaxed)
-        if shuttingDown {
+        if lifecycle.isShuttingDown {
             logger.warning("second signal: closing open connections now", metadata: ["signal": "\(signal)", "conn.open": "\(open)"])
-            if open > 0 { exitCode = 1 }
+            if open > 0 { lifecycle.connectionsCut() }
             workers.forEach { $0.post(.cut) }
             return
         }
-        shuttingDown = true
-        abandonRestart()
+        lifecycle.beginDraining(failed: workerFailed)
+        restart.abandon()
         logger.info("shutting down: draining connections", metadata: [
             "signal": "\(signal)", "conn.open": "\(open)",
             "shutdown.timeout_ms": "\(configuration.shutdownTimeoutMs)",
         ])
-        if !handingOver {
+        if !restart.handedOver {
             // After a handover the successor is the service: STOPPING=1 from us would stop it.
             notifier.stopping(status: "draining \(open) connection(s)")
         }
         // Our descriptors of the listening sockets: with the workers' copies closed too, the port stops
         // accepting (after a handover the successor's copies keep the sockets open).
-        listenerSockets.values.forEach { $0.close() }
-        listenerSockets = [:]
+        closeListenerSockets()
         directoryWatchers.forEach { $0.close() }
         directoryWatchers = []
         reloadDebounce?.stop()
@@ -440,7 +394,7 @@ public final class ServerRuntime {
         shutdownTimer?.start(after: configuration.shutdownTimeoutMs) { [unowned self] in
             let open = self.shared.activeConnections.load(ordering: .relaxed)
             guard open > 0 else { return }
-            self.exitCode = 1
+            self.lifecycle.connectionsCut()
             self.logger.warning("shutdown timeout: closing open connections", metadata: ["conn.open": "\(open)"])
             self.workers.forEach { $0.post(.cut) }
         }
@@ -450,8 +404,10 @@ public final class ServerRuntime {
     /// and a waiting old process that we accept; once all have finished, closes the control handles so
     /// `run` returns.
     private func workersChanged() {
-        if !announcedReady && !shuttingDown && shared.startedWorkers == workers.count {
-            announcedReady = true
+        // Every handle that wakes us is closed once stopped; nothing is left to do then.
+        if case .stopped = lifecycle { return }
+        if lifecycle == .starting && shared.startedWorkers == workers.count {
+            lifecycle.becomeReady()
             announceReady()
         }
         workersMayHaveExited()
@@ -469,24 +425,24 @@ public final class ServerRuntime {
 
     private func workersMayHaveExited() {
         let (count, failed) = shared.exitedWorkers
-        if failed && !shuttingDown {
+        if failed && !lifecycle.isShuttingDown {
             // A worker could not start: stop the others rather than serve at reduced capacity silently.
-            exitCode = 1
-            beginShutdown(SIGTERM)
+            beginShutdown(SIGTERM, workerFailed: true)
         }
         guard count == workers.count else { return }
-        if failed { exitCode = 1 }
+        let exitCode = lifecycle.stop(workerFailed: failed)
         logger.info("stopped", metadata: ["exit.code": "\(exitCode)"])
         shared.setControlWakeup(nil)
         exitWatcher?.close()
-        closeStatusEndpoint()
+        status.close()
         // Ours to remove, unless a successor now serves it.
-        if !handingOver, case .unix(let path) = configuration.status { unlink(path) }
+        if !restart.handedOver { status.removeSocketFile() }
         watchdogTimer?.close()
         watchdogTimer = nil
         shutdownTimer?.close()
         reloadDebounce?.close()
         signalWatchers.forEach { $0.close() }
+        restart.close()
         directoryWatchers.forEach { $0.close() }
         exitWatcher = nil
         shutdownTimer = nil
@@ -509,6 +465,12 @@ public final class ServerRuntime {
 
     static func makeGeneration(_ listener: ListenerConfiguration, number: UInt64,
                                counters: ListenerCounters) throws(StartupError) -> Generation {
+        let tls = try makeTLSContext(listener, number: number)
+        return Generation(number: number, tls: tls, settings: try makeSettings(listener), counters: counters)
+    }
+
+    /// The listener's TLS context for generation `number`; an error names the setting at fault.
+    static func makeTLSContext(_ listener: ListenerConfiguration, number: UInt64) throws(StartupError) -> TLSContext {
         var tlsConfiguration = listener.tls
         tlsConfiguration.generation = number
         tlsConfiguration.sessionIDContext = "portcullis:" + listener.name
@@ -528,14 +490,18 @@ public final class ServerRuntime {
             }
             throw StartupError("\(flag) \(error.description)")
         }
+        return tls
+    }
+
+    /// The settings the data path reads, with the target resolved.
+    static func makeSettings(_ listener: ListenerConfiguration) throws(StartupError) -> ListenerRuntimeSettings {
         let target = try resolveTarget(listener)
-        let settings = ListenerRuntimeSettings(
+        return ListenerRuntimeSettings(
             name: listener.name, mode: listener.mode == .server ? .server : .client, target: target, targetDescription: listener.target.description,
             handshakeTimeoutMs: listener.handshakeTimeoutMs, connectTimeoutMs: listener.connectTimeoutMs,
             idleTimeoutMs: listener.idleTimeoutMs, closeTimeoutMs: listener.closeTimeoutMs,
             maxConnections: listener.maxConnections, closeAtCertExpiry: listener.closeAtCertExpiry,
             proxyProtocolV2: listener.mode == .server && listener.proxyProtocolV2)
-        return Generation(number: number, tls: tls, settings: settings, counters: counters)
     }
 
     static func resolveTarget(_ listener: ListenerConfiguration) throws(StartupError) -> BackendTarget {
@@ -593,9 +559,38 @@ public final class ServerRuntime {
     }
 
     /// Stops the watchdog keep-alives (the successor sends its own once systemd watches it).
-    func stopWatchdog() {
+    private func stopWatchdog() {
         watchdogTimer?.close()
         watchdogTimer = nil
+    }
+}
+
+extension ServerRuntime: RestartHost {
+    var isShuttingDown: Bool { lifecycle.isShuttingDown }
+
+    var socketsForSuccessor: [(name: String, sockets: [ListeningSocket])] {
+        configuration.listeners.compactMap { listener in
+            records[listener.name]?.sockets.map { (listener.name, $0.originals) }
+        }
+    }
+
+    var statusDescriptor: Int32? { status.descriptor }
+
+    var openConnections: Int { shared.activeConnections.load(ordering: .relaxed) }
+
+    func closeStatusEndpoint() { status.close() }
+
+    func drainAfterHandover() {
+        stopWatchdog()
+        beginShutdown(SIGUSR2)
+    }
+}
+
+extension ServerRuntime: StatusSource {
+    var statusSnapshot: StatusSnapshot {
+        StatusSnapshot(listeners: configuration.listeners.map { StatusSnapshot.Listener(configuration: $0, record: records[$0.name]) },
+                       configGeneration: configurationGeneration, startTime: startTime, version: configuration.version,
+                       workerCount: workerCount, draining: lifecycle.isShuttingDown)
     }
 }
 

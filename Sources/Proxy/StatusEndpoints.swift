@@ -101,7 +101,103 @@ final class ReadinessChecker {
     }
 }
 
-extension ServerRuntime {
+/// What the status endpoints report, read from the runtime at each request.
+struct StatusSnapshot {
+    /// One configured listener and the runtime's record of it (nil only in the instant of a reload).
+    struct Listener {
+        let configuration: ListenerConfiguration
+        let record: ListenerRecord?
+    }
+
+    let listeners: [Listener]
+    let configGeneration: UInt64
+    let startTime: Int64
+    let version: String
+    let workerCount: Int
+    /// Draining connections before exit: not ready.
+    let draining: Bool
+}
+
+/// Where the status service reads its snapshot from (the runtime).
+protocol StatusSource: AnyObject {
+    var statusSnapshot: StatusSnapshot { get }
+}
+
+/// The status endpoint (`/healthz`, `/readyz`, `/status`, `/metrics`): its socket, server, metrics
+/// exporter and readiness checker. Confined to the control loop once started.
+final class StatusService {
+    /// Where it listens (pinned at startup: a changed address takes effect at the next restart).
+    let endpoint: StatusEndpoint?
+    private let shared: RuntimeShared
+    /// Bound (or inherited) before `start`; the server owns it from then on.
+    private var pendingSocket: ListeningSocket?
+    private weak var source: (any StatusSource)?
+    private(set) var server: StatusServer?
+    private(set) var metricsExporter: MetricsExporter?
+    private(set) var readinessChecker: ReadinessChecker?
+
+    /// Takes over the status socket a previous process handed over on `endpoint`, else binds one.
+    init(endpoint: StatusEndpoint?, settingName: String, shared: RuntimeShared,
+         inherited: inout InheritedSockets) throws(StartupError) {
+        self.endpoint = endpoint
+        self.shared = shared
+        if let endpoint {
+            if let handedOver = inherited.takeStatus(address: endpoint.description) {
+                pendingSocket = handedOver
+            } else {
+                pendingSocket = try StatusService.bind(endpoint, settingName: settingName)
+            }
+        }
+    }
+
+    /// Binds the status endpoint (before any privilege drop, like the listeners).
+    static func bind(_ endpoint: StatusEndpoint, settingName: String) throws(StartupError) -> ListeningSocket {
+        do {
+            switch endpoint {
+            case .tcp(let host, let port): return try ListeningSocket.bind(ip: host, port: port, reusePort: false)
+            case .unix(let path): return try ListeningSocket.bindUnix(path: path)
+            }
+        } catch {
+            if error.isAddressInUse {
+                throw StartupError("\(settingName) '\(endpoint)': address already in use (another process listens there; stop it or choose another address)")
+            }
+            throw StartupError("\(settingName) '\(endpoint)': cannot listen: \(error.message)")
+        }
+    }
+
+    /// Starts serving on the control loop.
+    func start(loop: Loop, source: any StatusSource) throws(UVError) {
+        self.source = source
+        metricsExporter = MetricsExporter(metrics: shared.metrics)
+        readinessChecker = ReadinessChecker(loop: loop)
+        if let socket = pendingSocket {
+            pendingSocket = nil
+            server = try StatusServer(loop: loop, socket: socket) { [unowned self] request, respond in
+                self.handleStatusRequest(request, respond: respond)
+            }
+        }
+    }
+
+    /// The listening descriptor, while it serves (a SIGUSR2 restart hands it over).
+    var descriptor: Int32? { server?.descriptor }
+
+    /// Stops serving status requests (at exit, or once a successor took the socket over).
+    func close() {
+        server?.close()
+        server = nil
+    }
+
+    /// Closes a socket never served (when the control loop could not be set up).
+    func closeUnstarted() {
+        pendingSocket?.close()
+        pendingSocket = nil
+    }
+
+    /// Removes the Unix socket's file (at exit, unless a successor now serves it).
+    func removeSocketFile() {
+        if case .unix(let path) = endpoint { unlink(path) }
+    }
+
     /// Routes one status request.
     func handleStatusRequest(_ request: HTTPRequestHead, respond: @escaping (HTTPResponse) -> Void) {
         switch request.path {
@@ -122,16 +218,20 @@ extension ServerRuntime {
     }
 
     private func gaugeSnapshot() -> GaugeSnapshot {
-        let listeners = configuration.listeners.map { listener in
-            let tls = generations[listener.name]?.tls
+        guard let snapshot = source?.statusSnapshot else {
+            return GaugeSnapshot(listeners: [], configGeneration: 0, startTime: 0, version: "", now: Int64(time(nil)),
+                                 sessionCache: TLSContext.sessionCacheStatistics)
+        }
+        let listeners = snapshot.listeners.map { entry in
+            let tls = entry.record?.generation.tls
             return GaugeSnapshot.Listener(
-                name: listener.name,
-                active: counters[listener.name]?.active.load(ordering: .relaxed) ?? 0,
+                name: entry.configuration.name,
+                active: entry.record?.counters.active.load(ordering: .relaxed) ?? 0,
                 certificateNotAfter: tls?.certificateIdentity?.notAfter,
                 crlNextUpdate: tls?.crlNextUpdate)
         }
-        return GaugeSnapshot(listeners: listeners, configGeneration: configurationGeneration, startTime: startTime,
-                             version: configuration.version, now: Int64(time(nil)),
+        return GaugeSnapshot(listeners: listeners, configGeneration: snapshot.configGeneration, startTime: snapshot.startTime,
+                             version: snapshot.version, now: Int64(time(nil)),
                              sessionCache: TLSContext.sessionCacheStatistics)
     }
 
@@ -139,29 +239,30 @@ extension ServerRuntime {
     /// validity, and every target accepts a TCP connection. The body lists each check and what is wrong.
     private func readiness(_ completion: @escaping (Bool, String) -> Void) {
         var targets: [String: BackendTarget] = [:]
-        for listener in configuration.listeners {
-            if let generation = generations[listener.name] { targets[listener.target.description] = generation.settings.target }
+        for entry in source?.statusSnapshot.listeners ?? [] {
+            if let generation = entry.record?.generation { targets[entry.configuration.target.description] = generation.settings.target }
         }
         guard let checker = readinessChecker else {
             completion(false, #"{"status":"not ready","problems":["starting"]}"#)
             return
         }
         checker.check(targets) { [weak self] reachability in
-            guard let self else { return }
+            guard let self, let snapshot = self.source?.statusSnapshot else { return }
             let now = Int64(time(nil))
             let accepting = self.shared.acceptingWorkers
             var problems: [String] = []
             var entries: [String] = []
-            if self.shuttingDown { problems.append("draining: shutting down") }
-            for listener in self.configuration.listeners {
+            if snapshot.draining { problems.append("draining: shutting down") }
+            for entry in snapshot.listeners {
+                let listener = entry.configuration
                 var checks: [String] = []
                 let workersAccepting = accepting[listener.name] ?? 0
-                let bound = workersAccepting == self.workerCount && !self.shuttingDown
+                let bound = workersAccepting == snapshot.workerCount && !snapshot.draining
                 checks.append(#""accepting":\#(bound)"#)
-                if !bound && !self.shuttingDown {
-                    problems.append("listener \(listener.name): accepting on \(workersAccepting) of \(self.workerCount) workers")
+                if !bound && !snapshot.draining {
+                    problems.append("listener \(listener.name): accepting on \(workersAccepting) of \(snapshot.workerCount) workers")
                 }
-                if let identity = self.generations[listener.name]?.tls.certificateIdentity {
+                if let identity = entry.record?.generation.tls.certificateIdentity {
                     let valid = identity.notBefore <= now && now < identity.notAfter
                     checks.append(#""certificate_valid":\#(valid)"#)
                     if !valid {
@@ -184,19 +285,21 @@ extension ServerRuntime {
     }
 
     private func statusJSON() -> String {
+        guard let snapshot = source?.statusSnapshot else { return "{}" }
         let now = Int64(time(nil))
         let accepting = shared.acceptingWorkers
         var listeners: [String] = []
-        for listener in configuration.listeners {
+        for entry in snapshot.listeners {
+            let listener = entry.configuration
             var fields = [
                 #""name":\#(jsonString(listener.name))"#,
                 #""mode":"\#(listener.mode == .server ? "server" : "client")""#,
-                #""listen":\#(jsonString(listenAddresses[listener.name] ?? listener.listenDescription))"#,
+                #""listen":\#(jsonString(entry.record?.listenAddress ?? listener.listenDescription))"#,
                 #""target":\#(jsonString(listener.target.description))"#,
                 #""accepting_workers":\#(accepting[listener.name] ?? 0)"#,
-                #""connections_active":\#(counters[listener.name]?.active.load(ordering: .relaxed) ?? 0)"#,
+                #""connections_active":\#(entry.record?.counters.active.load(ordering: .relaxed) ?? 0)"#,
             ]
-            if let generation = generations[listener.name] {
+            if let generation = entry.record?.generation {
                 fields.append(#""generation":\#(generation.number)"#)
                 if let identity = generation.tls.certificateIdentity {
                     fields.append(#""certificate":{"subject":\#(jsonString(identity.subject.rfc2253)),"not_before":"\#(iso8601(identity.notBefore))","not_after":"\#(iso8601(identity.notAfter))","seconds_to_expiry":\#(identity.notAfter - now)}"#)
@@ -209,14 +312,14 @@ extension ServerRuntime {
             listeners.append("{" + fields.joined(separator: ",") + "}")
         }
         let fields = [
-            #""version":\#(jsonString(configuration.version))"#,
+            #""version":\#(jsonString(snapshot.version))"#,
             #""libraries":\#(jsonString(libraryVersions))"#,
             #""pid":\#(getpid())"#,
-            #""started_at":"\#(iso8601(startTime))""#,
-            #""uptime_seconds":\#(now - startTime)"#,
-            #""config_generation":\#(configurationGeneration)"#,
-            #""workers":\#(workerCount)"#,
-            #""draining":\#(shuttingDown)"#,
+            #""started_at":"\#(iso8601(snapshot.startTime))""#,
+            #""uptime_seconds":\#(now - snapshot.startTime)"#,
+            #""config_generation":\#(snapshot.configGeneration)"#,
+            #""workers":\#(snapshot.workerCount)"#,
+            #""draining":\#(snapshot.draining)"#,
             #""connections_open":\#(shared.activeConnections.load(ordering: .relaxed))"#,
             #""listeners":[\#(listeners.joined(separator: ","))]"#,
         ]
