@@ -35,8 +35,8 @@ public final class StreamSocket: UVHandleOwner {
     /// write (a checked `unowned` costs an atomic retain/release per access).
     unowned(unsafe) let loop: Loop
     private let uv: UVHandle<StreamSocket>
-    public var delegate: (any StreamSocketDelegate)?
-    public private(set) var isReading = false
+    @exclusivity(unchecked) public var delegate: (any StreamSocketDelegate)?
+    @exclusivity(unchecked) public private(set) var isReading = false
     public private(set) var isClosing = false
 
     /// Room for either kind (also used by `TCPListener`).

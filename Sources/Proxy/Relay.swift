@@ -50,7 +50,8 @@ protocol RelayHost: AnyObject {
 /// memory per connection stays bounded whatever the peers do. An end of input on one side shuts the other
 /// side's output (half-close); the connection ends when both ways are done, or on the first failure.
 ///
-/// Ownership: the host keeps the relay until `relayDidClose`; streams refer to it weakly (as their observer).
+/// Ownership: the host keeps the relay until `relayDidClose`, after the last stream callback; streams refer to
+/// it unretained (as their observer).
 /// - Warning: confined to its loop's thread.
 final class Relay: ByteStreamObserver {
     enum Mode { case server, client }
@@ -97,16 +98,19 @@ final class Relay: ByteStreamObserver {
     let id: UInt64
     let mode: Mode
     let timeouts: Timeouts
-    private unowned let host: any RelayHost
+    /// The host owns the relay and outlives it (it lets go in `relayDidClose`): no reference counting.
+    private unowned(unsafe) let host: any RelayHost
     let accepted: any ByteStream
-    private(set) var target: (any ByteStream)?
+    @exclusivity(unchecked) private(set) var target: (any ByteStream)?
     /// The TLS side's session (server mode: the accepted stream's; client mode: the target's).
     var tlsSession: TLSSession?
     private let timer: any RelayTimer
 
-    private(set) var state = Lifecycle.created
-    private var up = Pipe()
-    private var down = Pipe()
+    // Loop-confined and never accessed re-entrantly while mutated: per-chunk state skips dynamic exclusivity
+    // checks.
+    @exclusivity(unchecked) private(set) var state = Lifecycle.created
+    @exclusivity(unchecked) private var up = Pipe()
+    @exclusivity(unchecked) private var down = Pipe()
     private var openStreams = 1
     private var pendingShutdowns = 0
     /// After refusing a TLS client: keep reading (and discarding) until it leaves, so a client still writing
@@ -120,7 +124,7 @@ final class Relay: ByteStreamObserver {
     let startedAt: UInt64
     /// `preciseNow` at the accept, or (client mode) at the connect to the target: where the handshake starts.
     private(set) var handshakeStartedAt: UInt64
-    private(set) var lastActivity: UInt64
+    @exclusivity(unchecked) private(set) var lastActivity: UInt64
     private(set) var handshakeCompleted = false
     private(set) var handshakeFailure: TLSFailure?
     private(set) var closeReason = ""

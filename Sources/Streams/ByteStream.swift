@@ -73,6 +73,8 @@ public protocol ByteStreamObserver: AnyObject {
 /// queue is too long.
 /// - Warning: confined to its loop's thread.
 public protocol ByteStream: AnyObject {
+    /// Who hears this stream's events. Not retained: the observer must outlive the stream's callbacks — it owns
+    /// the stream (a relay), or keeps itself alive until `streamDidClose`, the last one (a bench client).
     var observer: (any ByteStreamObserver)? { get set }
     /// Bytes written and not yet handed to the kernel (for TLS: ciphertext, including handshake records).
     var queuedBytes: Int { get }

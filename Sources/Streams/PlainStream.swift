@@ -12,12 +12,17 @@ public enum StreamEndpoint: Sendable {
 /// callback, so a stream lives until it is closed, whoever else lets go of it.
 /// - Warning: confined to its loop's thread.
 public final class PlainStream: ByteStream, StreamSocketDelegate {
-    public weak var observer: (any ByteStreamObserver)?
-    public private(set) var queuedBytes = 0
+    // Loop-confined and never accessed re-entrantly while mutated: the per-chunk state below skips dynamic
+    // exclusivity checks (measured: ~5% of the instructions of a 64-byte request).
+    /// Not retained, and not weak either: a weak reference would move the observer's reference counts to a side
+    /// table, slowing every retain and release of it (measured: ~4% of a 64-byte request). The observer
+    /// outlives the stream's callbacks (see `ByteStream.observer`).
+    public unowned(unsafe) var observer: (any ByteStreamObserver)?
+    @exclusivity(unchecked) public private(set) var queuedBytes = 0
     let socket: StreamSocket
     private let endpoint: StreamEndpoint?
-    private var wantsReading = false
-    private var isOpen: Bool
+    @exclusivity(unchecked) private var wantsReading = false
+    @exclusivity(unchecked) private var isOpen: Bool
 
     /// An accepted socket: open already.
     public init(accepted socket: StreamSocket) {

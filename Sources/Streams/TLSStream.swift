@@ -22,23 +22,28 @@ public protocol SessionKeeper: AnyObject {
 /// close callback.
 /// - Warning: confined to its loop's thread.
 public final class TLSStream: ByteStream, StreamSocketDelegate {
-    public weak var observer: (any ByteStreamObserver)?
-    public private(set) var queuedBytes = 0
+    // Loop-confined and never accessed re-entrantly while mutated: the per-chunk state below skips dynamic
+    // exclusivity checks (measured: ~5% of the instructions of a 64-byte request).
+    /// Not retained, and not weak either: a weak reference would move the observer's reference counts to a side
+    /// table, slowing every retain and release of it (measured: ~4% of a 64-byte request). The observer
+    /// outlives the stream's callbacks (see `ByteStream.observer`).
+    public unowned(unsafe) var observer: (any ByteStreamObserver)?
+    @exclusivity(unchecked) public private(set) var queuedBytes = 0
     public let session: TLSSession
     let socket: StreamSocket
     private let endpoint: StreamEndpoint?
     /// Set before `open()`; let go at the first ticket or at close (it may be the stream's own owner).
-    public var sessionKeeper: (any SessionKeeper)?
+    @exclusivity(unchecked) public var sessionKeeper: (any SessionKeeper)?
 
     private enum Phase { case idle, connecting, handshaking, open, failed }
-    private var phase = Phase.idle
+    @exclusivity(unchecked) private var phase = Phase.idle
     /// The owner wants plaintext.
-    private var wantsReading = false
+    @exclusivity(unchecked) private var wantsReading = false
     /// TCP FIN seen; records may still be buffered.
-    private var sawEOF = false
-    private var reachedEnd = false
+    @exclusivity(unchecked) private var sawEOF = false
+    @exclusivity(unchecked) private var reachedEnd = false
     /// Plaintext bytes delivered so far (a client's first record may still be the server's refusal).
-    private var delivered = 0
+    @exclusivity(unchecked) private var delivered = 0
 
     /// An accepted socket (server role, or any role the context has).
     public init(accepted socket: StreamSocket, context: TLSContext) throws(OpenSSLError) {
