@@ -74,7 +74,8 @@ def count(binary, d, target_port, connections, mib, requests=0):
     out = os.path.join(d, f"callgrind.{connections}.{mib}.{requests}.out")
     args = [binary, "server", "--listen", f"127.0.0.1:{port}", "--target", f"127.0.0.1:{target_port}",
             "--cert", f"{d}/server.pem", "--key", f"{d}/server.key", "--cacert", f"{d}/ca.pem",
-            "--allow-cn", "cg-client", "--workers", "1", "--log-level", "error"]
+            "--allow-cn", "cg-client", "--workers", "1", "--log-level", "error",
+            "--handshake-timeout", "120s"]  # valgrind is slow, more so on a busy machine
     if os.geteuid() == 0 and "--allow-root" in subprocess.run([binary, "server", "--help"], capture_output=True,
                                                                text=True).stdout:
         args.append("--allow-root")

@@ -11,6 +11,8 @@ import TLS
 /// - Warning: confined to its worker's loop thread.
 final class Connection: RelayHost {
     unowned(unsafe) let worker: Worker  // the worker outlives every connection in its table
+    /// The worker's loop, read for every chunk (`now`): unretained, as the worker is.
+    private unowned(unsafe) let loop: Loop
     let generation: Generation
     let stats: ListenerStats
     /// The client's address, read at accept: it may be gone by the time the connection ends.
@@ -29,6 +31,7 @@ final class Connection: RelayHost {
     init(id: UInt64, worker: Worker, generation: Generation, stats: ListenerStats, sessionCache: ClientSessionCache?,
          accepted socket: StreamSocket) throws {
         self.worker = worker
+        loop = worker.loop
         self.generation = generation
         self.stats = stats
         self.sessionCache = sessionCache
@@ -53,10 +56,10 @@ final class Connection: RelayHost {
 
     // MARK: RelayHost
 
-    var now: UInt64 { worker.loop.now }
+    var now: UInt64 { loop.now }
     var preciseNow: UInt64 { Loop.monotonicNanoseconds }
 
-    func makeTimer() -> any RelayTimer { Timer(loop: worker.loop) }
+    func makeTimer() -> any RelayTimer { Timer(loop: loop) }
 
     func dialTarget(for relay: Relay) throws -> any ByteStream {
         let endpoint: StreamEndpoint
@@ -66,9 +69,9 @@ final class Connection: RelayHost {
         }
         switch settings.mode {
         case .server:
-            return try PlainStream(loop: worker.loop, dialling: endpoint)
+            return try PlainStream(loop: loop, dialling: endpoint)
         case .client:
-            let stream = try TLSStream(loop: worker.loop, dialling: endpoint, context: generation.tls,
+            let stream = try TLSStream(loop: loop, dialling: endpoint, context: generation.tls,
                                        sessionKeeper: sessionCache.map { ClientSessionKeeper(cache: $0, generation: generation.number) })
             relay.tlsSession = stream.session
             return stream
@@ -113,8 +116,18 @@ final class Connection: RelayHost {
         stats.count { $0.targetConnectFailures += 1 }
     }
 
-    func relay(_ relay: Relay, didRelay byteCount: Int, up: Bool) {
-        stats.addBytes(UInt64(byteCount), up: up)
+    /// Bytes already added to the listener's counters.
+    private var reportedBytes = (up: 0, down: 0)
+    /// The record buffers were given back after a quiet sweep; activity since makes OpenSSL take new ones.
+    var buffersReleased = false
+
+    /// Adds the bytes relayed since the previous call to the listener's counters (from the worker's sweep
+    /// and at the close, rather than an atomic add per chunk).
+    func reportBytes() {
+        let up = relay.bytesUp, down = relay.bytesDown
+        if up != reportedBytes.up { stats.addBytes(UInt64(up &- reportedBytes.up), up: true) }
+        if down != reportedBytes.down { stats.addBytes(UInt64(down &- reportedBytes.down), up: false) }
+        reportedBytes = (up, down)
     }
 
     func relayDidClose(_ relay: Relay) {

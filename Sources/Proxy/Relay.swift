@@ -28,7 +28,6 @@ protocol RelayHost: AnyObject {
     /// Called once, with the first reason; later events do not overwrite it.
     func relay(_ relay: Relay, didFailHandshake failure: TLSFailure)
     func relayDidFailToReachTarget(_ relay: Relay)
-    func relay(_ relay: Relay, didRelay byteCount: Int, up: Bool)
     /// Both streams are closed: the relay is done.
     func relayDidClose(_ relay: Relay)
 }
@@ -55,14 +54,20 @@ protocol RelayHost: AnyObject {
 /// - Warning: confined to its loop's thread.
 final class Relay: ByteStreamObserver {
     enum Mode { case server, client }
-    enum Direction { case up, down }  // up: accepted → target
+    /// A set of directions (up: accepted → target). A bit set rather than a `Set`: the lifecycle is read for
+    /// every chunk, and a payload with storage would be retained and released each time.
+    struct Directions: OptionSet, Hashable {
+        let rawValue: UInt8
+        static let up = Directions(rawValue: 1)
+        static let down = Directions(rawValue: 2)
+    }
 
     enum Lifecycle: Equatable {
         case created
         case handshaking
         case connectingTarget
         /// Bytes flow. `finished`: the directions whose input has ended (half-close).
-        case relaying(finished: Set<Direction>)
+        case relaying(finished: Directions)
         case closing
         case closed
     }
@@ -101,7 +106,12 @@ final class Relay: ByteStreamObserver {
     /// The host owns the relay and outlives it (it lets go in `relayDidClose`): no reference counting.
     private unowned(unsafe) let host: any RelayHost
     let accepted: any ByteStream
-    @exclusivity(unchecked) private(set) var target: (any ByteStream)?
+    @exclusivity(unchecked) private(set) var target: (any ByteStream)? {
+        didSet { unretainedTarget = target }
+    }
+    /// `target` for the per-chunk path, where loading the strong reference would retain and release it for
+    /// every chunk; `target` keeps it alive.
+    @exclusivity(unchecked) private unowned(unsafe) var unretainedTarget: (any ByteStream)?
     /// The TLS side's session (server mode: the accepted stream's; client mode: the target's).
     var tlsSession: TLSSession?
     private let timer: any RelayTimer
@@ -124,7 +134,10 @@ final class Relay: ByteStreamObserver {
     let startedAt: UInt64
     /// `preciseNow` at the accept, or (client mode) at the connect to the target: where the handshake starts.
     private(set) var handshakeStartedAt: UInt64
+    /// When activity was last seen (ms, the host's clock). Chunks do not read the clock: activity is a change
+    /// of the byte counts, noticed by `noticeActivity` (the idle timer, the worker's sweep).
     @exclusivity(unchecked) private(set) var lastActivity: UInt64
+    @exclusivity(unchecked) private var bytesMovedWhenLastNoticed = 0
     private(set) var handshakeCompleted = false
     private(set) var handshakeFailure: TLSFailure?
     private(set) var closeReason = ""
@@ -145,6 +158,16 @@ final class Relay: ByteStreamObserver {
 
     var bytesUp: Int { up.bytes }
     var bytesDown: Int { down.bytes }
+
+    /// Moves `lastActivity` to `now` if bytes moved since the previous call; returns whether they did.
+    @discardableResult
+    func noticeActivity(now: UInt64) -> Bool {
+        let moved = up.bytes &+ down.bytes
+        guard moved != bytesMovedWhenLastNoticed else { return false }
+        bytesMovedWhenLastNoticed = moved
+        lastActivity = now
+        return true
+    }
     /// Handshake done and bytes flowing (or half-closed).
     var isEstablished: Bool { if case .relaying = state { return true } else { return false } }
     var durationMs: UInt64 { (host.preciseNow &- startedAt) / 1_000_000 }
@@ -239,6 +262,7 @@ final class Relay: ByteStreamObserver {
     private func startRelaying() {
         state = .relaying(finished: [])
         lastActivity = host.now
+        bytesMovedWhenLastNoticed = -1  // the connection's start counts as activity for the first check
         armIdleTimer()
         accepted.startReading()
         target?.startReading()
@@ -247,19 +271,25 @@ final class Relay: ByteStreamObserver {
     // MARK: relaying
 
     func stream(_ stream: any ByteStream, didRead chunk: StreamChunk) {
-        guard case .relaying = state, let target else {
+        guard case .relaying = state, let target = unretainedTarget else {
             stream.discard(chunk)
             return  // a lingering refused peer: discard
         }
-        lastActivity = host.now
-        let upward = stream === accepted
-        let sink = upward ? target : accepted
-        if upward { up.bytes += chunk.count } else { down.bytes += chunk.count }
-        host.relay(self, didRelay: chunk.count, up: upward)
-        guard send(chunk, to: sink) else { return }
-        if sink.queuedBytes >= Relay.highWater {
-            if upward { up.paused = true } else { down.paused = true }
-            stream.stopReading()
+        let count = chunk.count
+        if stream === accepted {
+            up.bytes &+= count
+            guard send(chunk, to: target) else { return }
+            if target.queuedBytes >= Relay.highWater {
+                up.paused = true
+                stream.stopReading()
+            }
+        } else {
+            down.bytes &+= count
+            guard send(chunk, to: accepted) else { return }
+            if accepted.queuedBytes >= Relay.highWater {
+                down.paused = true
+                stream.stopReading()
+            }
         }
     }
 
@@ -290,7 +320,7 @@ final class Relay: ByteStreamObserver {
         switch state {
         case .relaying(var finished):
             // This side will send nothing more: pass the half-close on to the other side.
-            let direction: Direction = stream === accepted ? .up : .down
+            let direction: Directions = stream === accepted ? .up : .down
             guard !finished.contains(direction) else { return }
             finished.insert(direction)
             state = .relaying(finished: finished)
@@ -319,7 +349,7 @@ final class Relay: ByteStreamObserver {
             pendingShutdowns -= 1
             if pendingShutdowns <= 0 && !lingeringForPeer { closeNow() }
         case .relaying(let finished):
-            if finished.count == 2 && up.outputShut && down.outputShut { close(.normal, reason: "done") }
+            if finished == [.up, .down] && up.outputShut && down.outputShut { close(.normal, reason: "done") }
         default:
             break
         }
@@ -369,10 +399,12 @@ final class Relay: ByteStreamObserver {
             timer.stop()
             return
         }
-        // Check periodically instead of re-arming the timer on every read.
+        // Check periodically instead of re-arming the timer on every read: activity is noticed at a tick, so
+        // a connection closes between `idle` and `idle` + one interval after its last byte.
         let interval = max(idle / 4, 10)
         timer.start(after: interval, repeat: interval) { [unowned self] in
-            if host.now &- lastActivity >= idle { close(.idleTimeout, reason: "idle timeout") }
+            let now = host.now
+            if !noticeActivity(now: now) && now &- lastActivity >= idle { close(.idleTimeout, reason: "idle timeout") }
         }
     }
 

@@ -65,13 +65,13 @@ final class Worker: @unchecked Sendable {
     private var connections: [UInt64: Connection] = [:]
     private var draining = false
     private var expirySweep: Timer?
-    /// Frees the TLS record buffers of connections quiet for `idleBufferMs` (see `releaseIdleBuffers`).
+    /// Frees the TLS record buffers of connections that moved no byte for a whole sweep, every `idleBufferMs`
+    /// (see `releaseIdleBuffers`); also brings the byte counters of live connections up to date.
     private var idleBufferSweep: Timer?
     static let idleBufferMs: UInt64 = 1000
     /// Every this many sweeps, pooled write buffers unused since the previous such sweep are freed too.
     static let poolSweepEvery = 5
     private var sweepsSincePoolRelease = 0
-    private var lastBufferSweepAt: UInt64 = 0
     private var failureLogLimiter: LogRateLimiter?
     private var refusalLogLimiter: LogRateLimiter?
 
@@ -226,6 +226,7 @@ final class Worker: @unchecked Sendable {
     /// Called by a connection once both of its streams have closed.
     func connectionDidClose(_ connection: Connection) {
         connections.removeValue(forKey: connection.id)
+        connection.reportBytes()
         connection.generation.counters.active.subtract(1, ordering: .relaxed)
         shared.activeConnections.subtract(1, ordering: .relaxed)
         let category = connection.relay.closeCategory
@@ -265,15 +266,19 @@ final class Worker: @unchecked Sendable {
     /// per 64-byte request, measured with callgrind; see Benchmarks/RESULTS.md.)
     private func releaseIdleBuffers() {
         let now = loop.now
-        // Only connections that went quiet since the previous sweep hold buffers (older ones gave them back).
-        let sinceLastSweep = now &- lastBufferSweepAt
-        lastBufferSweepAt = now
         var released = 0
-        for connection in connections.values where connection.relay.isEstablished {
-            let quiet = now &- connection.relay.lastActivity
-            guard quiet >= Worker.idleBufferMs && quiet < Worker.idleBufferMs + sinceLastSweep else { continue }
-            connection.session?.releaseBuffers()
-            released += 1
+        for connection in connections.values {
+            connection.reportBytes()
+            guard connection.relay.isEstablished else { continue }
+            // No byte either way since the previous sweep (a second or more): give the record buffers back,
+            // once; OpenSSL takes new ones when bytes move again.
+            if connection.relay.noticeActivity(now: now) {
+                connection.buffersReleased = false
+            } else if !connection.buffersReleased {
+                connection.session?.releaseBuffers()
+                connection.buffersReleased = true
+                released += 1
+            }
         }
         // Write buffers a burst left in this loop's cache that nothing used since the last pool sweep (a slower
         // cadence than the record buffers: the pool's own measure of "unused" needs a whole interval).

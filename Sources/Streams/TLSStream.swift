@@ -154,13 +154,20 @@ public final class TLSStream: ByteStream, StreamSocketDelegate {
     private func pump() {
         let pool = socket.writeBuffers
         var sawCloseNotify = false
-        while wantsReading && phase == .open && session.hasUnreadInput {
+        // Asking OpenSSL when nothing is buffered costs a whole `SSL_read` just to hear "needs input".
+        var needsInput = !session.hasUnreadInput
+        while wantsReading && phase == .open && !needsInput {
             let buffer = pool.take()
             var filled = 0
-            fill: while filled < buffer.bytes.count && session.hasUnreadInput {
+            // Fill the buffer with as many records as are ready: fewer, larger writes downstream.
+            fill: while filled < buffer.bytes.count {
+                guard session.hasUnreadInput else {
+                    needsInput = true
+                    break fill
+                }
                 switch session.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer.bytes[filled...])) {
                 case .bytes(let n): filled += n
-                case .needsInput: break fill
+                case .needsInput: needsInput = true; break fill
                 case .closed: sawCloseNotify = true; break fill
                 case .failed(let failure):
                     pool.give(buffer)
@@ -183,8 +190,8 @@ public final class TLSStream: ByteStream, StreamSocketDelegate {
             if sawCloseNotify { break }
         }
         if phase == .open { try? flush() }
-        keepSessionIfIssued()
-        if phase == .open && !reachedEnd && (sawCloseNotify || (sawEOF && !session.hasUnreadInput)) {
+        if sessionKeeper != nil { keepSessionIfIssued() }
+        if phase == .open && !reachedEnd && (sawCloseNotify || (sawEOF && (needsInput || !session.hasUnreadInput))) {
             reachedEnd = true
             socket.stopReading()
             observer?.streamDidReachEnd(self)

@@ -116,7 +116,6 @@ final class RecordingHost: RelayHost {
     private(set) var dialled: [MemoryStream] = []
     private(set) var events: [String] = []
     private(set) var handshakeFailures: [TLSFailure] = []
-    private(set) var relayed: (up: Int, down: Int) = (0, 0)
     private(set) var closed = false
 
     var now: UInt64 { clock.now }
@@ -143,9 +142,6 @@ final class RecordingHost: RelayHost {
         handshakeFailures.append(failure)
     }
     func relayDidFailToReachTarget(_ relay: Relay) { events.append("target-unreachable") }
-    func relay(_ relay: Relay, didRelay byteCount: Int, up: Bool) {
-        if up { relayed.up += byteCount } else { relayed.down += byteCount }
-    }
     func relayDidClose(_ relay: Relay) {
         precondition(!closed, "relayDidClose twice")
         closed = true
@@ -261,7 +257,6 @@ struct Harness {
         #expect(h.target.written == [1, 2, 3])
         #expect(h.client.written == [4, 5])
         #expect(h.relay.bytesUp == 3 && h.relay.bytesDown == 2)
-        #expect(h.host.relayed == (3, 2))
     }
 
     // MARK: half-close
@@ -433,13 +428,35 @@ struct Harness {
     }
 
     @Test func anIdleConnectionIsClosedAfterTheIdleTimeoutAndActivityPostponesIt() {
+        // The idle timer ticks every idle/4 and notices activity at a tick: a connection closes between
+        // `idle` and `idle` + idle/4 after its last byte.
         let h = Harness.established(.server)
+        let tick = timeouts.idleMs / 4
         h.host.clock.advance(by: timeouts.idleMs / 2)
         h.client.receive([1])
-        h.host.clock.advance(by: timeouts.idleMs / 2 + timeouts.idleMs / 8)
+        h.host.clock.advance(by: timeouts.idleMs - 1)
         #expect(!h.client.closed, "activity half-way reset the idle clock")
-        h.host.clock.advance(by: timeouts.idleMs / 2)
+        h.host.clock.advance(by: tick + 1)
         #expect(h.client.closed && h.relay.closeCategory == .idleTimeout)
+    }
+
+    @Test func aConnectionWithoutTrafficClosesAfterTheIdleTimeout() {
+        let h = Harness.established(.client)
+        h.host.clock.advance(by: timeouts.idleMs - 1)
+        #expect(!h.client.closed)
+        h.host.clock.advance(by: timeouts.idleMs / 4 + 1)
+        #expect(h.client.closed && h.relay.closeCategory == .idleTimeout)
+    }
+
+    @Test func activityIsNoticedOncePerChange() {
+        let h = Harness.established(.server)
+        #expect(h.relay.noticeActivity(now: 5), "the start counts as activity")
+        #expect(!h.relay.noticeActivity(now: 6))
+        h.target.receive([1, 2])
+        #expect(h.relay.noticeActivity(now: 7))
+        #expect(h.relay.lastActivity == 7)
+        #expect(!h.relay.noticeActivity(now: 8))
+        #expect(h.relay.lastActivity == 7)
     }
 
     @Test func aRefusedClientIsToldAndGivenTimeToReadTheAlert() {
