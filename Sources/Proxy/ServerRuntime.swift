@@ -42,8 +42,8 @@ public final class ServerRuntime {
     private var shutdownTimer: Timer?
     private var exitWatcher: AsyncWakeup?
     private var watchdogTimer: Timer?
-    /// Starting, running, draining, stopped (see `Lifecycle`).
-    private var lifecycle = Lifecycle.created
+    /// Starting, running, draining, stopped (see `ProcessLifecycle`).
+    private var lifecycle = ProcessLifecycle.created
     /// The status endpoint: its socket, server, metrics exporter and readiness checker.
     private let status: StatusService
     /// SIGUSR2 restarts: the pending one, the handover, the children (see GracefulRestart.swift).

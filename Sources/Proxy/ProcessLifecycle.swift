@@ -4,7 +4,7 @@
 ///     created ─run─▶ starting ─every worker accepts─▶ running
 ///        starting / running ─SIGTERM, SIGINT, handover, failed worker─▶ draining ─every worker exited─▶ stopped
 ///        starting ─control loop cannot be set up─▶ stopped(1)
-enum Lifecycle: Equatable, Sendable, CustomStringConvertible {
+enum ProcessLifecycle: Equatable, Sendable, CustomStringConvertible {
     /// Sockets bound, `run` not called yet.
     case created
     /// `run` set up the control loop; the workers are starting.

@@ -3,9 +3,9 @@ import Testing
 
 /// The server process's lifecycle: the transitions `ServerRuntime` makes, and impossible ones stopping
 /// the process.
-@Suite struct LifecycleTests {
+@Suite struct ProcessLifecycleTests {
     @Test func startReadyDrainStop() {
-        var lifecycle = Lifecycle.created
+        var lifecycle = ProcessLifecycle.created
         #expect(!lifecycle.isShuttingDown)
         lifecycle.start()
         #expect(lifecycle == .starting)
@@ -21,14 +21,14 @@ import Testing
     }
 
     @Test func drainingBeforeReadyNeverBecomesReady() {
-        var lifecycle = Lifecycle.starting
+        var lifecycle = ProcessLifecycle.starting
         lifecycle.beginDraining()
         #expect(lifecycle == .draining(exitCode: 0))
         #expect(lifecycle.stop(workerFailed: false) == 0)
     }
 
     @Test func cutConnectionsExitWithOne() {
-        var lifecycle = Lifecycle.running
+        var lifecycle = ProcessLifecycle.running
         lifecycle.beginDraining()
         lifecycle.connectionsCut()
         #expect(lifecycle == .draining(exitCode: 1))
@@ -36,8 +36,8 @@ import Testing
         #expect(lifecycle.stop(workerFailed: false) == 1)
     }
 
-    @Test(arguments: [Lifecycle.starting, .running])
-    func aFailedWorkerDrainsWithOne(from state: Lifecycle) {
+    @Test(arguments: [ProcessLifecycle.starting, .running])
+    func aFailedWorkerDrainsWithOne(from state: ProcessLifecycle) {
         var lifecycle = state
         lifecycle.beginDraining(failed: true)
         #expect(lifecycle == .draining(exitCode: 1))
@@ -45,28 +45,28 @@ import Testing
     }
 
     @Test func aWorkerFailingWhileDrainingExitsWithOne() {
-        var lifecycle = Lifecycle.draining(exitCode: 0)
+        var lifecycle = ProcessLifecycle.draining(exitCode: 0)
         #expect(lifecycle.stop(workerFailed: true) == 1)
         #expect(lifecycle == .stopped(exitCode: 1))
     }
 
     @Test func aControlLoopThatCannotBeSetUpStopsWithOne() {
-        var lifecycle = Lifecycle.created
+        var lifecycle = ProcessLifecycle.created
         lifecycle.start()
         lifecycle.setupFailed()
         #expect(lifecycle == .stopped(exitCode: 1))
     }
 
     @Test func descriptionsNameTheState() {
-        #expect(Lifecycle.draining(exitCode: 1).description == "draining(exitCode: 1)")
-        #expect(Lifecycle.stopped(exitCode: 0).description == "stopped(exitCode: 0)")
+        #expect(ProcessLifecycle.draining(exitCode: 1).description == "draining(exitCode: 1)")
+        #expect(ProcessLifecycle.stopped(exitCode: 0).description == "stopped(exitCode: 0)")
     }
 }
 
-@Suite struct LifecycleImpossibleTransitionTests {
+@Suite struct ProcessLifecycleImpossibleTransitionTests {
     @Test func runningTwiceStopsTheProcess() async {
         await #expect(processExitsWith: .failure) {
-            var lifecycle = Lifecycle.created
+            var lifecycle = ProcessLifecycle.created
             lifecycle.start()
             lifecycle.start()
         }
@@ -74,14 +74,14 @@ import Testing
 
     @Test func readyWhileDrainingStopsTheProcess() async {
         await #expect(processExitsWith: .failure) {
-            var lifecycle = Lifecycle.draining(exitCode: 0)
+            var lifecycle = ProcessLifecycle.draining(exitCode: 0)
             lifecycle.becomeReady()
         }
     }
 
     @Test func drainingTwiceStopsTheProcess() async {
         await #expect(processExitsWith: .failure) {
-            var lifecycle = Lifecycle.running
+            var lifecycle = ProcessLifecycle.running
             lifecycle.beginDraining()
             lifecycle.beginDraining()
         }
@@ -89,7 +89,7 @@ import Testing
 
     @Test func stoppingWithoutDrainingStopsTheProcess() async {
         await #expect(processExitsWith: .failure) {
-            var lifecycle = Lifecycle.running
+            var lifecycle = ProcessLifecycle.running
             lifecycle.stop(workerFailed: false)
         }
     }
