@@ -1,3 +1,4 @@
+#define _GNU_SOURCE  // accept4
 // Sockets made and inspected in C: see CSystemShims.h for why each exists. libc only.
 #include "CSystemShims.h"
 
@@ -149,3 +150,9 @@ int pc_unix_dgram_send(int fd, const char *address, const void *message, size_t 
     return rc < 0 ? -errno : 0;
 }
 
+
+int pc_accept(int listen_fd, struct sockaddr_storage *peer) {
+    socklen_t length = sizeof(struct sockaddr_storage);
+    int fd = accept4(listen_fd, (struct sockaddr *)peer, peer ? &length : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
+}

@@ -1,50 +1,158 @@
 import CLibUV
+import CSystemShims
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Accepts connections on a listening socket made by `ListeningSocket.bind` (TCP) or
 /// `ListeningSocket.bindUnix` (Unix stream socket).
 ///
-/// Ownership: a `UVHandle` (retained in the handle's `data` until the close callback, which frees the handle,
-/// closes the descriptor with it and then runs the `close` completion).
+/// TCP: the listener polls the socket and calls `accept4` itself (libuv's `uv_accept` does not return the
+/// peer's address, and a peer that resets at once has none left for `getpeername`), so every accepted
+/// socket knows who connected. When the process is out of descriptors (EMFILE/ENFILE), the pending
+/// connections are refused (accepted on a reserved descriptor and closed at once, as libuv does) instead of
+/// leaving the listening socket readable forever; `onError` reports each such burst with its count.
+///
+/// Ownership: a `UVHandle` (retained in the handle's `data` until the close callback, which frees the handle
+/// and closes the listening descriptor, then runs the `close` completion). The reserve descriptor is closed
+/// there too.
 /// - Warning: call only on the loop's thread.
 public final class TCPListener: UVHandleOwner {
+    /// Why accepting failed, and how many pending connections were refused because of it.
+    public struct AcceptFailure: Sendable {
+        public let error: UVError
+        public let refused: Int
+        /// The process (or system) has no descriptor left.
+        public var isDescriptorLimit: Bool { error.code == UV_EMFILE.rawValue || error.code == UV_ENFILE.rawValue }
+    }
+
     unowned let loop: Loop
-    /// A `uv_tcp_t` or a `uv_pipe_t`, by `kind`.
+    /// TCP: a `uv_poll_t` on the listening descriptor. Unix: a `uv_pipe_t`.
     private let uv: UVHandle<TCPListener>
     private let kind: StreamSocket.Kind
+    private let fd: Int32
     private var onConnection: ((StreamSocket) -> Void)?
+    private var onError: ((AcceptFailure) -> Void)?
     private var onClose: (() -> Void)?
     private var isClosing = false
+    /// Kept open so that, out of descriptors, one can be freed to accept (and refuse) a pending connection.
+    private var reserveFD: Int32 = -1
+
+    /// Connections accepted per wake-up at most: with one socket per worker (SO_REUSEPORT) the kernel spreads
+    /// the load; a bound keeps one busy listener from starving the loop's other events.
+    static let acceptBatch = 64
 
     static let closeCallback: uv_close_cb = { UVHandle<TCPListener>.closed($0) }
 
-    public init(loop: Loop, socket: ListeningSocket, onConnection: @escaping (StreamSocket) -> Void) throws(UVError) {
+    public init(loop: Loop, socket: ListeningSocket, onError: ((AcceptFailure) -> Void)? = nil,
+                onConnection: @escaping (StreamSocket) -> Void) throws(UVError) {
         self.loop = loop
         self.onConnection = onConnection
+        self.onError = onError
         kind = socket.isUnix ? .pipe : .tcp
-        uv = .allocate(on: loop, byteCount: StreamSocket.handleSize)
-        let tcp = uv.pointer(to: uv_tcp_t.self)
-        let pipe = uv.pointer(to: uv_pipe_t.self)
-        var rc = kind == .tcp ? uv_tcp_init(loop.raw, tcp) : uv_pipe_init(loop.raw, pipe, 0)
-        if rc != 0 {
-            uv.deallocateUninitialized()
-            throw UVError(code: rc, operation: kind == .tcp ? "uv_tcp_init" : "uv_pipe_init")
-        }
-        uv.retain(self)
-        rc = kind == .tcp ? uv_tcp_open(tcp, uv_os_sock_t(socket.fd)) : uv_pipe_open(pipe, uv_file(socket.fd))
-        if rc == 0 {
-            rc = uv_listen(uv.stream, 1024) { server, status in
-                UVHandle<TCPListener>.owner(of: server!).accept(status)
+        fd = socket.fd
+        uv = .allocate(on: loop, byteCount: max(StreamSocket.handleSize, uv_handle_size(UV_POLL)))
+        switch kind {
+        case .tcp:
+            let rc = uv_poll_init_socket(loop.raw, uv.pointer(to: uv_poll_t.self), uv_os_sock_t(fd))
+            if rc != 0 {
+                uv.deallocateUninitialized()
+                throw UVError(code: rc, operation: "uv_poll_init_socket")
             }
-        }
-        if rc != 0 {
-            close()
-            throw UVError(code: rc, operation: "uv_listen")
+            uv.retain(self)
+            reserveFD = TCPListener.openReserve()
+            let started = uv_poll_start(uv.pointer(to: uv_poll_t.self), Int32(UV_READABLE.rawValue)) { poll, status, _ in
+                UVHandle<TCPListener>.owner(of: UnsafeMutableRawPointer(poll!)).acceptPending(status)
+            }
+            if started != 0 {
+                close()
+                throw UVError(code: started, operation: "uv_poll_start")
+            }
+        case .pipe:
+            let pipe = uv.pointer(to: uv_pipe_t.self)
+            var rc = uv_pipe_init(loop.raw, pipe, 0)
+            if rc != 0 {
+                uv.deallocateUninitialized()
+                throw UVError(code: rc, operation: "uv_pipe_init")
+            }
+            uv.retain(self)
+            rc = uv_pipe_open(pipe, uv_file(fd))
+            if rc == 0 {
+                rc = uv_listen(uv.stream, 1024) { server, status in
+                    UVHandle<TCPListener>.owner(of: server!).acceptPipe(status)
+                }
+            }
+            if rc != 0 {
+                close()
+                throw UVError(code: rc, operation: "uv_listen")
+            }
         }
     }
 
-    private func accept(_ status: Int32) {
-        guard status == 0, !isClosing else { return }
-        guard let client = try? StreamSocket(loop: loop, kind: kind) else { return }
+    // MARK: TCP
+
+    private func acceptPending(_ status: Int32) {
+        guard !isClosing else { return }
+        guard status == 0 else {
+            onError?(AcceptFailure(error: UVError(code: status, operation: "poll"), refused: 0))
+            return
+        }
+        for _ in 0..<TCPListener.acceptBatch {
+            var storage = sockaddr_storage()
+            let client = pc_accept(fd, &storage)
+            if client >= 0 {
+                let peer = SocketAddress(storage: storage)
+                guard let socket = try? StreamSocket(loop: loop, acceptedTCP: client, peer: peer) else { continue }
+                onConnection?(socket)
+                if isClosing { return }
+                continue
+            }
+            switch -client {
+            case EAGAIN, EWOULDBLOCK:
+                return
+            case EINTR, ECONNABORTED, EPROTO, EPERM:
+                continue  // that connection is gone (or was filtered): the next one may be fine
+            case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                onError?(AcceptFailure(error: UVError(code: client, operation: "accept"), refused: refusePending()))
+                return
+            default:
+                onError?(AcceptFailure(error: UVError(code: client, operation: "accept"), refused: 0))
+                return
+            }
+        }
+    }
+
+    /// Out of descriptors: frees the reserve to accept each pending connection and close it at once (the
+    /// client sees the connection close instead of waiting in the queue), then takes the reserve back.
+    private func refusePending() -> Int {
+        guard reserveFD >= 0 else { return 0 }
+        Glibc.close(reserveFD)
+        reserveFD = -1
+        var refused = 0
+        while refused < TCPListener.acceptBatch {
+            let client = pc_accept(fd, nil)
+            guard client >= 0 else { break }
+            Glibc.close(client)
+            refused += 1
+        }
+        reserveFD = TCPListener.openReserve()
+        return refused
+    }
+
+    private static func openReserve() -> Int32 {
+        open("/", O_RDONLY | O_CLOEXEC)
+    }
+
+    // MARK: Unix
+
+    private func acceptPipe(_ status: Int32) {
+        guard !isClosing else { return }
+        guard status == 0 else {
+            onError?(AcceptFailure(error: UVError(code: status, operation: "accept"), refused: 0))
+            return
+        }
+        guard let client = try? StreamSocket(loop: loop, kind: .pipe) else { return }
         if uv_accept(uv.stream, client.stream) == 0 {
             onConnection?(client)
         } else {
@@ -52,16 +160,25 @@ public final class TCPListener: UVHandleOwner {
         }
     }
 
+    // MARK: closing
+
     /// Stops accepting and closes the socket; `completion` runs once the handle is freed.
     public func close(completion: (() -> Void)? = nil) {
         guard !isClosing else { return }
         isClosing = true
         onConnection = nil
+        onError = nil
         onClose = completion
         uv.close()
     }
 
     func handleDidClose() {
+        // A poll handle does not own its descriptor (a pipe handle closes its own).
+        if kind == .tcp { Glibc.close(fd) }
+        if reserveFD >= 0 {
+            Glibc.close(reserveFD)
+            reserveFD = -1
+        }
         onClose?()
         onClose = nil
     }

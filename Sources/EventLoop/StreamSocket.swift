@@ -60,6 +60,27 @@ public final class StreamSocket: UVHandleOwner {
         uv.retain(self)
     }
 
+    /// A TCP connection `accept4` returned, with the peer's address as the kernel gave it then (it stays known
+    /// when the peer resets before anyone asks). Takes ownership of `fd` (closed on failure).
+    convenience init(loop: Loop, acceptedTCP fd: Int32, peer: SocketAddress) throws(UVError) {
+        do {
+            try self.init(loop: loop, kind: .tcp)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        let rc = uv_tcp_open(tcp, uv_os_sock_t(fd))
+        if rc != 0 {
+            Glibc.close(fd)
+            close()
+            throw UVError(code: rc, operation: "uv_tcp_open")
+        }
+        acceptedPeer = peer
+    }
+
+    /// The peer's address from `accept4` (TCP sockets a `TCPListener` accepted).
+    private var acceptedPeer: SocketAddress?
+
     var stream: UnsafeMutablePointer<uv_stream_t> { uv.stream }
     private var tcp: UnsafeMutablePointer<uv_tcp_t> { uv.pointer(to: uv_tcp_t.self) }
 
@@ -273,7 +294,8 @@ public final class StreamSocket: UVHandleOwner {
         if kind == .tcp { uv_tcp_nodelay(tcp, 1) }
     }
 
-    /// The remote address as `ip:port` / `[ip6]:port` (TCP only): "unix" for a pipe, "unknown" when the peer is gone.
+    /// The remote address as `ip:port` / `[ip6]:port` (TCP only): "unix" for a pipe, "unknown" when a dialled
+    /// socket's peer is gone.
     public var peerAddress: String {
         guard kind == .tcp else { return "unix" }
         return remoteAddress?.description ?? "unknown"
@@ -285,9 +307,10 @@ public final class StreamSocket: UVHandleOwner {
         address(uv_tcp_getsockname)
     }
 
-    /// The remote address of a TCP socket; `nil` for a pipe or when the peer is gone.
+    /// The remote address of a TCP socket: as `accept4` gave it for an accepted one (no system call, and
+    /// still known after a reset); `nil` for a pipe, or a dialled socket whose peer is gone.
     public var remoteAddress: SocketAddress? {
-        address(uv_tcp_getpeername)
+        acceptedPeer ?? address(uv_tcp_getpeername)
     }
 
     private func address(

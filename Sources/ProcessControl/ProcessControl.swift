@@ -82,3 +82,27 @@ public enum ProcessControl {
         return UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1_000
     }
 }
+
+// MARK: descriptor limit
+
+extension ProcessControl {
+    /// The soft limit on open descriptors (`RLIMIT_NOFILE`).
+    public static var descriptorLimit: UInt64 {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        return UInt64(limit.rlim_cur)
+    }
+
+    /// Raises the soft descriptor limit to the hard one (systemd and most shells start services at 1024, far
+    /// below what a proxy with two descriptors per connection needs). Returns the limits before and after.
+    @discardableResult
+    public static func raiseDescriptorLimit() -> (before: UInt64, after: UInt64) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return (0, 0) }
+        let before = UInt64(limit.rlim_cur)
+        guard limit.rlim_cur < limit.rlim_max else { return (before, before) }
+        limit.rlim_cur = limit.rlim_max
+        guard setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return (before, before) }
+        return (before, UInt64(limit.rlim_max))
+    }
+}

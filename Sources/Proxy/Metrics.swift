@@ -36,6 +36,8 @@ struct ListenerEventCounts {
     var allowedByRule: [String: UInt64] = [:]
     var denied: UInt64 = 0
     var targetConnectFailures: UInt64 = 0
+    /// Connections refused because `accept` failed: [out of descriptors, any other reason].
+    var acceptFailures: [UInt64] = [0, 0]
 
     mutating func add(_ other: ListenerEventCounts) {
         accepted += other.accepted
@@ -46,6 +48,8 @@ struct ListenerEventCounts {
         allowedByRule.merge(other.allowedByRule, uniquingKeysWith: +)
         denied += other.denied
         targetConnectFailures += other.targetConnectFailures
+        acceptFailures[0] += other.acceptFailures[0]
+        acceptFailures[1] += other.acceptFailures[1]
     }
 }
 
@@ -91,6 +95,7 @@ final class RuntimeMetrics: Sendable {
         static let policyDecisions = "portcullis_policy_decisions_total"
         static let bytes = "portcullis_bytes_total"
         static let targetConnectFailures = "portcullis_target_connect_failures_total"
+        static let acceptFailures = "portcullis_accept_failures_total"
         static let handshakeDuration = "portcullis_handshake_duration_seconds"
         static let connectionDuration = "portcullis_connection_duration_seconds"
         static let certificateExpiry = "portcullis_certificate_expiry_seconds"
@@ -230,6 +235,10 @@ final class MetricsExporter {
             counter(N.bytes, "Plaintext bytes relayed: up = client to target, down = target to client.", [l, ("direction", "up")], total: total.bytesUp)
             counter(N.bytes, "Plaintext bytes relayed: up = client to target, down = target to client.", [l, ("direction", "down")], total: total.bytesDown)
             counter(N.targetConnectFailures, "Failed connections to the target.", [l], total: events.targetConnectFailures)
+            counter(N.acceptFailures, "Connections refused because accept failed, by reason (fd_limit: no descriptor left).",
+                    [l, ("reason", "fd_limit")], total: events.acceptFailures[0])
+            counter(N.acceptFailures, "Connections refused because accept failed, by reason (fd_limit: no descriptor left).",
+                    [l, ("reason", "other")], total: events.acceptFailures[1])
         }
         for listener in gauges.listeners {
             let l = ("listener", listener.name)

@@ -59,6 +59,7 @@ public final class ServerRuntime {
         shared.quietHandshakeFailures.store(configuration.quietHandshakeFailures, ordering: .relaxed)
         TLSContext.sessionCacheCapacity = configuration.sessionCacheSize
         workerCount = max(1, configuration.workers)
+        ServerRuntime.checkDescriptorLimit(configuration, logger: logger)
         // Both read (and unset) their environment variables: do it before any thread starts.
         notifier = SystemdNotifier(environmentFor: logger)
         var inherited = InheritedSockets.fromEnvironment(logger: logger)
@@ -95,6 +96,33 @@ public final class ServerRuntime {
 
     /// Serves until SIGTERM/SIGINT and the drain that follows. Returns the process exit code:
     /// 0 when every connection drained, 1 when connections had to be cut at the shutdown timeout.
+    /// Raises the soft descriptor limit to the hard one, and warns when the connection limits (two descriptors
+    /// per proxied connection) cannot fit in it.
+    static func checkDescriptorLimit(_ configuration: RuntimeConfiguration, logger: Logger) {
+        let (before, after) = ProcessControl.raiseDescriptorLimit()
+        if after > before {
+            logger.info("descriptor limit raised", metadata: ["fd.limit.before": "\(before)", "fd.limit": "\(after)"])
+        }
+        // Listening sockets, the status endpoint, the loops' own descriptors, log files: a small fixed overhead.
+        let reserved = UInt64(32 + configuration.listeners.count * max(1, configuration.workers))
+        let capacity = after > reserved ? (after - reserved) / 2 : 0
+        let limits = configuration.listeners.map(\.maxConnections)
+        if limits.allSatisfy({ $0 > 0 }) {
+            let wanted = UInt64(limits.reduce(0, +))
+            guard wanted > capacity else { return }
+            logger.warning("connection limits exceed the descriptor limit", metadata: [
+                "fd.limit": "\(after)", "connections.max": "\(wanted)", "connections.fit": "\(capacity)",
+                "fix": "raise the descriptor limit (LimitNOFILE= in the unit, ulimit -n) to at least \(wanted * 2 + reserved), or lower max-concurrent-conns",
+            ])
+        } else if capacity < 1000 {
+            let lower = capacity > 0 ? ", or set max-concurrent-conns to at most \(capacity) so that excess clients are refused cleanly" : ""
+            logger.warning("descriptor limit allows few connections", metadata: [
+                "fd.limit": "\(after)", "connections.fit": "\(capacity)",
+                "fix": "raise the descriptor limit (LimitNOFILE= in the unit, ulimit -n)\(lower)",
+            ])
+        }
+    }
+
     public func run() -> Int32 {
         lifecycle.start()
         ignoreSIGPIPE()

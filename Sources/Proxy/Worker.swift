@@ -1,6 +1,7 @@
 import EventLoop
 import Logging
 import Policy
+import ProcessControl
 import Synchronization
 import TLS
 
@@ -155,7 +156,9 @@ final class Worker: @unchecked Sendable {
                         continue
                     }
                     do {
-                        slot.listeners.append(try TCPListener(loop: loop, socket: socket) { [unowned self, unowned slot] client in
+                        slot.listeners.append(try TCPListener(loop: loop, socket: socket, onError: { [unowned self, unowned slot] failure in
+                            self.acceptFailed(failure, slot: slot)
+                        }) { [unowned self, unowned slot] client in
                             self.accept(client, slot: slot)
                         })
                     } catch {
@@ -220,6 +223,25 @@ final class Worker: @unchecked Sendable {
             shared.activeConnections.subtract(1, ordering: .relaxed)
             client.close()
             shared.logger.error("cannot create TLS session", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// `accept` failed: out of descriptors (the pending connections were refused), or another error. Counted,
+    /// and logged at most a few times a second with how many lines were held back.
+    private func acceptFailed(_ failure: TCPListener.AcceptFailure, slot: Slot) {
+        let refused = UInt64(max(failure.refused, 1))
+        slot.stats.count { $0.acceptFailures[failure.isDescriptorLimit ? 0 : 1] += refused }
+        guard let suppressed = refusalLogLimiter?.admit(now: loop.now) else { return }
+        var metadata: Logger.Metadata = [
+            "listener": "\(slot.generation.settings.name)", "worker": "\(index)", "error": "\(failure.error.message)",
+            "connections.refused": "\(failure.refused)", "log.suppressed": "\(suppressed)",
+        ]
+        if failure.isDescriptorLimit {
+            metadata["fd.limit"] = "\(ProcessControl.descriptorLimit)"
+            metadata["fix"] = "raise the descriptor limit (LimitNOFILE= in the unit, ulimit -n) or lower max-concurrent-conns"
+            shared.logger.warning("connections refused: out of file descriptors", metadata: metadata)
+        } else {
+            shared.logger.warning("accept failed", metadata: metadata)
         }
     }
 

@@ -28,6 +28,9 @@ int pc_sockaddr_format(const struct sockaddr *addr, char *buf, size_t len);
 // address. Returns 0, or -errno of the failed call, or -ENOTSOCK (not a socket), -ESOCKTNOSUPPORT (not
 // SOCK_STREAM), -EAFNOSUPPORT (not IP), -EINVAL (not listening).
 int pc_adopt_listening_socket(int fd, int allow_unix, struct sockaddr_storage *bound);
+// accept4 is a GNU extension Swift's Glibc module does not declare. Accepts one connection, non-blocking and
+// close-on-exec; `peer` (may be NULL) receives its address. Returns the fd or -errno.
+int pc_accept(int listen_fd, struct sockaddr_storage *peer);
 // sockaddr_un for "/path" or "@abstract" (sd_notify's NOTIFY_SOCKET forms) is awkward from Swift: an unbound,
 // non-blocking, close-on-exec AF_UNIX datagram socket, fd or -errno …
 int pc_unix_dgram_socket(void);
