@@ -24,6 +24,10 @@ extension PortcullisConfiguration {
         add(0, "workers: \(workers)")
         add(0, "shutdown-timeout: \(formatDuration(shutdownTimeoutMs))")
         add(0, "session-cache-size: \(sessionCacheSize)")
+        add(0, "limits:")
+        add(2, "handshakes: \(handshakeLimits.inProgress)")
+        add(2, "handshakes-per-source: \(handshakeLimits.perSource)")
+        add(2, "handshake-rate-per-source: \(handshakeLimits.ratePerSource)")
         add(0, "listeners:")
         for listener in listeners {
             add(2, "- name: \(value(listener.name))")
@@ -104,6 +108,9 @@ extension PortcullisConfiguration {
             ("workers", .integer(workers)),
             ("shutdown-timeout", .string(formatDuration(shutdownTimeoutMs))),
             ("session-cache-size", .integer(sessionCacheSize)),
+            ("limits", .object([("handshakes", .integer(handshakeLimits.inProgress)),
+                                ("handshakes-per-source", .integer(handshakeLimits.perSource)),
+                                ("handshake-rate-per-source", .integer(handshakeLimits.ratePerSource))])),
             ("listeners", .array(listeners.map(\.json))),
         ])
     }

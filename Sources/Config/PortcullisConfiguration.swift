@@ -16,6 +16,8 @@ public struct PortcullisConfiguration: Sendable, Equatable {
     /// How many resumable TLS sessions the process keeps for its server-mode listeners (key
     /// `session-cache-size`); the least recently used go first.
     public var sessionCacheSize: Int
+    /// Limits on handshakes in progress (key `limits`).
+    public var handshakeLimits: HandshakeLimits
     /// At least one; names and listen addresses are unique.
     public var listeners: [ListenerSettings]
 
@@ -24,13 +26,15 @@ public struct PortcullisConfiguration: Sendable, Equatable {
     public init(
         log: LogSettings = LogSettings(), status: StatusSettings? = nil, workers: Int = Validate.defaultWorkers,
         shutdownTimeoutMs: UInt64 = Timeouts.defaults.shutdown,
-        sessionCacheSize: Int = PortcullisConfiguration.defaultSessionCacheSize, listeners: [ListenerSettings]
+        sessionCacheSize: Int = PortcullisConfiguration.defaultSessionCacheSize,
+        handshakeLimits: HandshakeLimits = HandshakeLimits(), listeners: [ListenerSettings]
     ) {
         self.log = log
         self.status = status
         self.workers = workers
         self.shutdownTimeoutMs = shutdownTimeoutMs
         self.sessionCacheSize = sessionCacheSize
+        self.handshakeLimits = handshakeLimits
         self.listeners = listeners
     }
 

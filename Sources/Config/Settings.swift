@@ -10,6 +10,27 @@ extension TLSVersion {
     }
 }
 
+/// Limits on TLS handshakes in progress (key `limits`), against floods of slow or failing handshakes. Each
+/// worker applies them to its own connections; 0 turns a limit off.
+public struct HandshakeLimits: Sendable, Equatable {
+    /// Handshakes in progress per worker; at the limit, a new connection closes the oldest one (a slow
+    /// handshake is the likelier attacker: a real client finishes in milliseconds).
+    public var inProgress: Int
+    /// Handshakes in progress per worker from one client address; beyond it, new connections from that
+    /// address are refused. Off by default: NAT and VPNs put many clients behind one address.
+    public var perSource: Int
+    /// New connections per second per worker from one client address (a token bucket of that size).
+    public var ratePerSource: Int
+
+    public init(inProgress: Int = HandshakeLimits.defaultInProgress, perSource: Int = 0, ratePerSource: Int = 0) {
+        self.inProgress = inProgress
+        self.perSource = perSource
+        self.ratePerSource = ratePerSource
+    }
+
+    public static let defaultInProgress = 1024
+}
+
 public enum LogFormat: String, Sendable, Equatable {
     case text
     case json

@@ -67,6 +67,18 @@ public struct RuntimeConfiguration: Sendable {
     public var shutdownTimeoutMs: UInt64 = 300_000
     /// Resumable TLS sessions kept for all server-mode listeners (one store per process).
     public var sessionCacheSize = 20_000
+    /// Per worker; 0 turns a limit off (see `Worker.admitHandshake`).
+    public struct HandshakeLimits: Sendable, Equatable {
+        public var inProgress: Int
+        public var perSource: Int
+        public var ratePerSource: Int
+        public init(inProgress: Int = 1024, perSource: Int = 0, ratePerSource: Int = 0) {
+            self.inProgress = inProgress
+            self.perSource = perSource
+            self.ratePerSource = ratePerSource
+        }
+    }
+    public var handshakeLimits = HandshakeLimits()
     /// Files whose change on disk triggers a reload (config file, certificates, keys, CAs, CRLs).
     public var watchedFiles: [String] = []
     /// The health/metrics endpoint, if any; `statusSettingName` names it in errors (`--status`, `status.listen`).

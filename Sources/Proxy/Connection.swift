@@ -94,7 +94,13 @@ final class Connection: RelayHost {
         return .bytes(header)
     }
 
+    /// Server mode: counted among the worker's handshakes in progress until this one ends (`Worker.admit`).
+    var inHandshakeCount = false
+    /// The client's address as a key for the per-source limits (only when one is on).
+    var sourceKey: [UInt8]?
+
     func relayDidCompleteHandshake(_ relay: Relay) {
+        worker.handshakeEnded(self)
         stats.handshakeDuration.recordNanoseconds(Int64(truncatingIfNeeded: preciseNow &- relay.handshakeStartedAt))
         let resumed = session?.isResumed ?? false
         let rule = admission?.metricsRule
@@ -105,6 +111,7 @@ final class Connection: RelayHost {
     }
 
     func relay(_ relay: Relay, didFailHandshake failure: TLSFailure) {
+        worker.handshakeEnded(self)
         let denied = session?.decision.map { !$0.isAllowed } ?? false
         stats.count { counts in
             counts.failures[failure.kind.index] += 1
@@ -131,6 +138,7 @@ final class Connection: RelayHost {
     }
 
     func relayDidClose(_ relay: Relay) {
+        worker.handshakeEnded(self)
         worker.connectionDidClose(self)
     }
 

@@ -38,6 +38,8 @@ struct ListenerEventCounts {
     var targetConnectFailures: UInt64 = 0
     /// Connections refused because `accept` failed: [out of descriptors, any other reason].
     var acceptFailures: [UInt64] = [0, 0]
+    /// Connections refused by a per-source handshake limit: [in progress, rate].
+    var sourceLimitRefusals: [UInt64] = [0, 0]
 
     mutating func add(_ other: ListenerEventCounts) {
         accepted += other.accepted
@@ -50,6 +52,8 @@ struct ListenerEventCounts {
         targetConnectFailures += other.targetConnectFailures
         acceptFailures[0] += other.acceptFailures[0]
         acceptFailures[1] += other.acceptFailures[1]
+        sourceLimitRefusals[0] += other.sourceLimitRefusals[0]
+        sourceLimitRefusals[1] += other.sourceLimitRefusals[1]
     }
 }
 
@@ -96,6 +100,7 @@ final class RuntimeMetrics: Sendable {
         static let bytes = "portcullis_bytes_total"
         static let targetConnectFailures = "portcullis_target_connect_failures_total"
         static let acceptFailures = "portcullis_accept_failures_total"
+        static let sourceLimitRefusals = "portcullis_source_limit_refusals_total"
         static let handshakeDuration = "portcullis_handshake_duration_seconds"
         static let connectionDuration = "portcullis_connection_duration_seconds"
         static let certificateExpiry = "portcullis_certificate_expiry_seconds"
@@ -239,6 +244,10 @@ final class MetricsExporter {
                     [l, ("reason", "fd_limit")], total: events.acceptFailures[0])
             counter(N.acceptFailures, "Connections refused because accept failed, by reason (fd_limit: no descriptor left).",
                     [l, ("reason", "other")], total: events.acceptFailures[1])
+            counter(N.sourceLimitRefusals, "Connections refused by a per-source handshake limit, by limit.",
+                    [l, ("limit", "handshakes_per_source")], total: events.sourceLimitRefusals[0])
+            counter(N.sourceLimitRefusals, "Connections refused by a per-source handshake limit, by limit.",
+                    [l, ("limit", "handshake_rate_per_source")], total: events.sourceLimitRefusals[1])
         }
         for listener in gauges.listeners {
             let l = ("listener", listener.name)

@@ -417,6 +417,19 @@ final class Relay: ByteStreamObserver {
         host.relay(self, didFailHandshake: failure)
     }
 
+    /// Gives up a handshake still in progress (the worker makes room under a flood): recorded as `failure`,
+    /// closed at once. Does nothing once the handshake completed.
+    func abandonHandshake(_ failure: TLSFailure) {
+        guard !handshakeCompleted else { return }
+        switch state {
+        case .created, .handshaking, .connectingTarget:
+            failHandshake(failure)
+            close(.handshakeFailed, reason: "handshake failed")
+        case .relaying, .closing, .closed:
+            break
+        }
+    }
+
     /// Ends the connection after telling both peers: pending alerts or close_notify and the FIN go out
     /// first; a short timer bounds the wait for a peer that reads nothing.
     func closeGracefully(_ category: CloseCategory, reason: String, lingerForPeer: Bool = false) {

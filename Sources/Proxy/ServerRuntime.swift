@@ -58,6 +58,7 @@ public final class ServerRuntime {
         shared = RuntimeShared(logger: logger)
         shared.quietHandshakeFailures.store(configuration.quietHandshakeFailures, ordering: .relaxed)
         TLSContext.sessionCacheCapacity = configuration.sessionCacheSize
+        shared.setHandshakeLimits(configuration.handshakeLimits)
         workerCount = max(1, configuration.workers)
         ServerRuntime.checkDescriptorLimit(configuration, logger: logger)
         // Both read (and unset) their environment variables: do it before any thread starts.
@@ -316,6 +317,7 @@ public final class ServerRuntime {
         next.status = configuration.status
         shared.quietHandshakeFailures.store(next.quietHandshakeFailures, ordering: .relaxed)
         TLSContext.sessionCacheCapacity = next.sessionCacheSize
+        shared.setHandshakeLimits(next.handshakeLimits)
         shared.metrics.noteReload(succeeded: true)
         configuration = next
         configurationGeneration = number

@@ -64,6 +64,15 @@ final class Worker: @unchecked Sendable {
     private var wakeup: AsyncWakeup?
     private var slots: [String: Slot] = [:]
     private var connections: [UInt64: Connection] = [:]
+    /// Server-mode connections whose handshake is in progress (`limits.handshakes`).
+    private var handshaking: [UInt64: Connection] = [:]
+    /// Per client address: handshakes in progress and the rate bucket (only while a per-source limit is on).
+    private struct SourceUsage {
+        var inProgress = 0
+        var tokens: Double
+        var refilledAt: UInt64
+    }
+    private var sources: [[UInt8]: SourceUsage] = [:]
     private var draining = false
     private var expirySweep: Timer?
     /// Frees the TLS record buffers of connections that moved no byte for a whole sweep, every `idleBufferMs`
@@ -209,6 +218,28 @@ final class Worker: @unchecked Sendable {
             }
             return
         }
+        var sourceKey: [UInt8]?
+        if generation.settings.mode == .server {
+            switch admitHandshake(from: client) {
+            case .admitted(let key): sourceKey = key
+            case .refused(let limit, let index, let value):
+                generation.counters.active.subtract(1, ordering: .relaxed)
+                stats.count {
+                    $0.accepted += 1
+                    $0.closed[CloseCategory.limitReached.index] += 1
+                    $0.sourceLimitRefusals[index] += 1
+                }
+                let peer = client.peerAddress
+                client.close()
+                if let suppressed = refusalLogLimiter?.admit(now: loop.now) {
+                    shared.logger.warning("connection refused: per-source handshake limit", metadata: [
+                        "listener": "\(name)", "conn.peer": "\(peer)", "limit": "\(limit)", "limit.value": "\(value)",
+                        "log.suppressed": "\(suppressed)",
+                    ])
+                }
+                return
+            }
+        }
         shared.activeConnections.add(1, ordering: .relaxed)
         let id = shared.nextConnectionID.add(1, ordering: .relaxed).newValue
         do {
@@ -217,6 +248,7 @@ final class Worker: @unchecked Sendable {
                                             sessionCache: cache, accepted: client)
             stats.count { $0.accepted += 1 }
             connections[id] = connection
+            if generation.settings.mode == .server { startCountingHandshake(connection, source: sourceKey) }
             connection.relay.start()
         } catch {
             generation.counters.active.subtract(1, ordering: .relaxed)
@@ -242,6 +274,74 @@ final class Worker: @unchecked Sendable {
             shared.logger.warning("connections refused: out of file descriptors", metadata: metadata)
         } else {
             shared.logger.warning("accept failed", metadata: metadata)
+        }
+    }
+
+    // MARK: handshake limits
+
+    private enum HandshakeAdmission {
+        case admitted(sourceKey: [UInt8]?)
+        /// The limit's key, its index in `sourceLimitRefusals`, its value.
+        case refused(String, Int, Int)
+    }
+
+    /// The per-source limits (off by default), checked before a new server-mode connection costs anything.
+    private func admitHandshake(from client: StreamSocket) -> HandshakeAdmission {
+        let perSource = shared.maxHandshakesPerSource.load(ordering: .relaxed)
+        let rate = shared.maxHandshakeRatePerSource.load(ordering: .relaxed)
+        guard perSource > 0 || rate > 0, let key = client.remoteAddress?.ipBytes else { return .admitted(sourceKey: nil) }
+        let now = loop.now
+        var usage = sources[key] ?? SourceUsage(tokens: Double(rate), refilledAt: now)
+        if rate > 0 {
+            usage.tokens = min(Double(rate), usage.tokens + Double(now &- usage.refilledAt) * Double(rate) / 1000)
+            usage.refilledAt = now
+            guard usage.tokens >= 1 else {
+                sources[key] = usage
+                return .refused("handshake-rate-per-source", 1, rate)
+            }
+        }
+        if perSource > 0 && usage.inProgress >= perSource {
+            sources[key] = usage
+            return .refused("handshakes-per-source", 0, perSource)
+        }
+        if rate > 0 { usage.tokens -= 1 }
+        sources[key] = usage
+        return .admitted(sourceKey: key)
+    }
+
+    /// Counts a new handshake; at `limits.handshakes`, the oldest one in progress makes room (a slow handshake
+    /// is the likelier attacker: real clients finish in milliseconds).
+    private func startCountingHandshake(_ connection: Connection, source: [UInt8]?) {
+        let limit = shared.maxHandshakes.load(ordering: .relaxed)
+        if limit > 0 && handshaking.count >= limit,
+           let oldest = handshaking.values.min(by: { $0.relay.startedAt < $1.relay.startedAt }) {
+            oldest.relay.abandonHandshake(TLSFailure(kind: .handshakeLimit,
+                detail: "closed to make room: \(handshaking.count) handshakes in progress on this worker (limits.handshakes: \(limit))"))
+        }
+        connection.inHandshakeCount = true
+        connection.sourceKey = source
+        handshaking[connection.id] = connection
+        if let source { sources[source]?.inProgress += 1 }
+    }
+
+    /// A handshake completed, failed, or its connection closed: it no longer counts (idempotent).
+    func handshakeEnded(_ connection: Connection) {
+        guard connection.inHandshakeCount else { return }
+        connection.inHandshakeCount = false
+        handshaking[connection.id] = nil
+        if let key = connection.sourceKey, var usage = sources[key] {
+            usage.inProgress -= 1
+            sources[key] = usage
+        }
+    }
+
+    /// Forgets addresses with nothing in progress and a full bucket (from the 1 s sweep).
+    private func forgetIdleSources() {
+        guard !sources.isEmpty else { return }
+        let rate = Double(shared.maxHandshakeRatePerSource.load(ordering: .relaxed))
+        let now = loop.now
+        sources = sources.filter { _, usage in
+            usage.inProgress > 0 || usage.tokens + Double(now &- usage.refilledAt) * rate / 1000 < rate
         }
     }
 
@@ -288,6 +388,7 @@ final class Worker: @unchecked Sendable {
     /// per 64-byte request, measured with callgrind; see Benchmarks/RESULTS.md.)
     private func releaseIdleBuffers() {
         let now = loop.now
+        forgetIdleSources()
         var released = 0
         for connection in connections.values {
             connection.reportBytes()
@@ -429,6 +530,16 @@ final class RuntimeShared: Sendable {
     let nextConnectionID = Atomic<UInt64>(0)
     let metrics = RuntimeMetrics()
     let quietHandshakeFailures = Atomic<Bool>(false)
+    /// `limits` (set at start and on reload; read at each accept).
+    let maxHandshakes = Atomic<Int>(1024)
+    let maxHandshakesPerSource = Atomic<Int>(0)
+    let maxHandshakeRatePerSource = Atomic<Int>(0)
+
+    func setHandshakeLimits(_ limits: RuntimeConfiguration.HandshakeLimits) {
+        maxHandshakes.store(limits.inProgress, ordering: .relaxed)
+        maxHandshakesPerSource.store(limits.perSource, ordering: .relaxed)
+        maxHandshakeRatePerSource.store(limits.ratePerSource, ordering: .relaxed)
+    }
     /// Per worker: the listeners it accepts on (readiness: every listener accepting on every worker).
     private let accepting = Mutex<[Int: Set<String>]>([:])
     private let exits = Mutex<(count: Int, failed: Bool, started: Int, wakeup: AsyncWakeup.Sender?)>((0, false, 0, nil))

@@ -29,6 +29,9 @@ public struct TLSFailure: Error, Sendable, CustomStringConvertible {
         case peerClosed = "peer_closed"
         /// Client mode: the remote server could not be reached.
         case targetUnreachable = "target_unreachable"
+        /// Closed to make room: the worker had as many handshakes in progress as `limits.handshakes` allows,
+        /// and this was the oldest.
+        case handshakeLimit = "handshake_limit"
     }
 
     public let kind: Kind

@@ -15,6 +15,9 @@ extension RuntimeConfiguration {
         workers = file.workers
         shutdownTimeoutMs = file.shutdownTimeoutMs
         sessionCacheSize = file.sessionCacheSize
+        handshakeLimits = RuntimeConfiguration.HandshakeLimits(inProgress: file.handshakeLimits.inProgress,
+                                                               perSource: file.handshakeLimits.perSource,
+                                                               ratePerSource: file.handshakeLimits.ratePerSource)
         version = Portcullis.version
         quietHandshakeFailures = file.log.quietHandshakeFailures
         if let settings = file.status {

@@ -59,6 +59,15 @@ struct ServerCommand: ParsableCommand {
     @Option(name: .customLong("session-cache-size"),
             help: "Resumable sessions kept in memory for all listeners (default 20000); the least recently used go first.")
     var sessionCacheSize: String?
+    @Option(name: .customLong("max-handshakes"),
+            help: "TLS handshakes in progress per worker (default 1024; 0 = unlimited). At the limit a new connection closes the oldest handshake.")
+    var maxHandshakes: String?
+    @Option(name: .customLong("max-handshakes-per-source"),
+            help: "Handshakes in progress per worker from one client address; more are refused (default 0 = off: NAT puts many clients behind one address).")
+    var maxHandshakesPerSource: String?
+    @Option(name: .customLong("max-handshake-rate-per-source"),
+            help: "New connections per second per worker from one client address; more are refused (default 0 = off).")
+    var maxHandshakeRatePerSource: String?
 
     func run() throws {
         var flags = shared.flags
@@ -76,6 +85,9 @@ struct ServerCommand: ParsableCommand {
         flags.proxyProtocol = proxyProtocol
         flags.sessionTicketCount = sessionTicketCount
         flags.sessionCacheSize = sessionCacheSize
+        flags.maxHandshakes = maxHandshakes
+        flags.maxHandshakesPerSource = maxHandshakesPerSource
+        flags.maxHandshakeRatePerSource = maxHandshakeRatePerSource
         try serveCommandLine(flags, mode: .server, privileges: privileges)
     }
 }

@@ -23,6 +23,7 @@ private let samples: [String: (good: String, bad: String?)] = [
     "--cipher-suites": ("TLS_AES_256_GCM_SHA384", "TLS_RSA_WITH_AES_128_CBC_SHA"), "--groups": ("X25519", "brainpoolP256r1"),
     "--session-ticket-count": ("2", "17"), "--session-cache-size": ("100", "0"), "--proxy-protocol": ("v2", "v1"),
     "--status": ("127.0.0.1:9199", "127.0.0.1:x"),
+    "--max-handshakes": ("64", "-1"), "--max-handshakes-per-source": ("8", "lots"), "--max-handshake-rate-per-source": ("20", "1.5"),
 ]
 
 private let cases: [(ConfigFlag, ListenerMode)] = FlagTable.all.flatMap { flag in flag.modes.map { (flag, $0) } }

@@ -50,6 +50,9 @@ public struct CommandLineFlags: Sendable, Equatable {
     public var proxyProtocol: String?
     public var sessionTicketCount: String?
     public var sessionCacheSize: String?
+    public var maxHandshakes: String?
+    public var maxHandshakesPerSource: String?
+    public var maxHandshakeRatePerSource: String?
 
     // Client mode: which server is accepted.
     public var verifyCN: [String] = []
@@ -93,7 +96,9 @@ public struct CommandLineFlags: Sendable, Equatable {
             (T.logFormat, one(logFormat)), (T.logLevel, one(logLevel)), (T.quietHandshakeFailures, on(quietHandshakeFailures)),
             (T.cipherSuites, one(cipherSuites)), (T.groups, one(groups)), (T.noSessionTickets, on(!sessionTickets)),
             (T.sessionTicketCount, one(sessionTicketCount)), (T.sessionCacheSize, one(sessionCacheSize)),
-            (T.proxyProtocol, one(proxyProtocol)), (T.status, one(status)), (T.unsafeStatus, on(unsafeStatus && status != nil)),
+            (T.proxyProtocol, one(proxyProtocol)), (T.maxHandshakes, one(maxHandshakes)),
+            (T.maxHandshakesPerSource, one(maxHandshakesPerSource)), (T.maxHandshakeRatePerSource, one(maxHandshakeRatePerSource)),
+            (T.status, one(status)), (T.unsafeStatus, on(unsafeStatus && status != nil)),
         ]
     }
 }

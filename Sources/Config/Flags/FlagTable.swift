@@ -97,6 +97,9 @@ public enum FlagTable {
     public static let sessionTicketCount = ConfigFlag("--session-ticket-count", "tls.session-ticket-count", modes: [.server])
     public static let sessionCacheSize = ConfigFlag("--session-cache-size", "session-cache-size", .process, modes: [.server])
     public static let proxyProtocol = ConfigFlag("--proxy-protocol", "proxy-protocol", modes: [.server])
+    public static let maxHandshakes = ConfigFlag("--max-handshakes", "limits.handshakes", .process, modes: [.server])
+    public static let maxHandshakesPerSource = ConfigFlag("--max-handshakes-per-source", "limits.handshakes-per-source", .process, modes: [.server])
+    public static let maxHandshakeRatePerSource = ConfigFlag("--max-handshake-rate-per-source", "limits.handshake-rate-per-source", .process, modes: [.server])
     public static let status = ConfigFlag("--status", "status.listen", .process)
     public static let unsafeStatus = ConfigFlag("--unsafe-status", "status.unsafe-listen", .process, .fixed("true"))
 
@@ -107,7 +110,8 @@ public enum FlagTable {
         verifyCN, verifyOU, verifyDNS, verifyURI, verifyIP, verifyFingerprint, verifySPKI, overrideServerName,
         minTLS, handshakeTimeout, connectTimeout, idleTimeout, closeTimeout, shutdownTimeout, maxConcurrentConns,
         workers, logFormat, logLevel, quietHandshakeFailures, cipherSuites, groups, noSessionTickets,
-        sessionTicketCount, sessionCacheSize, proxyProtocol, status, unsafeStatus,
+        sessionTicketCount, sessionCacheSize, proxyProtocol, maxHandshakes, maxHandshakesPerSource,
+        maxHandshakeRatePerSource, status, unsafeStatus,
     ]
 
     /// The flags of one command (`server`: `.server`, `client`: `.client`), in reporting order.

@@ -1,9 +1,11 @@
 import Policy
 import Yams
 
-/// The top level: `log`, `status`, `workers`, `shutdown-timeout`, `session-cache-size` and the `listeners` list.
+/// The top level: `log`, `status`, `workers`, `shutdown-timeout`, `session-cache-size`, `limits` and the
+/// `listeners` list.
 extension ConfigReader {
-    static let topKeys = ["log", "status", "workers", "shutdown-timeout", "session-cache-size", "listeners"]
+    static let topKeys = ["log", "status", "workers", "shutdown-timeout", "session-cache-size", "limits", "listeners"]
+    static let limitsKeys = ["handshakes", "handshakes-per-source", "handshake-rate-per-source"]
     static let logKeys = ["format", "level", "quiet-handshake-failures"]
     static let statusKeys = ["listen", "unsafe-listen"]
 
@@ -58,6 +60,18 @@ extension ConfigReader {
         let sessionCacheSize = integer(top, "session-cache-size", in: 1...10_000_000,
                                        hint: "use 1-10000000 (to turn resumption off, \(flags == nil ? "set session-tickets: false" : "use " + setting("listeners[0].tls.session-tickets", file: "")))")
             ?? PortcullisConfiguration.defaultSessionCacheSize
+        var limits = HandshakeLimits()
+        if let section = optionalSection(top, "limits", known: Self.limitsKeys) {
+            if let n = integer(section, "handshakes", in: 0...1_000_000, hint: "use 0 (unlimited) or a positive count per worker, e.g. 1024") {
+                limits.inProgress = n
+            }
+            if let n = integer(section, "handshakes-per-source", in: 0...1_000_000, hint: "use 0 (off, the default) or a positive count per worker") {
+                limits.perSource = n
+            }
+            if let n = integer(section, "handshake-rate-per-source", in: 0...1_000_000, hint: "use 0 (off, the default) or new connections per second per worker") {
+                limits.ratePerSource = n
+            }
+        } else if top["limits"] != nil && !isNull(top["limits"]!.value) { ok = false }
 
         var listeners: [ListenerSettings] = []
         if let list = sequence(top, "listeners", required: "add at least one listener (see docs/CONFIG.md)") {
@@ -95,7 +109,7 @@ extension ConfigReader {
         }
         guard ok, problems.isEmpty else { return nil }
         return PortcullisConfiguration(log: log, status: status, workers: workers, shutdownTimeoutMs: shutdown,
-                                       sessionCacheSize: sessionCacheSize, listeners: listeners)
+                                       sessionCacheSize: sessionCacheSize, handshakeLimits: limits, listeners: listeners)
     }
 
     /// The status endpoint and, for TCP, the address it binds.
