@@ -256,6 +256,11 @@ class Portcullis:
         adir = asan_log_dir()
         if adir:
             full_env["ASAN_OPTIONS"] = f"detect_leaks=1:log_path={adir}/asan"
+        tdir = os.environ.get("PORTCULLIS_TSAN_LOG_DIR")
+        if tdir:
+            suppressions = Path(__file__).with_name("tsan.supp")
+            full_env["TSAN_OPTIONS"] = (f"log_path={tdir}/tsan:halt_on_error=0:second_deadlock_stack=1"
+                                        + (f":suppressions={suppressions}" if suppressions.exists() else ""))
         self.cmd = (wrapper or []) + [str(binary_path())] + self.args
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=full_env, start_new_session=True,
