@@ -138,9 +138,13 @@ public final class ServerRuntime {
             for signal in [SIGTERM, SIGINT] {
                 signalWatchers.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] in self.beginShutdown($0) })
             }
-            signalWatchers.append(try SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] _ in
-                self.reload(trigger: "SIGHUP")
-            })
+            // SIGUSR1 too: what spiffe-helper (`renew_signal`), `step ca renew --daemon` and ghostunnel users send
+            // after rotating files (its default action would kill the process).
+            for (signal, name) in [(SIGHUP, "SIGHUP"), (SIGUSR1, "SIGUSR1")] {
+                signalWatchers.append(try SignalWatcher(loop: loop, signal: signal) { [unowned self] _ in
+                    self.reload(trigger: name)
+                })
+            }
             try restart.watchSignals(loop: loop)
             if let usec = notifier.watchdogMicroseconds {
                 // systemd's advice: ping at half the period, so one late wakeup does not trip it.

@@ -726,3 +726,18 @@ def test_listener_renamed_on_same_address_keeps_accepting(run_config, pki, tls, 
     assert p.wait_log("connection closed", listener="new-name")
     assert still_open(open_conn)
     open_conn.close()
+
+
+def test_sigusr1_reloads_like_sighup(proxy, tls):
+    """spiffe-helper (`renew_signal`), `step ca renew --daemon` and ghostunnel users send SIGUSR1 after rotating
+    files; its default action would kill the process."""
+    p = proxy()
+    with tls.connect(p.port) as s:
+        assert echo_roundtrip(s, b"before") == b"before"
+        p.send_signal(signal.SIGUSR1)
+        line = p.wait_log("reloaded", timeout=10)
+        assert line.get("reload.trigger") == "SIGUSR1" and line["config.generation"] == "2", line
+        assert echo_roundtrip(s, b"after") == b"after", "the live connection survived the reload"
+    assert p.alive()
+    with tls.connect(p.port) as s:
+        assert echo_roundtrip(s, b"new") == b"new"
