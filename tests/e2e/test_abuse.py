@@ -126,15 +126,28 @@ def test_a_flood_of_slow_handshakes_starves_neither_established_connections_nor_
         s.connect(("127.0.0.1", p.port))
         s.sendall(CLIENT_HELLO_PREFIX)
         slow.append(s)
+    # And a flood of failing handshakes (a certificate the policy refuses: full handshakes, CPU spent each).
+    failing = [0]
+
+    def fail_handshakes():
+        denied = tls.ctx("denied")
+        while not stop.is_set():
+            tls.refused(p.port, ctx=denied, read_timeout=2)
+            failing[0] += 1
+
+    flooders = [threading.Thread(target=fail_handshakes, daemon=True) for _ in range(4)]
+    for t in flooders:
+        t.start()
     # New legitimate clients still get in: each takes the slot of the oldest slow handshake.
     ctx = tls.ctx("allowed")
     for i in range(10):
         with tls.connect(p.port, ctx=ctx) as s:
             assert echo_roundtrip(s, b"new %d" % i) == b"new %d" % i
-    time.sleep(0.5)
+    time.sleep(1)
     stop.set()
-    for t in talkers:
+    for t in talkers + flooders:
         t.join(10)
+    assert failing[0] > 20, f"the failing-handshake flood made only {failing[0]} attempts"
     for s in established + slow:
         s.close()
     assert not broken, f"established connections broke during the flood: {broken}"
