@@ -381,7 +381,9 @@ final class Relay: ByteStreamObserver {
         case .write(let error):
             close(stream === accepted ? .clientError : .targetError, reason: "\(side) write error: \(error.message)")
         case .tls(let tlsFailure):
-            close(.tlsError, reason: "TLS error from \(side): \(tlsFailure.detail)")
+            // A fatal TLS error after the handshake (a bad record, a bad KeyUpdate, …): OpenSSL queued an alert;
+            // the peer is told (alert, then FIN) before the connection closes.
+            closeGracefully(.tlsError, reason: "TLS error from \(side): \(tlsFailure.detail)")
         }
     }
 

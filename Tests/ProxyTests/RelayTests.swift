@@ -376,6 +376,12 @@ struct Harness {
         h.client.fail(.tls(TLSFailure(kind: .protocolError, detail: "bad record mac")))
         #expect(h.relay.closeCategory == .tlsError)
         #expect(h.host.handshakeFailures.isEmpty)
+        // The alert OpenSSL queued goes out before the FIN: both sides are shut down, not cut.
+        #expect(h.client.outputShut && h.target.outputShut)
+        #expect(!h.client.closed)
+        h.client.shutDownDone()
+        h.target.shutDownDone()
+        #expect(h.client.closed && h.target.closed)
     }
 
     @Test func serverModeTargetRefusingTheConnectionClosesTheClientGracefully() {
