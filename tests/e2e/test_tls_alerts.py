@@ -100,3 +100,14 @@ def echo_roundtrip_raw(c: RawTLS, payload: bytes) -> bytes:
             assert data, "closed"
             c.incoming.write(data)
     return got
+
+
+def test_a_change_cipher_spec_after_the_handshake_gets_an_unexpected_message_alert(proxy, tls, backend):
+    """TLS 1.3 allows a compatibility ChangeCipherSpec only during the handshake (RFC 8446, 5)."""
+    b = backend("echo")
+    p = proxy(target=b.address)
+    c = RawTLS(p.port, tls.ctx("allowed"))
+    assert echo_roundtrip_raw(c, b"ping") == b"ping"
+    c.send_raw(b"\x14\x03\x03\x00\x01\x01")
+    _, how = c.read_until_closed()
+    assert "UNEXPECTED_MESSAGE" in how.upper() or "unexpected message" in how.lower(), how
