@@ -68,3 +68,20 @@ X509 *pc_read_certificate_chain(const char *path, STACK_OF(X509) **chain) {
     return leaf;
 }
 
+
+X509 *pc_ssl_ctx_first_expiring_ca(SSL_CTX *ctx, int64_t *not_after) {
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    if (store == NULL) return NULL;
+    STACK_OF(X509_OBJECT) *objects = X509_STORE_get0_objects(store);
+    X509 *first = NULL;
+    for (int i = 0; i < sk_X509_OBJECT_num(objects); i++) {
+        X509 *cert = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objects, i));
+        int64_t when = 0;
+        if (cert == NULL || pc_asn1_time_to_unix(X509_get0_notAfter(cert), &when) != 0) continue;
+        if (first == NULL || when < *not_after) {
+            first = cert;
+            *not_after = when;
+        }
+    }
+    return first;
+}

@@ -54,6 +54,7 @@ public enum Validate {
             while index < bytes.count, bytes[index] >= 97, bytes[index] <= 122 { index += 1 }
             let unit: UInt64
             switch String(decoding: bytes[unitStart..<index], as: UTF8.self) {
+            case "d": unit = 86_400_000
             case "h": unit = 3_600_000
             case "m": unit = 60_000
             case "s": unit = 1_000

@@ -63,6 +63,8 @@ public final class TLSContext: @unchecked Sendable {
     public let certificateIdentity: PeerIdentity?
     /// Number of CA certificates loaded from `caPath`.
     public let caCertificateCount: Int
+    /// The trusted CA certificate that expires first (subject and notAfter), for `check`'s expiry warning.
+    public let firstExpiringCA: PeerIdentity?
     /// Number of CRLs loaded, and the earliest nextUpdate among them (Unix seconds), if any.
     public let crlCount: Int
     public let crlNextUpdate: Int64?
@@ -106,6 +108,8 @@ public final class TLSContext: @unchecked Sendable {
         }
         certificateIdentity = ownIdentity
         caCertificateCount = caCount
+        var caNotAfter: Int64 = 0
+        firstExpiringCA = pc_ssl_ctx_first_expiring_ca(ctx, &caNotAfter).map { IdentityExtractor.extract($0) }
         crlCount = crls.count
         crlNextUpdate = crls.nextUpdate
         trustDigest = TLSContext.digestTrustMaterial(configuration)

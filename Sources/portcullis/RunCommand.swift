@@ -70,6 +70,10 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "The listener to evaluate --cert against (needed when the file has several).")
     var listener: String?
 
+    @Option(name: .customLong("expiry-warning"),
+            help: "Warn when a listener's certificate or a trusted CA expires within this time (default 30d; 0 turns it off). An expired one is an error.")
+    var expiryWarning = "30d"
+
     func run() throws {
         let file = try loadConfiguration(config)
         let runtime = RuntimeConfiguration(file, configPath: config)
@@ -79,10 +83,20 @@ struct CheckCommand: ParsableCommand {
         } catch {
             throw CommandFailure(message: error.description)
         }
+        let windowMs: UInt64
+        do {
+            windowMs = try Validate.duration(expiryWarning, key: "--expiry-warning")
+        } catch {
+            throw CommandFailure(message: "\(error)", code: 2)
+        }
         guard let cert else {
             var text = json ? file.effectiveJSON() : file.effectiveDescription()
             while text.hasSuffix("\n") { text.removeLast() }
             say(text)
+            let expired = reportExpiry(file, contexts, windowSeconds: Int64(windowMs / 1000))
+            if expired > 0 {
+                throw CommandFailure(message: "\(expired) certificate(s) expired: renew them (see the lines above)")
+            }
             if !json { say("configuration OK: \(file.listeners.count) listener(s)") }
             return
         }
@@ -113,3 +127,54 @@ struct CheckCommand: ParsableCommand {
         if !decision.isAllowed { throw ExitCode(1) }
     }
 }
+
+extension CheckCommand {
+    /// Warns (stderr) about each listener certificate and trusted CA that expires within the window, and
+    /// reports each one that already expired; returns how many expired.
+    func reportExpiry(_ file: PortcullisConfiguration, _ contexts: [String: TLSContext], windowSeconds: Int64) -> Int {
+        let now = Int64(time(nil))
+        var expired = 0
+        for listener in file.listeners {
+            guard let context = contexts[listener.name] else { continue }
+            let items: [(what: String, identity: PeerIdentity?, fix: String)] = [
+                ("certificate", context.certificateIdentity, "renew tls.cert"),
+                ("CA", context.firstExpiringCA, "replace it in tls.cacert before clients and servers stop trusting each other"),
+            ]
+            for item in items {
+                guard let identity = item.identity, identity.notAfter > 0 else { continue }
+                let left = identity.notAfter - now
+                let subject = identity.subject.rfc2253
+                let when = formatUTC(identity.notAfter)
+                if left <= 0 {
+                    expired += 1
+                    warn("error: listener '\(listener.name)': \(item.what) '\(subject)' expired \(describeSpan(-left)) ago (\(when)): \(item.fix)")
+                } else if windowSeconds > 0 && left < windowSeconds {
+                    warn("warning: listener '\(listener.name)': \(item.what) '\(subject)' expires in \(describeSpan(left)) (\(when)): \(item.fix)")
+                }
+            }
+        }
+        return expired
+    }
+}
+
+/// `3 days`, `5 hours`, `12 minutes`.
+func describeSpan(_ seconds: Int64) -> String {
+    if seconds >= 2 * 86_400 { return "\(seconds / 86_400) days" }
+    if seconds >= 2 * 3_600 { return "\(seconds / 3_600) hours" }
+    return "\(max(1, seconds / 60)) minutes"
+}
+
+func formatUTC(_ seconds: Int64) -> String {
+    var t = time_t(seconds)
+    var parts = tm()
+    gmtime_r(&t, &parts)
+    return String(format: "%04d-%02d-%02d %02d:%02d UTC", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                  Int(parts.tm_hour), Int(parts.tm_min))
+}
+
+/// One line on standard error.
+func warn(_ line: String) {
+    var bytes = Array((line + "\n").utf8)
+    _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+}
+

@@ -302,3 +302,34 @@ def test_check_cert_untrusted_ca(pki, decision_config):
     out = (r.stdout + r.stderr).strip()
     assert "allowed by rule" not in out, out
     assert "verif" in out.lower() or "ca" in out.lower(), out
+
+
+def test_check_warns_before_a_certificate_expires_and_fails_once_it_has(pki, tmp_path):
+    import time as _time
+    from pki import issue_leaf
+    now = _time.time()
+    soon = issue_leaf(pki, "server-soon", "/O=Portcullis Test/CN=localhost", san="DNS:localhost",
+                      eku="serverAuth", not_after=now + 10 * 86400)
+    gone = issue_leaf(pki, "server-gone", "/O=Portcullis Test/CN=localhost", san="DNS:localhost",
+                      eku="serverAuth", not_before=now - 3 * 86400, not_after=now - 2 * 86400)
+
+    def config(cred, name):
+        return ConfigFile(tmp_path / f"{name}.yaml", [
+            listener_config(pki, "valkey", free_port(), "127.0.0.1:6379", rules=[{"name": "ops", "cn": "ops-*"}],
+                            tls={"cert": cred.cert, "key": cred.key})])
+
+    r = _check("--config", config(soon, "soon"))
+    assert r.returncode == 0, r.stderr
+    warning = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "listener 'valkey': certificate 'CN=localhost,O=Portcullis Test' expires in" in warning[0] \
+        and "days" in warning[0] and "renew tls.cert" in warning[0], r.stderr
+    assert "configuration OK" in r.stdout
+    # A window shorter than what is left: no warning.
+    r = _check("--config", config(soon, "soon"), "--expiry-warning", "5d")
+    assert r.returncode == 0 and "warning:" not in r.stderr, r.stderr
+    # Expired: an error, exit 1.
+    r = _check("--config", config(gone, "gone"))
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "error: listener 'valkey': certificate 'CN=localhost,O=Portcullis Test' expired 2 days ago" in r.stderr, r.stderr
+    r = _check("--config", config(soon, "soon"), "--expiry-warning", "soon")
+    assert r.returncode == 2 and "--expiry-warning 'soon' is not a duration" in r.stderr, r.stderr

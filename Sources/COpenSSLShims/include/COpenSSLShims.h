@@ -53,6 +53,9 @@ int pc_x509_spki_sha256(X509 *cert, unsigned char out[32]);
 // CertificateRequest (so clients such as Java pick the right key). Returns the number loaded, or -1 (error
 // queue set).
 int pc_ssl_ctx_load_ca(SSL_CTX *ctx, const char *path, int is_directory);
+// X509_STORE_get0_objects is a STACK_OF(X509_OBJECT) (macros): the trusted certificate of the context's store that
+// expires first, borrowed (valid while the context lives), with its notAfter in *not_after; NULL if none.
+X509 *pc_ssl_ctx_first_expiring_ca(SSL_CTX *ctx, int64_t *not_after);
 // A PEM read loop with STACK_OF(X509): the first certificate of the file is returned, the rest are pushed onto
 // *chain (a new stack the caller frees with pc_x509_stack_free). Returns NULL if the file holds no certificate.
 X509 *pc_read_certificate_chain(const char *path, STACK_OF(X509) **chain);
