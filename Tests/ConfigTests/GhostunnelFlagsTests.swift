@@ -67,6 +67,7 @@ struct GhostunnelFlagsTests {
         #expect(try rewrite("--max-conn-lifetime 0s --disable-landlock") == [])
         #expect(refusal("--disable-authentication")?.hasPrefix("--disable-authentication is not supported in server mode") == true)
         #expect(refusal("--storepass") == "--storepass: missing value")
+        #expect(refusal("--disable-authentication", .client)?.hasPrefix("--disable-authentication is not supported in client mode") == true)
     }
 
     @Test func everythingAfterDoubleDashIsKept() throws {

@@ -130,6 +130,8 @@ public enum GhostunnelFlags {
                     output += ["--cert", path, "--key", path]
                 case "--disable-authentication" where mode == .server:
                     throw Refusal(description: "--disable-authentication is not supported in server mode: Portcullis always requires a client certificate; use --allow-all to admit every client certificate that chains to --cacert")
+                case "--disable-authentication":
+                    throw Refusal(description: "--disable-authentication is not supported in client mode yet: give the client certificate with --cert and --key")
                 case "--cipher-suites":
                     output += ["--cipher-suites", cipherSuites(try value())]
                 default:
