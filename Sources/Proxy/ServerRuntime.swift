@@ -42,6 +42,9 @@ public final class ServerRuntime {
     private var shutdownTimer: Timer?
     private var exitWatcher: AsyncWakeup?
     private var watchdogTimer: Timer?
+    /// `--timed-reload`: reload every this many milliseconds, as SIGHUP does (0: never; set before `run`).
+    public var timedReloadMilliseconds: UInt64 = 0
+    private var timedReloadTimer: Timer?
     /// Starting, running, draining, stopped (see `ProcessLifecycle`).
     private var lifecycle = ProcessLifecycle.created
     /// The status endpoint: its socket, server, metrics exporter and readiness checker.
@@ -152,6 +155,13 @@ public final class ServerRuntime {
                 let timer = Timer(loop: loop)
                 timer.start(after: period, repeat: period) { [unowned self] in self.notifier.watchdog() }
                 watchdogTimer = timer
+            }
+            if timedReloadMilliseconds > 0 {
+                let timer = Timer(loop: loop)
+                timer.start(after: timedReloadMilliseconds, repeat: timedReloadMilliseconds) { [unowned self] in
+                    self.reload(trigger: "timed-reload")
+                }
+                timedReloadTimer = timer
             }
             try status.start(loop: loop, source: self)
         } catch {
@@ -473,6 +483,8 @@ public final class ServerRuntime {
         if !restart.handedOver { status.removeSocketFile() }
         watchdogTimer?.close()
         watchdogTimer = nil
+        timedReloadTimer?.close()
+        timedReloadTimer = nil
         shutdownTimer?.close()
         reloadDebounce?.close()
         signalWatchers.forEach { $0.close() }

@@ -50,6 +50,6 @@ struct ClientCommand: ParsableCommand {
         flags.verifySPKI = verifySPKI
         flags.overrideServerName = overrideServerName
         flags.unsafeListen = unsafeListen
-        try serveCommandLine(flags, mode: .client, privileges: privileges)
+        try serveCommandLine(flags, mode: .client, privileges: privileges, timedReload: shared.timedReload)
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Config
 import Logging
 import Proxy
 
@@ -38,7 +39,7 @@ func printError(_ message: String) {
 enum Main {
     static func main() {
         do {
-            var command = try Portcullis.parseAsRoot()
+            var command = try Portcullis.parseAsRoot(try ghostunnelCompatible(Array(CommandLine.arguments.dropFirst())))
             try command.run()
         } catch let exit as ExitCode {
             Glibc.exit(exit.rawValue)
@@ -55,6 +56,19 @@ enum Main {
             printError("portcullis: \(message.isEmpty ? "\(error)" : message) (see 'portcullis --help')")
             Glibc.exit(code.rawValue)
         }
+    }
+}
+
+/// `server` and `client` command lines with ghostunnel's spellings rewritten to ours (`GhostunnelFlags`); a
+/// ghostunnel flag that means nothing here is one line and exit code 2.
+func ghostunnelCompatible(_ arguments: [String]) throws -> [String] {
+    guard let command = arguments.first, let mode = ListenerMode(rawValue: command), command == "server" || command == "client" else {
+        return arguments
+    }
+    do {
+        return [command] + (try GhostunnelFlags.rewrite(Array(arguments.dropFirst()), mode: mode))
+    } catch {
+        throw CommandFailure(message: error.description, code: 2)
     }
 }
 

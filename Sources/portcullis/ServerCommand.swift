@@ -88,14 +88,16 @@ struct ServerCommand: ParsableCommand {
         flags.maxHandshakes = maxHandshakes
         flags.maxHandshakesPerSource = maxHandshakesPerSource
         flags.maxHandshakeRatePerSource = maxHandshakeRatePerSource
-        try serveCommandLine(flags, mode: .server, privileges: privileges)
+        try serveCommandLine(flags, mode: .server, privileges: privileges, timedReload: shared.timedReload)
     }
 }
 
 /// Validates a `server` or `client` command line as the configuration file it stands for, then serves it.
-func serveCommandLine(_ flags: CommandLineFlags, mode: ListenerMode, privileges: PrivilegeOptions) throws {
+func serveCommandLine(_ flags: CommandLineFlags, mode: ListenerMode, privileges: PrivilegeOptions, timedReload: String?) throws {
     let file: PortcullisConfiguration
+    var reloadEvery: UInt64 = 0
     do {
+        if let timedReload { reloadEvery = try Validate.positiveDuration(timedReload, key: "--timed-reload") }
         file = mode == .server ? try PortcullisConfiguration(flags: flags) : try PortcullisConfiguration(clientFlags: flags)
     } catch {
         throw CommandFailure(message: "\(error)", code: 2)
@@ -103,7 +105,7 @@ func serveCommandLine(_ flags: CommandLineFlags, mode: ListenerMode, privileges:
     let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
     let configuration = RuntimeConfiguration(file, configPath: nil)
     // The command line cannot change while running: a reload re-reads the same files.
-    try serve(configuration, privileges: privileges, logger: logger, reloadFrom: { configuration })
+    try serve(configuration, privileges: privileges, logger: logger, reloadFrom: { configuration }, timedReload: reloadEvery)
 }
 
 /// Starts the runtime and serves until it stops; a non-zero exit code becomes the process's.
@@ -112,7 +114,7 @@ func serveCommandLine(_ flags: CommandLineFlags, mode: ListenerMode, privileges:
 /// ports below 1024 and root-only key files work, and no connection is ever handled as root (unless
 /// `--allow-root`). Reloads then re-read files as the unprivileged user.
 func serve(_ configuration: RuntimeConfiguration, privileges: PrivilegeOptions, logger: Logger,
-           reloadFrom source: @escaping ServerRuntime.ConfigurationSource) throws {
+           reloadFrom source: @escaping ServerRuntime.ConfigurationSource, timedReload: UInt64 = 0) throws {
     let drop = try PrivilegeDrop.plan(privileges)
     let runtime: ServerRuntime
     do {
@@ -121,6 +123,7 @@ func serve(_ configuration: RuntimeConfiguration, privileges: PrivilegeOptions, 
         throw CommandFailure(message: error.description)
     }
     // After a successful start only: a startup error stays the one line it is.
+    runtime.timedReloadMilliseconds = timedReload
     warnAboutReadableKeys(configuration, logger: logger)
     try drop?.apply(logger: logger)
     let code = runtime.run()

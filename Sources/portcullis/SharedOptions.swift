@@ -48,6 +48,9 @@ struct SharedOptions: ParsableArguments {
     var quietHandshakeFailures = false
     @Option(help: "Serve /healthz, /readyz, /status and /metrics here: HOST:PORT on loopback, or unix:/path.")
     var status: String?
+    @Option(name: .customLong("timed-reload"),
+            help: "Also reload certificate, key and CA bundle every this long, as SIGHUP does (e.g. 1h; default: only on SIGHUP/SIGUSR1 or a file change).")
+    var timedReload: String?
     @Flag(name: .customLong("unsafe-status"), help: "Allow a --status address that is not loopback.")
     var unsafeStatus = false
 

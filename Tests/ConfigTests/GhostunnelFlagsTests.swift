@@ -1,0 +1,76 @@
+import Testing
+@testable import Config
+
+@Suite("ghostunnel flag spellings")
+struct GhostunnelFlagsTests {
+    private func rewrite(_ line: String, _ mode: ListenerMode = .server) throws -> [String] {
+        try GhostunnelFlags.rewrite(line.split(separator: " ").map(String.init), mode: mode)
+    }
+
+    private func refusal(_ line: String, _ mode: ListenerMode = .server) -> String? {
+        do { _ = try rewrite(line, mode); return nil } catch { return (error as? GhostunnelFlags.Refusal)?.description }
+    }
+
+    @Test func aliasesKeepTheirValue() throws {
+        #expect(try rewrite("--allow-dns-san a.internal --allow-uri-san=spiffe://x/y --allow-ip-san 10.0.0.1 --allow-email-san a@b.org")
+                == ["--allow-dns", "a.internal", "--allow-uri", "spiffe://x/y", "--allow-ip", "10.0.0.1", "--allow-email", "a@b.org"])
+        #expect(try rewrite("--verify-dns-san a --verify-uri-san u --verify-ip-san 10.0.0.1", .client)
+                == ["--verify-dns", "a", "--verify-uri", "u", "--verify-ip", "10.0.0.1"])
+        #expect(try rewrite("--listen :8443 --allow-cn x") == ["--listen", ":8443", "--allow-cn", "x"])
+    }
+
+    @Test func spkiPinBecomesHex() throws {
+        // base64 of 32 bytes 0x00..0x1f
+        let pin = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+        let hex = "sha256:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+        #expect(try rewrite("--allow-spki-pin \(pin)") == ["--allow-spki", hex])
+        #expect(try rewrite("--verify-spki-pin=\(pin)", .client) == ["--verify-spki", hex])
+        #expect(try rewrite("--allow-spki-pin \(hex)") == ["--allow-spki", hex])
+        #expect(refusal("--allow-spki-pin nope")?.hasPrefix("--allow-spki-pin 'nope': not a base64 SHA-256 pin") == true)
+    }
+
+    @Test func bareProxyProtocolMeansV2() throws {
+        #expect(try rewrite("--proxy-protocol --allow-all") == ["--proxy-protocol", "v2", "--allow-all"])
+        #expect(try rewrite("--allow-all --proxy-protocol") == ["--allow-all", "--proxy-protocol", "v2"])
+        #expect(try rewrite("--proxy-protocol off") == ["--proxy-protocol", "off"])
+        #expect(try rewrite("--proxy-protocol=v2") == ["--proxy-protocol=v2"])
+        #expect(try rewrite("--proxy-protocol-mode tls") == ["--proxy-protocol", "v2"])
+    }
+
+    @Test func quietMapsToLogSettings() throws {
+        #expect(try rewrite("--quiet handshake-errs") == ["--quiet-handshake-failures"])
+        #expect(try rewrite("--quiet conns") == ["--log-level", "warning"])
+        #expect(try rewrite("--quiet conns --quiet conn-errs") == ["--log-level", "error"])
+        #expect(try rewrite("--quiet all") == ["--quiet-handshake-failures", "--log-level", "error"])
+        #expect(try rewrite("--log-level debug --quiet conns") == ["--log-level", "debug"])
+        #expect(refusal("--quiet loud") == "--quiet 'loud': use all, conns, conn-errs or handshake-errs (repeatable)")
+    }
+
+    @Test func versionsAndSuites() throws {
+        #expect(try rewrite("--max-tls-version 1.3") == [])
+        #expect(refusal("--max-tls-version 1.2")?.hasPrefix("--max-tls-version 1.2 is not supported") == true)
+        #expect(try rewrite("--cipher-suites AES,CHACHA") == ["--cipher-suites", "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"])
+        #expect(try rewrite("--cipher-suites TLS_AES_256_GCM_SHA384") == ["--cipher-suites", "TLS_AES_256_GCM_SHA384"])
+    }
+
+    @Test func keystoreIsCertAndKey() throws {
+        #expect(try rewrite("--keystore /nonexistent/combined.pem") == ["--cert", "/nonexistent/combined.pem", "--key", "/nonexistent/combined.pem"])
+    }
+
+    @Test func refusalsAreOneLineNamingTheFlag() throws {
+        for (flag, refusal) in GhostunnelFlags.refusals {
+            let line = refusal.takesValue ? "\(flag) 5s" : flag
+            let message = try #require(self.refusal(line))
+            #expect(message.hasPrefix("\(flag) is not supported: "))
+            #expect(!message.contains("\n"))
+        }
+        #expect(try rewrite("--max-conn-lifetime 0s --disable-landlock") == [])
+        #expect(refusal("--disable-authentication")?.hasPrefix("--disable-authentication is not supported in server mode") == true)
+        #expect(refusal("--storepass") == "--storepass: missing value")
+        #expect(refusal("--disable-authentication", .client)?.hasPrefix("--disable-authentication is not supported in client mode") == true)
+    }
+
+    @Test func everythingAfterDoubleDashIsKept() throws {
+        #expect(try rewrite("--allow-cn x -- --syslog") == ["--allow-cn", "x", "--", "--syslog"])
+    }
+}
