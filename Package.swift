@@ -14,6 +14,8 @@ let package = Package(
         .executable(name: "portcullis", targets: ["portcullis"]),
         // For the micro-benchmark package in Benchmarks/Micro (kept separate so the main build stays lean).
         .library(name: "PortcullisCore", targets: ["Policy", "TLS"]),
+        // For the fuzz package in Fuzz/ (libFuzzer targets; kept separate so the main build has no sanitizer flags).
+        .library(name: "PortcullisFuzzable", targets: ["Policy", "Config", "TLS", "Proxy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

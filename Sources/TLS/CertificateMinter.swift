@@ -129,5 +129,22 @@ public enum CertificateMinter {
         defer { X509_free(cert) }
         return IdentityExtractor.extract(cert)
     }
-}
 
+    /// Extracts the identity of a DER certificate; `nil` when OpenSSL cannot parse it as one. For fuzzing
+    /// (Fuzz/, target identity-der) and tests: the handshake never sees DER from outside OpenSSL.
+    public static func identity(ofDER der: [UInt8]) -> PeerIdentity? {
+        OpenSSLError.clearQueue()
+        let cert: OpaquePointer? = der.withUnsafeBufferPointer { buffer in
+            var cursor: UnsafePointer<UInt8>? = buffer.baseAddress
+            return d2i_X509(nil, &cursor, buffer.count)
+        }
+        guard let cert else {
+            OpenSSLError.clearQueue()
+            return nil
+        }
+        defer { X509_free(cert) }
+        let identity = IdentityExtractor.extract(cert)
+        OpenSSLError.clearQueue()
+        return identity
+    }
+}
