@@ -25,7 +25,7 @@ public struct BenchTarget: Sendable {
 /// verified our certificate, so a refused client is never counted as connected.
 /// - Warning: confined to its loop's thread.
 final class BenchClient: ByteStreamObserver, SessionKeeper {
-    enum Phase { case connecting, handshaking, ready, closed }
+    enum Phase { case connecting, handshaking, ready, finishing, closed }
 
     private let stream: any ByteStream
     /// The TLS stream's session; nil for plaintext.
@@ -81,6 +81,13 @@ final class BenchClient: ByteStreamObserver, SessionKeeper {
         stream.close()
     }
 
+    /// Stops sending: what is queued still goes out, then the FIN; the stream closes once that is done.
+    func finish() {
+        guard phase == .ready else { return close(sendCloseNotify: false) }
+        phase = .finishing
+        stream.shutdownOutput()
+    }
+
     private func fail(_ reason: String) {
         if failure == nil { failure = reason }
         phase = .closed
@@ -134,7 +141,9 @@ final class BenchClient: ByteStreamObserver, SessionKeeper {
         if phase == .ready { onWritable?(self) }
     }
 
-    func streamDidShutDown(_ stream: any ByteStream) {}
+    func streamDidShutDown(_ stream: any ByteStream) {
+        if phase == .finishing { stream.close() }
+    }
 
     func stream(_ stream: any ByteStream, didFail failure: StreamFailure) { fail(Self.errorKind(failure)) }
 

@@ -54,6 +54,9 @@ struct Partial: Sendable {
     var count = 0
     var resumed = 0
     var bytesUp = 0
+    /// Throughput to a plaintext target: bytes the kernel had taken by the deadline (the rest of `bytesUp`
+    /// was still queued then, and is flushed before the FIN).
+    var bytesUpByDeadline = 0
     var bytesDown = 0
     var histogram = newHistogram()
     var errors: [String: Int] = [:]
@@ -155,10 +158,17 @@ public enum Workloads {
                         partial.firstReady = now
                         stopTimer.start(after: durationNs / 1_000_000) {
                             partial.end = Loop.monotonicNanoseconds
+                            partial.bytesUpByDeadline = partial.bytesUp
                             for client in clients {
-                                // Plaintext writes still queued in libuv are cancelled by the close: not sent.
-                                if target.tls == nil { partial.bytesUp -= client.inFlight }
-                                client.close(sendCloseNotify: false)
+                                if target.tls == nil {
+                                    // Plaintext: what is still queued goes out before the FIN, so `bytes_up` is
+                                    // exactly what the target receives; the rate counts what the kernel had
+                                    // taken by the deadline.
+                                    partial.bytesUpByDeadline -= client.inFlight
+                                    client.finish()
+                                } else {
+                                    client.close(sendCloseNotify: false)
+                                }
                             }
                             stopTimer.close()
                         }
@@ -181,7 +191,7 @@ public enum Workloads {
         var result = BenchResult(workload: "throughput", target: target.description)
         result.parameters = [("streams", "\(streams)"), ("threads", "\(perThread.count)"), ("write_size", "\(writeSize)"),
                              ("direction", direction.rawValue), ("duration_s", "\(durationSeconds)")]
-        let mbUp = elapsed > 0 ? Double(merged.bytesUp) / elapsed / 1e6 : 0
+        let mbUp = elapsed > 0 ? Double(target.tls == nil ? merged.bytesUpByDeadline : merged.bytesUp) / elapsed / 1e6 : 0
         let mbDown = elapsed > 0 ? Double(merged.bytesDown) / elapsed / 1e6 : 0
         result.values = [("bytes_up", Double(merged.bytesUp)), ("bytes_down", Double(merged.bytesDown)),
                          ("mb_per_second_up", mbUp), ("mb_per_second_down", mbDown)]
@@ -386,6 +396,7 @@ public enum Workloads {
             merged.count += partial.count
             merged.resumed += partial.resumed
             merged.bytesUp += partial.bytesUp
+            merged.bytesUpByDeadline += partial.bytesUpByDeadline
             merged.bytesDown += partial.bytesDown
             merged.histogram.add(partial.histogram)
             merged.errors.merge(partial.errors, uniquingKeysWith: +)
