@@ -7,13 +7,14 @@ struct DurationTests {
     @Test("parses units and decreasing combinations into milliseconds", arguments: [
         ("0", UInt64(0)), ("0s", 0), ("0ms", 0), ("250ms", 250), ("10s", 10_000), ("90s", 90_000), ("2m", 120_000),
         ("1h", 3_600_000), ("1m30s", 90_000), ("1h30m", 5_400_000), ("1h2m3s4ms", 3_723_004), ("1s500ms", 1_500),
+        ("1d", 86_400_000), ("30d", 2_592_000_000), ("1d12h", 129_600_000),
     ])
     func parses(text: String, milliseconds: UInt64) throws {
         #expect(try Validate.duration(text, key: "--idle-timeout") == milliseconds)
     }
 
     @Test("anything else is refused with the accepted forms", arguments: [
-        "", "10", "10 sec", "1.5s", "-1s", "+1s", "s", "ms", "10S", "1s1m", "1s1s", "1d", " 10s", "10s ", "0x10s", "1m 30s", "٣s",
+        "", "10", "10 sec", "1.5s", "-1s", "+1s", "s", "ms", "10S", "1s1m", "1s1s", "1h1d", " 10s", "10s ", "0x10s", "1m 30s", "٣s",
     ])
     func refuses(text: String) {
         #expect(throws: ConfigError(key: "--idle-timeout",
