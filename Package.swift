@@ -7,6 +7,14 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
+// The commit `portcullis version` prints: scripts/package sets PORTCULLIS_GIT_COMMIT (hex digits only; anything
+// else, or unset, gives "unknown"). Only the tiny CBuildInfo target sees it, so a new commit recompiles one C file.
+let gitCommit: String = {
+    guard let value = Context.environment["PORTCULLIS_GIT_COMMIT"], (7...64).contains(value.count),
+          value.allSatisfy({ $0.isHexDigit }) else { return "unknown" }
+    return value.lowercased()
+}()
+
 let package = Package(
     name: "Portcullis",
     platforms: [.macOS(.v15)],
@@ -32,6 +40,7 @@ let package = Package(
         .target(name: "CUVShims", dependencies: ["CLibUV"]),
         .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
         .target(name: "CSystemShims"),
+        .target(name: "CBuildInfo", cSettings: [.define("PORTCULLIS_GIT_COMMIT", to: gitCommit)]),
 
         // Pure Swift: no C, no sockets. Config itself is pure Swift too; it uses TLS's parameter types
         // (TLSConfiguration.ProtocolVersion, .CRLScope) so that each exists once.
@@ -67,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "portcullis",
             dependencies: [
-                "Proxy", "Config", "Policy", "TLS", "Streams", "Bench",
+                "Proxy", "Config", "Policy", "TLS", "Streams", "Bench", "CBuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CBuildInfo
 import Config
 import Logging
 import Proxy
@@ -9,6 +10,8 @@ import Glibc
 
 struct Portcullis: ParsableCommand {
     static let version = "0.1.0"
+    /// The git commit this binary was built from; "unknown" unless built by scripts/package (see Package.swift).
+    static let gitCommit = String(cString: pc_build_git_commit())
 
     static let configuration = CommandConfiguration(
         commandName: "portcullis",
@@ -19,10 +22,10 @@ struct Portcullis: ParsableCommand {
 }
 
 struct VersionCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version and the libraries in use.")
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version, the git commit and the libraries in use.")
 
     func run() {
-        print("portcullis \(Portcullis.version)")
+        print("portcullis \(Portcullis.version) (commit \(Portcullis.gitCommit))")
         print(Proxy.libraryVersions)
     }
 }
