@@ -86,7 +86,8 @@ func iso8601(_ epoch: Int64, milliseconds: Int32? = nil) -> String {
 }
 
 /// Bounds how many lines of one kind a loop writes: a scan or a flood of failing handshakes must not
-/// flood the log. A token bucket per worker; suppressed lines are counted and reported with the next one.
+/// flood the log. A token bucket per worker; suppressed lines are counted and reported with the next one, or
+/// by the worker's sweep (`takeSuppressed`) when no next one comes (a flood that stopped).
 /// - Warning: confined to one loop thread.
 final class LogRateLimiter {
     private let ratePerSecond: Double
@@ -112,6 +113,13 @@ final class LogRateLimiter {
             return nil
         }
         tokens -= 1
+        defer { suppressed = 0 }
+        return suppressed
+    }
+
+    /// The lines suppressed and not yet reported, now reported by the caller (nil: none).
+    func takeSuppressed() -> Int? {
+        guard suppressed > 0 else { return nil }
         defer { suppressed = 0 }
         return suppressed
     }

@@ -335,6 +335,20 @@ final class Worker: @unchecked Sendable {
         }
     }
 
+    /// A flood that stopped leaves no next line to carry its count: say how many lines were held back.
+    private func reportSuppressedLines() {
+        if let count = failureLogLimiter?.takeSuppressed() {
+            shared.logger.warning("handshake failures not logged (rate limit)", metadata: [
+                "worker": "\(index)", "log.suppressed": "\(count)",
+            ])
+        }
+        if let count = refusalLogLimiter?.takeSuppressed() {
+            shared.logger.warning("refusals not logged (rate limit)", metadata: [
+                "worker": "\(index)", "log.suppressed": "\(count)",
+            ])
+        }
+    }
+
     /// Forgets addresses with nothing in progress and a full bucket (from the 1 s sweep).
     private func forgetIdleSources() {
         guard !sources.isEmpty else { return }
@@ -389,6 +403,7 @@ final class Worker: @unchecked Sendable {
     private func releaseIdleBuffers() {
         let now = loop.now
         forgetIdleSources()
+        reportSuppressedLines()
         var released = 0
         for connection in connections.values {
             connection.reportBytes()

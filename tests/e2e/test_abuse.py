@@ -82,13 +82,17 @@ def test_connect_and_reset_flood_keeps_the_log_bounded_and_names_every_peer(prox
     for i in range(2000):
         connect_and_reset(p.port, payload=CLIENT_HELLO_PREFIX if i % 2 else b"")
     elapsed = time.monotonic() - started
-    time.sleep(1.5)
+    # The failure log is rate-limited per worker (a burst, then a few lines a second); what was held back is
+    # reported by the next line, or by a summary line within a second once the flood stops.
+    wait_until(lambda: p.logs("handshake failures not logged (rate limit)"), timeout=5, what="the suppressed-lines summary")
+    time.sleep(1.2)
     assert p.alive()
     failures = p.logs("handshake failed")
     assert not p.logs("connection closed"), "connect+RST produced audit lines"
-    # The failure log is rate-limited per worker (a burst, then a few lines a second with a suppressed count).
-    assert len(failures) <= 2 * (20 + 10 * (elapsed + 2)), f"{len(failures)} lines for 2000 resets in {elapsed:.1f}s"
-    assert any(int(r.get("log.suppressed", "0")) > 0 for r in failures), "no line reports suppressed lines"
+    assert len(failures) <= 2 * (20 + 10 * (elapsed + 3)), f"{len(failures)} lines for 2000 resets in {elapsed:.1f}s"
+    held_back = sum(int(r.get("log.suppressed", "0"))
+                    for r in failures + p.logs("handshake failures not logged (rate limit)"))
+    assert 1000 <= len(failures) + held_back <= 2000, (len(failures), held_back)
     assert all(r["conn.peer"].startswith("127.0.0.1:") for r in failures), {r["conn.peer"] for r in failures}
     assert {r["handshake.error"] for r in failures} <= {"peer_closed"}
     assert b.accepted == 0
