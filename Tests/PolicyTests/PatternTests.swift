@@ -211,6 +211,19 @@ struct PlainPatternTests {
         #expect(try Pattern(pattern, kind: .plain).matches(value) == expected)
     }
 
+    /// Found by the `pattern` fuzz target: patterns work on UTF-8 bytes, not grapheme clusters. A '*' followed by
+    /// a combining mark (one Character to String) is still a wildcard, and canonically equivalent spellings of a
+    /// literal (precomposed and decomposed "é") are different names.
+    @Test func patternsWorkOnBytesNotCharacters() throws {
+        let star = try Pattern("cuS*\u{0597}", kind: .plain)
+        #expect(!star.isLiteral)
+        #expect(star.matches("cuSanything\u{0597}"))
+        let composed = try Pattern("caf\u{E9}", kind: .plain)
+        #expect(composed.isLiteral)
+        #expect(composed.matches("caf\u{E9}"))
+        #expect(!composed.matches("cafe\u{301}"), "a decomposed spelling is another name")
+    }
+
     @Test("a pattern without * is literal", arguments: [
         ("web", Pattern.Kind.plain, true),
         ("web-*", .plain, false),
