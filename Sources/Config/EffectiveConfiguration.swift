@@ -67,6 +67,7 @@ extension PortcullisConfiguration {
             add(6, "connect: \(formatDuration(timeouts.connect))")
             add(6, "idle: \(formatDuration(timeouts.idle))\(timeouts.idle == 0 ? " (off)" : "")")
             add(6, "close: \(formatDuration(timeouts.close))\(timeouts.close == 0 ? " (no half-close wait)" : "")")
+            add(6, "max-lifetime: \(formatDuration(timeouts.maxLifetime))\(timeouts.maxLifetime == 0 ? " (off)" : "")")
             add(4, "max-connections: \(listener.maxConnections)\(listener.maxConnections == 0 ? " (unlimited)" : "")")
             add(4, "reauthorize: \(listener.reauthorize)")
             add(4, "close-at-cert-expiry: \(listener.closeAtCertExpiry)")
@@ -148,6 +149,7 @@ extension ListenerSettings {
                 ("connect", .string(formatDuration(timeouts.connect))),
                 ("idle", .string(formatDuration(timeouts.idle))),
                 ("close", .string(formatDuration(timeouts.close))),
+                ("max-lifetime", .string(formatDuration(timeouts.maxLifetime))),
             ])),
             ("max-connections", .integer(maxConnections)),
             ("reauthorize", .bool(reauthorize)),

@@ -36,22 +36,25 @@ public enum LogFormat: String, Sendable, Equatable {
     case json
 }
 
-/// Connection deadlines in milliseconds; 0 switches off `idle` and `close` (no half-close wait).
+/// Connection deadlines in milliseconds; 0 switches off `idle`, `close` (no half-close wait) and `maxLifetime`.
 public struct Timeouts: Sendable, Equatable {
     public var handshake: UInt64
     public var connect: UInt64
     public var idle: UInt64
     public var close: UInt64
     public var shutdown: UInt64
+    /// A connection is closed (gracefully) this long after its accept, however busy it is.
+    public var maxLifetime: UInt64
 
-    public init(handshake: UInt64, connect: UInt64, idle: UInt64, close: UInt64, shutdown: UInt64) {
+    public init(handshake: UInt64, connect: UInt64, idle: UInt64, close: UInt64, shutdown: UInt64, maxLifetime: UInt64 = 0) {
         self.handshake = handshake
         self.connect = connect
         self.idle = idle
         self.close = close
         self.shutdown = shutdown
+        self.maxLifetime = maxLifetime
     }
 
-    /// handshake 10s, connect 10s, idle off, close 60s, shutdown 5m.
+    /// handshake 10s, connect 10s, idle off, close 60s, shutdown 5m, max-lifetime off.
     public static let defaults = Timeouts(handshake: 10_000, connect: 10_000, idle: 0, close: 60_000, shutdown: 300_000)
 }

@@ -14,6 +14,10 @@ import Glibc
 /// connections are refused (accepted on a reserved descriptor and closed at once, as libuv does) instead of
 /// leaving the listening socket readable forever; `onError` reports each such burst with its count.
 ///
+/// A TCP listener can be given an `AcceptAdmission`: it is asked for a slot before each `accept4`, and when
+/// it has none the listener pauses (stops polling): the pending connections wait in the kernel's accept
+/// queue, unanswered, until `resume()`.
+///
 /// Ownership: a `UVHandle` (retained in the handle's `data` until the close callback, which frees the handle
 /// and closes the listening descriptor, then runs the `close` completion). The reserve descriptor is closed
 /// there too.
@@ -27,6 +31,18 @@ public final class TCPListener: UVHandleOwner {
         public var isDescriptorLimit: Bool { error.code == UV_EMFILE.rawValue || error.code == UV_ENFILE.rawValue }
     }
 
+    /// Asked before each `accept4` (TCP only): `acquire` takes a slot for the connection about to be
+    /// accepted (the accepted socket then owns it), or returns false and the listener pauses; `release` gives
+    /// back a slot taken for an `accept4` that returned no connection.
+    public struct AcceptAdmission {
+        public let acquire: () -> Bool
+        public let release: () -> Void
+        public init(acquire: @escaping () -> Bool, release: @escaping () -> Void) {
+            self.acquire = acquire
+            self.release = release
+        }
+    }
+
     unowned let loop: Loop
     /// TCP: a `uv_poll_t` on the listening descriptor. Unix: a `uv_pipe_t`.
     private let uv: UVHandle<TCPListener>
@@ -36,6 +52,9 @@ public final class TCPListener: UVHandleOwner {
     private var onError: ((AcceptFailure) -> Void)?
     private var onClose: (() -> Void)?
     private var isClosing = false
+    private let admission: AcceptAdmission?
+    /// Not polling: `admission` had no slot (TCP only). `resume()` polls again.
+    public private(set) var isPaused = false
     /// Kept open so that, out of descriptors, one can be freed to accept (and refuse) a pending connection.
     private var reserveFD: Int32 = -1
 
@@ -45,9 +64,11 @@ public final class TCPListener: UVHandleOwner {
 
     static let closeCallback: uv_close_cb = { UVHandle<TCPListener>.closed($0) }
 
-    public init(loop: Loop, socket: ListeningSocket, onError: ((AcceptFailure) -> Void)? = nil,
+    public init(loop: Loop, socket: ListeningSocket, admission: AcceptAdmission? = nil,
+                onError: ((AcceptFailure) -> Void)? = nil,
                 onConnection: @escaping (StreamSocket) -> Void) throws(UVError) {
         self.loop = loop
+        self.admission = admission
         self.onConnection = onConnection
         self.onError = onError
         kind = socket.isUnix ? .pipe : .tcp
@@ -62,9 +83,7 @@ public final class TCPListener: UVHandleOwner {
             }
             uv.retain(self)
             reserveFD = TCPListener.openReserve()
-            let started = uv_poll_start(uv.pointer(to: uv_poll_t.self), Int32(UV_READABLE.rawValue)) { poll, status, _ in
-                UVHandle<TCPListener>.owner(of: UnsafeMutableRawPointer(poll!)).acceptPending(status)
-            }
+            let started = startPolling()
             if started != 0 {
                 close()
                 throw UVError(code: started, operation: "uv_poll_start")
@@ -92,6 +111,27 @@ public final class TCPListener: UVHandleOwner {
 
     // MARK: TCP
 
+    private func startPolling() -> Int32 {
+        uv_poll_start(uv.pointer(to: uv_poll_t.self), Int32(UV_READABLE.rawValue)) { poll, status, _ in
+            UVHandle<TCPListener>.owner(of: UnsafeMutableRawPointer(poll!)).acceptPending(status)
+        }
+    }
+
+    /// Stops polling: connections wait in the kernel's accept queue (the listening socket stays open).
+    public func pause() {
+        guard kind == .tcp, !isClosing, !isPaused else { return }
+        isPaused = true
+        uv_poll_stop(uv.pointer(to: uv_poll_t.self))
+    }
+
+    /// Polls again after `pause()`; a connection already waiting is accepted on the next loop iteration.
+    public func resume() {
+        guard isPaused, !isClosing else { return }
+        isPaused = false
+        let rc = startPolling()
+        if rc != 0 { onError?(AcceptFailure(error: UVError(code: rc, operation: "uv_poll_start"), refused: 0)) }
+    }
+
     private func acceptPending(_ status: Int32) {
         guard !isClosing else { return }
         guard status == 0 else {
@@ -99,15 +139,23 @@ public final class TCPListener: UVHandleOwner {
             return
         }
         for _ in 0..<TCPListener.acceptBatch {
+            if let admission, !admission.acquire() {
+                pause()
+                return
+            }
             var storage = sockaddr_storage()
             let client = pc_accept(fd, &storage)
             if client >= 0 {
                 let peer = SocketAddress(storage: storage)
-                guard let socket = try? StreamSocket(loop: loop, acceptedTCP: client, peer: peer) else { continue }
+                guard let socket = try? StreamSocket(loop: loop, acceptedTCP: client, peer: peer) else {
+                    admission?.release()
+                    continue
+                }
                 onConnection?(socket)
-                if isClosing { return }
+                if isClosing || isPaused { return }
                 continue
             }
+            admission?.release()
             switch -client {
             case EAGAIN, EWOULDBLOCK:
                 return

@@ -37,6 +37,8 @@ public struct ListenerConfiguration: Sendable {
     /// 0 = no idle timeout.
     public var idleTimeoutMs: UInt64 = 0
     public var closeTimeoutMs: UInt64 = 60_000
+    /// 0 = no cap on a connection's lifetime.
+    public var maxLifetimeMs: UInt64 = 0
     /// 0 = unlimited.
     public var maxConnections = 0
     /// After a reload that changes policy, CA or CRLs, close live connections that no longer pass.
@@ -116,14 +118,76 @@ struct ListenerRuntimeSettings: Sendable {
     let connectTimeoutMs: UInt64
     let idleTimeoutMs: UInt64
     let closeTimeoutMs: UInt64
+    let maxLifetimeMs: UInt64
     let maxConnections: Int
     let closeAtCertExpiry: Bool
     let proxyProtocolV2: Bool
 }
 
-/// State of one listener that outlives its generations (counted across all workers).
+/// State of one listener that outlives its generations (counted across all workers): its open connections,
+/// and the workers that stopped accepting because the listener is at `max-connections`.
+///
+/// At the limit a worker *holds* (ghostunnel's semaphore before `Accept`, HAProxy's `maxconn`): its listening
+/// socket is not polled, so clients wait in the kernel's accept queue. It registers a waker with `hold`, and
+/// the close that frees a slot (`release`, on any worker) wakes every holder. No wakeup is lost: a holder
+/// publishes itself (`holders`) before it looks at `active` once more, and a releaser lowers `active` before it
+/// looks at `holders`; with sequentially consistent operations at least one of the two sees the other's write.
 final class ListenerCounters: Sendable {
+    /// Open connections, plus a slot taken for an `accept` in progress.
     let active = Atomic<Int>(0)
+    /// `waiting.count`, readable without the lock on every close.
+    private let holders = Atomic<Int>(0)
+    private let waiting = Mutex<[Int: @Sendable () -> Void]>([:])
+
+    /// Takes a slot unless `limit` (> 0) connections are open.
+    func acquire(limit: Int) -> Bool {
+        guard limit > 0 else {
+            active.add(1, ordering: .sequentiallyConsistent)
+            return true
+        }
+        var current = active.load(ordering: .sequentiallyConsistent)
+        while current < limit {
+            let (exchanged, original) = active.compareExchange(expected: current, desired: current + 1,
+                                                               ordering: .sequentiallyConsistent)
+            if exchanged { return true }
+            current = original
+        }
+        return false
+    }
+
+    /// Gives a slot back and wakes the workers holding (each then polls again; one that finds the listener
+    /// still full holds again).
+    func release() {
+        active.subtract(1, ordering: .sequentiallyConsistent)
+        guard holders.load(ordering: .sequentiallyConsistent) > 0 else { return }
+        let wakers = waiting.withLock { waiting in
+            defer {
+                waiting.removeAll()
+                holders.store(0, ordering: .sequentiallyConsistent)
+            }
+            return Array(waiting.values)
+        }
+        for wake in wakers { wake() }
+    }
+
+    /// Worker `worker` holds until the next `release`, which calls `wake` (once).
+    func hold(worker: Int, wake: @escaping @Sendable () -> Void) {
+        waiting.withLock { waiting in
+            waiting[worker] = wake
+            holders.store(waiting.count, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    /// Worker `worker` no longer holds (it found a slot after all, or it is draining).
+    func stopHolding(worker: Int) {
+        waiting.withLock { waiting in
+            guard waiting.removeValue(forKey: worker) != nil else { return }
+            holders.store(waiting.count, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    /// Workers holding now (a gauge).
+    var holdingWorkers: Int { holders.load(ordering: .relaxed) }
 }
 
 /// One immutable configuration generation of a listener: the TLS context (certificate, key, CA, CRLs,

@@ -43,7 +43,8 @@ final class Connection: RelayHost {
         }
         let settings = generation.settings
         let timeouts = Relay.Timeouts(handshakeMs: settings.handshakeTimeoutMs, connectMs: settings.connectTimeoutMs,
-                                      idleMs: settings.idleTimeoutMs, closeMs: settings.closeTimeoutMs)
+                                      idleMs: settings.idleTimeoutMs, closeMs: settings.closeTimeoutMs,
+                                      maxLifetimeMs: settings.maxLifetimeMs)
         switch settings.mode {
         case .server:
             let stream = try TLSStream(accepted: socket, context: generation.tls)

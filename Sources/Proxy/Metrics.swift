@@ -10,6 +10,8 @@ public enum CloseCategory: String, CaseIterable, Sendable {
     case handshakeFailed = "handshake_failed"
     case targetConnectFailed = "target_connect_failed"
     case idleTimeout = "idle_timeout"
+    /// `timeouts.max-lifetime` (`--max-conn-lifetime`) reached.
+    case maxLifetime = "max_lifetime"
     case closeTimeout = "close_timeout"
     case clientError = "client_error"
     case targetError = "target_error"
@@ -40,6 +42,8 @@ struct ListenerEventCounts {
     var acceptFailures: [UInt64] = [0, 0]
     /// Connections refused by a per-source handshake limit: [in progress, rate].
     var sourceLimitRefusals: [UInt64] = [0, 0]
+    /// Times this worker stopped accepting because the listener reached `max-connections`.
+    var acceptPauses: UInt64 = 0
 
     mutating func add(_ other: ListenerEventCounts) {
         accepted += other.accepted
@@ -54,6 +58,7 @@ struct ListenerEventCounts {
         acceptFailures[1] += other.acceptFailures[1]
         sourceLimitRefusals[0] += other.sourceLimitRefusals[0]
         sourceLimitRefusals[1] += other.sourceLimitRefusals[1]
+        acceptPauses += other.acceptPauses
     }
 }
 
@@ -101,6 +106,8 @@ final class RuntimeMetrics: Sendable {
         static let targetConnectFailures = "portcullis_target_connect_failures_total"
         static let acceptFailures = "portcullis_accept_failures_total"
         static let sourceLimitRefusals = "portcullis_source_limit_refusals_total"
+        static let acceptPauses = "portcullis_accept_pauses_total"
+        static let acceptPausedWorkers = "portcullis_accept_paused_workers"
         static let handshakeDuration = "portcullis_handshake_duration_seconds"
         static let connectionDuration = "portcullis_connection_duration_seconds"
         static let certificateExpiry = "portcullis_certificate_expiry_seconds"
@@ -161,6 +168,8 @@ struct GaugeSnapshot {
     struct Listener {
         let name: String
         let active: Int
+        /// Workers holding this listener at its `max-connections` (not accepting) now.
+        let pausedWorkers: Int
         let certificateNotAfter: Int64?
         let crlNextUpdate: Int64?
     }
@@ -248,10 +257,14 @@ final class MetricsExporter {
                     [l, ("limit", "handshakes_per_source")], total: events.sourceLimitRefusals[0])
             counter(N.sourceLimitRefusals, "Connections refused by a per-source handshake limit, by limit.",
                     [l, ("limit", "handshake_rate_per_source")], total: events.sourceLimitRefusals[1])
+            counter(N.acceptPauses, "Times a worker stopped accepting because the listener reached max-connections (clients wait in the accept queue).",
+                    [l], total: events.acceptPauses)
         }
         for listener in gauges.listeners {
             let l = ("listener", listener.name)
             gauge(N.connectionsActive, "Connections open now.", [l], Double(listener.active))
+            gauge(N.acceptPausedWorkers, "Workers not accepting now because the listener is at max-connections.", [l],
+                  Double(listener.pausedWorkers))
             if let notAfter = listener.certificateNotAfter {
                 gauge(N.certificateExpiry, "Seconds until this listener's certificate expires (negative: expired).", [l],
                       Double(notAfter - gauges.now))

@@ -84,6 +84,8 @@ final class Relay: ByteStreamObserver {
         /// 0: none.
         var idleMs: UInt64
         var closeMs: UInt64
+        /// 0: none. Counted from the accept; the connection closes gracefully when it is reached, busy or not.
+        var maxLifetimeMs: UInt64 = 0
     }
 
     /// One direction.
@@ -115,6 +117,9 @@ final class Relay: ByteStreamObserver {
     /// The TLS side's session (server mode: the accepted stream's; client mode: the target's).
     var tlsSession: TLSSession?
     private let timer: any RelayTimer
+    /// `timeouts.maxLifetimeMs`: a second timer, made only when the cap is on, armed once when bytes start to
+    /// flow (the handshake and connect have their own deadlines). Nothing on the data path looks at it.
+    private var lifetimeTimer: (any RelayTimer)?
 
     // Loop-confined and never accessed re-entrantly while mutated: per-chunk state skips dynamic exclusivity
     // checks.
@@ -264,6 +269,7 @@ final class Relay: ByteStreamObserver {
         lastActivity = host.now
         bytesMovedWhenLastNoticed = -1  // the connection's start counts as activity for the first check
         armIdleTimer()
+        armLifetimeTimer()
         accepted.startReading()
         target?.startReading()
     }
@@ -392,6 +398,7 @@ final class Relay: ByteStreamObserver {
         guard openStreams == 0 else { return }
         state = .closed
         timer.close()
+        lifetimeTimer?.close()
         host.relayDidClose(self)
     }
 
@@ -407,6 +414,17 @@ final class Relay: ByteStreamObserver {
         timer.start(after: interval, repeat: interval) { [unowned self] in
             let now = host.now
             if !noticeActivity(now: now) && now &- lastActivity >= idle { close(.idleTimeout, reason: "idle timeout") }
+        }
+    }
+
+    private func armLifetimeTimer() {
+        let lifetime = timeouts.maxLifetimeMs
+        guard lifetime > 0 else { return }
+        let elapsed = (host.preciseNow &- startedAt) / 1_000_000
+        let timer = host.makeTimer()
+        lifetimeTimer = timer
+        timer.start(after: lifetime > elapsed ? lifetime - elapsed : 0, repeat: 0) { [unowned self] in
+            closeGracefully(.maxLifetime, reason: "max lifetime")
         }
     }
 

@@ -119,7 +119,7 @@ public final class ServerRuntime {
                 "fix": "raise the descriptor limit (LimitNOFILE= in the unit, ulimit -n) to at least \(wanted * 2 + reserved), or lower max-concurrent-conns",
             ])
         } else if capacity < 1000 {
-            let lower = capacity > 0 ? ", or set max-concurrent-conns to at most \(capacity) so that excess clients are refused cleanly" : ""
+            let lower = capacity > 0 ? ", or set max-concurrent-conns to at most \(capacity) so that excess clients wait in the accept queue instead of failing accept" : ""
             logger.warning("descriptor limit allows few connections", metadata: [
                 "fd.limit": "\(after)", "connections.fit": "\(capacity)",
                 "fix": "raise the descriptor limit (LimitNOFILE= in the unit, ulimit -n)\(lower)",
@@ -545,7 +545,7 @@ public final class ServerRuntime {
         return ListenerRuntimeSettings(
             name: listener.name, mode: listener.mode == .server ? .server : .client, target: target, targetDescription: listener.target.description,
             handshakeTimeoutMs: listener.handshakeTimeoutMs, connectTimeoutMs: listener.connectTimeoutMs,
-            idleTimeoutMs: listener.idleTimeoutMs, closeTimeoutMs: listener.closeTimeoutMs,
+            idleTimeoutMs: listener.idleTimeoutMs, closeTimeoutMs: listener.closeTimeoutMs, maxLifetimeMs: listener.maxLifetimeMs,
             maxConnections: listener.maxConnections, closeAtCertExpiry: listener.closeAtCertExpiry,
             proxyProtocolV2: listener.mode == .server && listener.proxyProtocolV2)
     }

@@ -227,6 +227,7 @@ final class StatusService {
             return GaugeSnapshot.Listener(
                 name: entry.configuration.name,
                 active: entry.record?.counters.active.load(ordering: .relaxed) ?? 0,
+                pausedWorkers: entry.record?.counters.holdingWorkers ?? 0,
                 certificateNotAfter: tls?.certificateIdentity?.notAfter,
                 crlNextUpdate: tls?.crlNextUpdate)
         }

@@ -33,6 +33,8 @@ final class Worker: @unchecked Sendable {
         case apply([ListenerAssignment])
         case drain
         case cut
+        /// A connection closed on a listener this worker holds at its limit: poll its sockets again.
+        case resumeAccepting
     }
 
     private struct Mailbox {
@@ -49,6 +51,8 @@ final class Worker: @unchecked Sendable {
         var stats: ListenerStats
         /// Client mode: the remote's latest session, offered by the next connection.
         let sessionCache = ClientSessionCache()
+        /// The listener is at its limit: this worker's sockets are paused (`Worker.admit`).
+        var holding = false
         init(generation: Generation, stats: ListenerStats) {
             self.generation = generation
             self.stats = stats
@@ -84,6 +88,7 @@ final class Worker: @unchecked Sendable {
     private var sweepsSincePoolRelease = 0
     private var failureLogLimiter: LogRateLimiter?
     private var refusalLogLimiter: LogRateLimiter?
+    private var holdLogLimiter: LogRateLimiter?
 
     init(index: Int, shared: RuntimeShared, initial: [ListenerAssignment]) {
         self.index = index
@@ -115,6 +120,7 @@ final class Worker: @unchecked Sendable {
         idleBufferSweep = sweep
         failureLogLimiter = LogRateLimiter(now: loop.now)
         refusalLogLimiter = LogRateLimiter(now: loop.now)
+        holdLogLimiter = LogRateLimiter(ratePerSecond: 1, burst: 5, now: loop.now)
         mailbox.withLock { $0.wakeup = wakeup?.sender }
         processMailbox()
         shared.workerStarted()
@@ -138,6 +144,8 @@ final class Worker: @unchecked Sendable {
             case .drain: beginDrain()
             case .cut:
                 for connection in connections.values { connection.relay.close(.shutdown, reason: "shutdown timeout") }
+            case .resumeAccepting:
+                resumeHeldListeners()
             }
         }
     }
@@ -165,7 +173,10 @@ final class Worker: @unchecked Sendable {
                         continue
                     }
                     do {
-                        slot.listeners.append(try TCPListener(loop: loop, socket: socket, onError: { [unowned self, unowned slot] failure in
+                        let admission = TCPListener.AcceptAdmission(
+                            acquire: { [unowned self, unowned slot] in self.admit(slot) },
+                            release: { [unowned slot] in slot.generation.counters.release() })
+                        slot.listeners.append(try TCPListener(loop: loop, socket: socket, admission: admission, onError: { [unowned self, unowned slot] failure in
                             self.acceptFailed(failure, slot: slot)
                         }) { [unowned self, unowned slot] client in
                             self.accept(client, slot: slot)
@@ -185,45 +196,76 @@ final class Worker: @unchecked Sendable {
         for (name, slot) in slots where !keep.contains(name) {
             // A removed listener stops accepting; its connections finish on their own.
             slot.listeners.forEach { $0.close() }
+            if slot.holding { slot.generation.counters.stopHolding(worker: index) }
             slots[name] = nil
         }
+        // The limit may have been raised: held sockets are polled again (and held again if still full).
+        resumeHeldListeners()
         updateExpirySweep()
         shared.noteAccepting(worker: index, listeners: Set(slots.filter { !$0.value.listeners.isEmpty }.keys))
     }
 
     // MARK: connections
 
+    /// The listener's admission (asked by its `TCPListener` before each `accept`): takes one of the listener's
+    /// `max-connections` slots, counted over all workers. At the limit this worker holds: its sockets pause and
+    /// clients wait in the kernel's accept queue until a connection closes on any worker (`resumeHeldListeners`).
+    private func admit(_ slot: Slot) -> Bool {
+        let generation = slot.generation
+        let counters = generation.counters
+        let limit = generation.settings.maxConnections
+        if counters.acquire(limit: limit) { return true }
+        counters.hold(worker: index) { [weak self] in self?.post(.resumeAccepting) }
+        // A close between the first try and `hold` saw no holder: look once more (see `ListenerCounters`).
+        if counters.acquire(limit: limit) {
+            counters.stopHolding(worker: index)
+            return true
+        }
+        if !slot.holding {
+            slot.holding = true
+            slot.stats.count { $0.acceptPauses += 1 }
+            if let suppressed = holdLogLimiter?.admit(now: loop.now) {
+                shared.logger.warning("listener at its connection limit: new clients wait in the accept queue", metadata: [
+                    "listener": "\(generation.settings.name)", "worker": "\(index)", "limit": "\(limit)",
+                    "log.suppressed": "\(suppressed)",
+                ])
+            }
+        }
+        return false
+    }
+
+    /// A slot freed (or the configuration changed): poll the paused sockets again. One that finds the listener
+    /// full again is paused again by `admit`.
+    private func resumeHeldListeners() {
+        guard !draining else { return }
+        for slot in slots.values where slot.holding || slot.listeners.contains(where: \.isPaused) {
+            let wasHolding = slot.holding
+            slot.holding = false
+            slot.listeners.forEach { $0.resume() }
+            if wasHolding, let suppressed = holdLogLimiter?.admit(now: loop.now) {
+                shared.logger.info("listener below its connection limit: accepting again", metadata: [
+                    "listener": "\(slot.generation.settings.name)", "worker": "\(index)", "log.suppressed": "\(suppressed)",
+                ])
+            }
+        }
+    }
+
+    /// A connection accepted by a `TCPListener` whose admission took a slot for it.
     private func accept(_ client: StreamSocket, slot: Slot) {
         guard !draining else {
+            slot.generation.counters.release()
             client.close()
             return
         }
         let generation = slot.generation
         let name = generation.settings.name
-        let limit = generation.settings.maxConnections
         let stats = slot.stats
-        let active = generation.counters.active.add(1, ordering: .relaxed).newValue
-        if limit > 0 && active > limit {
-            generation.counters.active.subtract(1, ordering: .relaxed)
-            stats.count {
-                $0.accepted += 1
-                $0.closed[CloseCategory.limitReached.index] += 1
-            }
-            let peer = client.peerAddress
-            client.close()
-            if let suppressed = refusalLogLimiter?.admit(now: loop.now) {
-                shared.logger.warning("connection refused: limit reached", metadata: [
-                    "listener": "\(name)", "conn.peer": "\(peer)", "limit": "\(limit)", "log.suppressed": "\(suppressed)",
-                ])
-            }
-            return
-        }
         var sourceKey: [UInt8]?
         if generation.settings.mode == .server {
             switch admitHandshake(from: client) {
             case .admitted(let key): sourceKey = key
             case .refused(let limit, let index, let value):
-                generation.counters.active.subtract(1, ordering: .relaxed)
+                generation.counters.release()
                 stats.count {
                     $0.accepted += 1
                     $0.closed[CloseCategory.limitReached.index] += 1
@@ -251,7 +293,7 @@ final class Worker: @unchecked Sendable {
             if generation.settings.mode == .server { startCountingHandshake(connection, source: sourceKey) }
             connection.relay.start()
         } catch {
-            generation.counters.active.subtract(1, ordering: .relaxed)
+            generation.counters.release()
             shared.activeConnections.subtract(1, ordering: .relaxed)
             client.close()
             shared.logger.error("cannot create TLS session", metadata: ["error": "\(error)"])
@@ -363,7 +405,7 @@ final class Worker: @unchecked Sendable {
     func connectionDidClose(_ connection: Connection) {
         connections.removeValue(forKey: connection.id)
         connection.reportBytes()
-        connection.generation.counters.active.subtract(1, ordering: .relaxed)
+        connection.generation.counters.release()
         shared.activeConnections.subtract(1, ordering: .relaxed)
         let category = connection.relay.closeCategory
         connection.stats.count { $0.closed[category.index] += 1 }
@@ -451,6 +493,8 @@ final class Worker: @unchecked Sendable {
         for slot in slots.values {
             slot.listeners.forEach { $0.close() }
             slot.listeners = []
+            if slot.holding { slot.generation.counters.stopHolding(worker: index) }
+            slot.holding = false
         }
         expirySweep?.close()
         expirySweep = nil

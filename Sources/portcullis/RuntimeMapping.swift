@@ -62,6 +62,7 @@ extension ListenerConfiguration {
         connectTimeoutMs = settings.timeouts.connect
         idleTimeoutMs = settings.timeouts.idle
         closeTimeoutMs = settings.timeouts.close
+        maxLifetimeMs = settings.timeouts.maxLifetime
         maxConnections = settings.maxConnections
         reauthorize = settings.reauthorize
         closeAtCertExpiry = settings.closeAtCertExpiry

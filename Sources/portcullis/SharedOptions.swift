@@ -26,9 +26,12 @@ struct SharedOptions: ParsableArguments {
     var idleTimeout: String?
     @Option(name: .customLong("close-timeout"), help: "After one side closes, how long the other may keep sending (default 60s).")
     var closeTimeout: String?
+    @Option(name: .customLong("max-conn-lifetime"),
+            help: "Close each connection this long after its accept, however busy (close_notify and FIN both ways; default 0 = never).")
+    var maxConnLifetime: String?
     @Option(name: .customLong("shutdown-timeout"), help: "On SIGTERM, how long open connections may drain (default 5m).")
     var shutdownTimeout: String?
-    @Option(name: .customLong("max-concurrent-conns"), help: "Refuse connections beyond this many open ones (default 0 = unlimited).")
+    @Option(name: .customLong("max-concurrent-conns"), help: "Accept at most this many open connections; more wait in the kernel's accept queue (default 0 = unlimited).")
     var maxConcurrentConns: String?
     @Option(help: "Worker threads, each with its own event loop (default: number of CPUs).")
     var workers: String?
@@ -68,6 +71,7 @@ struct SharedOptions: ParsableArguments {
         flags.connectTimeout = connectTimeout
         flags.idleTimeout = idleTimeout
         flags.closeTimeout = closeTimeout
+        flags.maxConnLifetime = maxConnLifetime
         flags.shutdownTimeout = shutdownTimeout
         flags.maxConcurrentConns = maxConcurrentConns
         flags.workers = workers

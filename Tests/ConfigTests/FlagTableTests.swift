@@ -18,7 +18,7 @@ private let samples: [String: (good: String, bad: String?)] = [
     "--verify-fingerprint": (digest, "abc"), "--verify-spki": (digest, "abc"),
     "--override-server-name": ("other.internal", "a b"), "--min-tls": ("1.2", "1.1"),
     "--handshake-timeout": ("3s", "0"), "--connect-timeout": ("3s", "soon"), "--idle-timeout": ("3s", "10 sec"),
-    "--close-timeout": ("3s", "-1s"), "--shutdown-timeout": ("1m", "5"), "--max-concurrent-conns": ("5", "lots"),
+    "--close-timeout": ("3s", "-1s"), "--max-conn-lifetime": ("1h", "forever"), "--shutdown-timeout": ("1m", "5"), "--max-concurrent-conns": ("5", "lots"),
     "--workers": ("3", "0"), "--log-format": ("json", "xml"), "--log-level": ("debug", "loud"),
     "--cipher-suites": ("TLS_AES_256_GCM_SHA384", "TLS_RSA_WITH_AES_128_CBC_SHA"), "--groups": ("X25519", "brainpoolP256r1"),
     "--session-ticket-count": ("2", "17"), "--session-cache-size": ("100", "0"), "--proxy-protocol": ("v2", "v1"),

@@ -64,7 +64,7 @@ struct GhostunnelFlagsTests {
             #expect(message.hasPrefix("\(flag) is not supported: "))
             #expect(!message.contains("\n"))
         }
-        #expect(try rewrite("--max-conn-lifetime 0s --disable-landlock") == [])
+        #expect(try rewrite("--max-conn-lifetime 1h --disable-landlock") == ["--max-conn-lifetime", "1h"])
         #expect(refusal("--disable-authentication")?.hasPrefix("--disable-authentication is not supported in server mode") == true)
         #expect(refusal("--storepass") == "--storepass: missing value")
         #expect(refusal("--disable-authentication", .client)?.hasPrefix("--disable-authentication is not supported in client mode") == true)

@@ -454,6 +454,67 @@ struct Harness {
         #expect(h.client.closed && h.relay.closeCategory == .idleTimeout)
     }
 
+    // MARK: max lifetime
+
+    static let lifetime = Relay.Timeouts(handshakeMs: 5_000, connectMs: 2_000, idleMs: 60_000, closeMs: 10_000,
+                                         maxLifetimeMs: 30_000)
+
+    @Test(arguments: [Relay.Mode.server, .client])
+    func aBusyConnectionIsClosedGracefullyAtItsMaxLifetime(mode: Relay.Mode) {
+        let h = Harness(mode, timeouts: Self.lifetime)
+        h.relay.start()
+        h.host.clock.advance(by: 1_000)  // the handshake and the connect take a second: counted
+        switch mode {
+        case .server:
+            h.client.becameOpen()
+            h.target.connected()
+            h.target.becameOpen()
+        case .client:
+            h.target.connected()
+            h.target.becameOpen()
+        }
+        for _ in 0..<28 {
+            h.client.receive([1])
+            h.target.receive([2])
+            h.host.clock.advance(by: 1_000)
+        }
+        #expect(h.relay.state == .relaying(finished: []), "busy, 1 ms short of the lifetime: still open")
+        h.host.clock.advance(by: 1_000)
+        #expect(h.relay.state == .closing)
+        #expect(h.relay.closeCategory == .maxLifetime && h.relay.closeReason == "max lifetime")
+        #expect(h.client.outputShut && h.target.outputShut, "close_notify and FIN go out both ways")
+        #expect(!h.client.reading && !h.target.reading)
+        #expect(!h.client.closed, "not cut: the shutdowns are waited for")
+        h.client.shutDownDone()
+        h.target.shutDownDone()
+        #expect(h.client.closed && h.target.closed)
+        h.closeCallbacks()
+        #expect(h.host.closed)
+        let timersClosed = h.host.clock.timers.allSatisfy { $0.closed }
+        #expect(h.host.clock.timers.count == 2 && timersClosed, "both timers are closed with the relay")
+    }
+
+    @Test func aHalfClosedConnectionIsStillCappedByItsLifetime() {
+        let h = Harness.established(.server, timeouts: Self.lifetime)
+        h.host.clock.advance(by: 25_000)
+        h.client.reachEnd()  // the close timeout would end it at 35 s, after the cap
+        h.host.clock.advance(by: 4_999)
+        h.target.receive([1])
+        #expect(h.relay.state == .relaying(finished: [.up]))
+        h.host.clock.advance(by: 1)
+        #expect(h.relay.closeCategory == .maxLifetime)
+        #expect(h.client.outputShut)
+    }
+
+    @Test func withoutACapNoSecondTimerIsMade() {
+        let h = Harness.established(.server)
+        #expect(h.host.clock.timers.count == 1)
+        h.host.clock.advance(by: 59_000)
+        h.client.receive([1])
+        h.host.clock.advance(by: 59_000)
+        #expect(h.relay.state == .relaying(finished: []))
+    }
+
     @Test func activityIsNoticedOncePerChange() {
         let h = Harness.established(.server)
         #expect(h.relay.noticeActivity(now: 5), "the start counts as activity")

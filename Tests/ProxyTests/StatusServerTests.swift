@@ -53,12 +53,13 @@ struct MetricsTests {
         let metrics = RuntimeMetrics()
         let a = metrics.makeStats(listener: "valkey")
         let b = metrics.makeStats(listener: "valkey")
+        b.count { $0.acceptPauses += 2 }
         a.count { $0.accepted += 2; $0.allowedByRule["ops", default: 0] += 2; $0.closed[CloseCategory.normal.index] += 1 }
         b.count { $0.accepted += 1; $0.failures[TLSFailure.Kind.denied.index] += 1; $0.denied += 1 }
         a.addBytes(100, up: true)
         b.addBytes(7, up: false)
         let exporter = MetricsExporter(metrics: metrics)
-        let snapshot = GaugeSnapshot(listeners: [.init(name: "valkey", active: 1, certificateNotAfter: 1100, crlNextUpdate: nil)],
+        let snapshot = GaugeSnapshot(listeners: [.init(name: "valkey", active: 1, pausedWorkers: 1, certificateNotAfter: 1100, crlNextUpdate: nil)],
                                      configGeneration: 3, startTime: 900, version: "1.2.3", now: 1000,
                                      sessionCache: (entries: 5, hits: 8, misses: 2))
         var text = String(decoding: exporter.render(snapshot), as: UTF8.self)
@@ -72,6 +73,8 @@ struct MetricsTests {
             #"portcullis_bytes_total{listener="valkey",direction="up"} 100"#,
             #"portcullis_bytes_total{listener="valkey",direction="down"} 7"#,
             #"portcullis_connections_active{listener="valkey"} 1.0"#,
+            #"portcullis_accept_pauses_total{listener="valkey"} 2"#,
+            #"portcullis_accept_paused_workers{listener="valkey"} 1.0"#,
             #"portcullis_certificate_expiry_seconds{listener="valkey"} 100.0"#,
             #"portcullis_config_generation 3.0"#,
             #"portcullis_build_info{version="1.2.3"} 1.0"#,

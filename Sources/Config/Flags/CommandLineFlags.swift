@@ -18,6 +18,7 @@ public struct CommandLineFlags: Sendable, Equatable {
     public var connectTimeout: String?
     public var idleTimeout: String?
     public var closeTimeout: String?
+    public var maxConnLifetime: String?
     public var shutdownTimeout: String?
     public var maxConcurrentConns: String?
     public var workers: String?
@@ -91,7 +92,8 @@ public struct CommandLineFlags: Sendable, Equatable {
             (T.verifyIP, verifyIP), (T.verifyFingerprint, verifyFingerprint), (T.verifySPKI, verifySPKI),
             (T.overrideServerName, one(overrideServerName)), (T.minTLS, one(minTLS)),
             (T.handshakeTimeout, one(handshakeTimeout)), (T.connectTimeout, one(connectTimeout)),
-            (T.idleTimeout, one(idleTimeout)), (T.closeTimeout, one(closeTimeout)), (T.shutdownTimeout, one(shutdownTimeout)),
+            (T.idleTimeout, one(idleTimeout)), (T.closeTimeout, one(closeTimeout)), (T.maxConnLifetime, one(maxConnLifetime)),
+            (T.shutdownTimeout, one(shutdownTimeout)),
             (T.maxConcurrentConns, one(maxConcurrentConns)), (T.workers, one(workers)),
             (T.logFormat, one(logFormat)), (T.logLevel, one(logLevel)), (T.quietHandshakeFailures, on(quietHandshakeFailures)),
             (T.cipherSuites, one(cipherSuites)), (T.groups, one(groups)), (T.noSessionTickets, on(!sessionTickets)),

@@ -85,6 +85,7 @@ public enum FlagTable {
     public static let connectTimeout = ConfigFlag("--connect-timeout", "timeouts.connect")
     public static let idleTimeout = ConfigFlag("--idle-timeout", "timeouts.idle")
     public static let closeTimeout = ConfigFlag("--close-timeout", "timeouts.close")
+    public static let maxConnLifetime = ConfigFlag("--max-conn-lifetime", "timeouts.max-lifetime")
     public static let shutdownTimeout = ConfigFlag("--shutdown-timeout", "shutdown-timeout", .process)
     public static let maxConcurrentConns = ConfigFlag("--max-concurrent-conns", "max-connections")
     public static let workers = ConfigFlag("--workers", "workers", .process)
@@ -108,7 +109,8 @@ public enum FlagTable {
         listen, unsafeListen, target, unsafeTarget, cert, key, keyPassphraseFile, cacert,
         allowCN, allowOU, allowO, allowDNS, allowURI, allowEmail, allowIP, allowFingerprint, allowSPKI, allowAll,
         verifyCN, verifyOU, verifyDNS, verifyURI, verifyIP, verifyFingerprint, verifySPKI, overrideServerName,
-        minTLS, handshakeTimeout, connectTimeout, idleTimeout, closeTimeout, shutdownTimeout, maxConcurrentConns,
+        minTLS, handshakeTimeout, connectTimeout, idleTimeout, closeTimeout, maxConnLifetime, shutdownTimeout,
+        maxConcurrentConns,
         workers, logFormat, logLevel, quietHandshakeFailures, cipherSuites, groups, noSessionTickets,
         sessionTicketCount, sessionCacheSize, proxyProtocol, maxHandshakes, maxHandshakesPerSource,
         maxHandshakeRatePerSource, status, unsafeStatus,

@@ -25,7 +25,6 @@ public enum GhostunnelFlags {
         "--syslog": (false, "Portcullis logs to stderr only; under systemd journald collects it (set SyslogIdentifier= in the unit), elsewhere pipe stderr to logger(1)"),
         "--eventlog": (false, "Portcullis logs to stderr only"),
         "--storepass": (true, "a password on the command line is visible to every local user; put it in a file and pass --key-passphrase-file FILE (with --cert/--key or --keystore as a combined PEM)"),
-        "--max-conn-lifetime": (true, "Portcullis has no per-connection lifetime cap; use --idle-timeout to close idle connections (0s, no cap, is accepted)"),
         "--use-workload-api": (false, "the SPIFFE Workload API is not supported; run spiffe-helper to write --cert/--key/--cacert files (Portcullis reloads them on change or SIGUSR1)"),
         "--use-workload-api-addr": (true, "the SPIFFE Workload API is not supported; run spiffe-helper to write --cert/--key/--cacert files (Portcullis reloads them on change or SIGUSR1)"),
         "--keychain-identity": (true, "keychains are not supported (Linux only); use --cert and --key"),
@@ -85,7 +84,6 @@ public enum GhostunnelFlags {
                 output += [ours, try value()]
             } else if let refusal = refusals[flag] {
                 let given = refusal.takesValue ? try value() : nil
-                if flag == "--max-conn-lifetime", let given, (try? Validate.duration(given, key: flag)) == 0 { continue }
                 throw Refusal(description: "\(flag) is not supported: \(refusal.instead)")
             } else if ignored.contains(flag) {
                 continue
