@@ -560,7 +560,7 @@ struct ConfigFileTests {
         "log", "format", "level", "status", "workers", "shutdown-timeout", "listeners", "name", "mode", "listen", "target",
         "unsafe-target", "proxy-protocol", "tls", "cert", "key", "key-passphrase-file", "cacert", "crl", "crl-scope", "crl-expired",
         "min-version", "cipher-suites", "groups", "session-tickets", "session-ticket-count", "session-cache-size",
-        "timeouts", "handshake", "connect", "idle", "close",
+        "timeouts", "handshake", "connect", "idle", "close", "max-lifetime",
         "max-connections", "reauthorize", "close-at-cert-expiry", "policy", "allow-all", "deny", "rules",
     ]
 
