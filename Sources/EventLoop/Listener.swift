@@ -72,6 +72,8 @@ public final class TCPListener: UVHandleOwner {
         self.onConnection = onConnection
         self.onError = onError
         kind = socket.isUnix ? .pipe : .tcp
+        // libuv accepts on a listening pipe by itself: there is no "before accept" to ask at.
+        precondition(admission == nil || kind == .tcp, "an accept admission needs a TCP listener")
         fd = socket.fd
         uv = .allocate(on: loop, byteCount: max(StreamSocket.handleSize, uv_handle_size(UV_POLL)))
         switch kind {
