@@ -131,7 +131,9 @@ public final class TLSContext: @unchecked Sendable {
         caCertificateCount = caCount
         systemTrust = configuration.role == .client && configuration.caPath == nil ? TLSContext.systemTrustLocations : nil
         var caNotAfter: Int64 = 0
-        firstExpiringCA = pc_ssl_ctx_first_expiring_ca(ctx, &caNotAfter).map { IdentityExtractor.extract($0) }
+        // The system store's expired roots are not ours to renew (they simply verify nothing): no warning.
+        firstExpiringCA = configuration.caPath == nil ? nil
+            : pc_ssl_ctx_first_expiring_ca(ctx, &caNotAfter).map { IdentityExtractor.extract($0) }
         crlCount = crls.count
         crlNextUpdate = crls.nextUpdate
         trustDigest = TLSContext.digestTrustMaterial(configuration)
