@@ -122,8 +122,7 @@ extension ConfigReader {
         let written = ["cert", "key", "key-passphrase-file", "keystore", "keystore-password-file", "storepass"].filter { !isAbsent(f, $0) }
         if disabled {
             if let first = written.first {
-                let node = f[first]!.value
-                report(node, f.child(first), "\(setting(f.child("disable-authentication"), file: "disable-authentication: true")) and \(setting(f.child(first), file: first)) are mutually exclusive: without authentication the client presents no certificate; drop one of them")
+                conflict(f, "disable-authentication", "\(setting(f.child("disable-authentication"), file: "disable-authentication: true")) and \(setting(f.child(first), file: first)) are mutually exclusive: without authentication the client presents no certificate; drop one of them")
                 return nil
             }
             return OwnIdentity(disabled: true)
@@ -137,11 +136,11 @@ extension ConfigReader {
                 let fix = other == "key-passphrase-file"
                     ? "the keystore's password file is \(setting(f.child("keystore-password-file"), file: "keystore-password-file"))"
                     : "the keystore holds the certificate chain and the key; drop one of them"
-                report(f[other]!.value, f.child(other), "\(setting(f.child("keystore"), file: "keystore")) and \(setting(f.child(other), file: other)) are mutually exclusive: \(fix)")
+                conflict(f, "keystore", "\(setting(f.child("keystore"), file: "keystore")) and \(setting(f.child(other), file: other)) are mutually exclusive: \(fix)")
                 return nil
             }
             if !isAbsent(f, "keystore-password-file") && !isAbsent(f, "storepass") {
-                report(f["storepass"]!.value, f.child("storepass"), "\(setting(f.child("storepass"), file: "storepass")) and \(setting(f.child("keystore-password-file"), file: "keystore-password-file")) are mutually exclusive: keep the file")
+                conflict(f, "storepass", "\(setting(f.child("storepass"), file: "storepass")) and \(setting(f.child("keystore-password-file"), file: "keystore-password-file")) are mutually exclusive: keep the file")
                 return nil
             }
             let keystore = file(f, "keystore")
@@ -152,7 +151,7 @@ extension ConfigReader {
             return OwnIdentity(keystore: keystore, passwordFile: passwordFile ?? nil, password: password)
         }
         for orphan in ["keystore-password-file", "storepass"] where !isAbsent(f, orphan) {
-            report(f[orphan]!.value, f.child(orphan), "\(subject(f.child(orphan))): is the password of a keystore: give \(setting(f.child("keystore"), file: "keystore")) too (with \(setting(f.child("cert"), file: "cert"))/\(setting(f.child("key"), file: "key")) an encrypted key's passphrase file is \(setting(f.child("key-passphrase-file"), file: "key-passphrase-file")))")
+            conflict(f, orphan, "\(setting(f.child(orphan), file: orphan)) is the password of a keystore: give \(setting(f.child("keystore"), file: "keystore")) too (with \(setting(f.child("cert"), file: "cert")) and \(setting(f.child("key"), file: "key")), an encrypted key's passphrase file is \(setting(f.child("key-passphrase-file"), file: "key-passphrase-file")))")
             return nil
         }
         let certificate = file(f, "cert", required: client
@@ -162,5 +161,12 @@ extension ConfigReader {
         let passphrase = file(f, "key-passphrase-file")
         guard let certificate, let key, passphrase != .some(nil) else { return nil }
         return OwnIdentity(certificate: certificate, key: key, passphrase: passphrase ?? nil)
+    }
+
+    /// Reports `text` about key `name` of `f`: the flag's whole message on a command line, after the key's path
+    /// in a file.
+    private func conflict(_ f: Fields, _ name: String, _ text: String) {
+        let node = f[name]!.value
+        if flags != nil { report(node, f.child(name), text) } else { problem(node, f.child(name), text) }
     }
 }
