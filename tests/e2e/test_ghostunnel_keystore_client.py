@@ -305,8 +305,9 @@ def test_disable_authentication_is_refused_by_a_server_mode_portcullis(started, 
     server = proxy(target=echo_backend.address)
     client = start(started, client_args(f"localhost:{server.port}", ["--disable-authentication"], pki.ca))
     app_gets_closed(client.port)
-    failure = server.wait_log(pred=lambda r: r.get("handshake.error") == "no_certificate")
-    assert failure, server.tail()
+    server.wait_log(pred=lambda r: r.get("handshake.error") == "no_certificate")
+    refused = client.wait_log("handshake failed")
+    assert refused["handshake.error"] == "refused_by_peer" and "certificate required" in refused["handshake.detail"], refused
     assert echo_backend.bytes_in == 0
 
 
@@ -384,3 +385,31 @@ def test_server_mode_still_requires_cacert_and_refuses_disable_authentication(pk
                             "--cert", pki["server"].cert, "--key", pki["server"].key, "--allow-all",
                             "--disable-authentication"])
     assert "--disable-authentication is not supported in server mode" in err, err
+
+
+def test_combined_pem_with_an_encrypted_key_takes_storepass_as_its_passphrase(started, pki, tls, tmp_path,
+                                                                             echo_backend):
+    enc = pki["server-enc"]
+    combined = tmp_path / "combined.pem"
+    combined.write_text(open(enc.cert).read() + open(enc.key).read())
+    combined.chmod(0o600)
+    p = start(started, server_args(pki, echo_backend.address, ["--keystore", str(combined), "--storepass", enc.password]))
+    s = tls.connect(p.port, "allowed")
+    try:
+        assert echo_roundtrip(s, b"pem keystore") == b"pem keystore"
+    finally:
+        s.close()
+    err = one_line_failure(["server", "--listen", "127.0.0.1:1", *server_args(
+        pki, "127.0.0.1:2", ["--keystore", str(combined), "--storepass", "wrong-passphrase"])[1:]])
+    assert f"portcullis: --storepass: wrong password for keystore '{combined}'" in err, err
+    assert "wrong-passphrase" not in err and enc.password not in err
+
+
+def test_pkcs12_without_a_password(started, pki, tls, tmp_path, echo_backend):
+    store = p12(pki, "server", tmp_path / "open.p12", password="")
+    p = start(started, server_args(pki, echo_backend.address, ["--keystore", store]))
+    s = tls.connect(p.port, "allowed")
+    try:
+        assert echo_roundtrip(s, b"no password") == b"no password"
+    finally:
+        s.close()
