@@ -43,10 +43,22 @@ extension PortcullisConfiguration {
             }
             let tls = listener.tls
             add(4, "tls:")
-            add(6, "cert: \(value(tls.certificatePath))")
-            add(6, "key: \(value(tls.keyPath))")
-            add(6, "key-passphrase-file: \(tls.keyPassphrasePath.map(value) ?? "none (the key is not encrypted)")")
-            add(6, "cacert: \(value(tls.caPath))")
+            if let keystore = tls.keystorePath {
+                add(6, "keystore: \(value(keystore))")
+                if let passwordFile = tls.keystorePasswordPath {
+                    add(6, "keystore-password-file: \(value(passwordFile))")
+                } else if tls.keystorePassword != nil {
+                    add(6, "keystore-password-file: none (the password was given with --storepass; not shown)")
+                } else {
+                    add(6, "keystore-password-file: none (the keystore has no password)")
+                }
+            } else if let certificate = tls.certificatePath, let key = tls.keyPath {
+                add(6, "cert: \(value(certificate))")
+                add(6, "key: \(value(key))")
+                add(6, "key-passphrase-file: \(tls.keyPassphrasePath.map(value) ?? "none (the key is not encrypted)")")
+            }
+            if client { add(6, "disable-authentication: \(tls.disableAuthentication)\(tls.disableAuthentication ? " (no client certificate is presented)" : "")") }
+            add(6, "cacert: \(tls.caPath.map(value) ?? "none (the system trust store: OpenSSL's default paths, or SSL_CERT_FILE/SSL_CERT_DIR)")")
             if client { add(6, "server-name: \(listener.serverName.map(value) ?? "none")") }
             if tls.crlPaths.isEmpty {
                 add(6, "crl: none")
@@ -131,10 +143,15 @@ extension ListenerSettings {
         ] + only(!client, ("unsafe-target", .bool(unsafeTarget)))
           + only(!client, ("proxy-protocol", .string(proxyProtocol.rawValue))) + [
             ("tls", .object([
-                ("cert", .string(tls.certificatePath)),
-                ("key", .string(tls.keyPath)),
+                ("cert", tls.certificatePath.map(JSONValue.string) ?? .null),
+                ("key", tls.keyPath.map(JSONValue.string) ?? .null),
                 ("key-passphrase-file", tls.keyPassphrasePath.map(JSONValue.string) ?? .null),
-                ("cacert", .string(tls.caPath)),
+                ("keystore", tls.keystorePath.map(JSONValue.string) ?? .null),
+                // A --storepass password is never shown; only that one was given.
+                ("keystore-password-file", tls.keystorePasswordPath.map(JSONValue.string) ?? .null),
+            ] + only(tls.keystorePassword != nil, ("storepass", .string("(hidden)")))
+              + only(client, ("disable-authentication", .bool(tls.disableAuthentication))) + [
+                ("cacert", tls.caPath.map(JSONValue.string) ?? .null),
             ] + only(client, ("server-name", serverName.map(JSONValue.string) ?? .null)) + [
                 ("crl", .array(tls.crlPaths.map(JSONValue.string))),
                 ("crl-scope", .string(tls.crlScope.configValue)),

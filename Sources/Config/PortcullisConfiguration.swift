@@ -207,11 +207,21 @@ public struct ListenerSettings: Sendable, Equatable {
 
 /// A listener's certificate, trust and protocol settings; every path absolute and readable when validated.
 public struct ListenerTLSSettings: Sendable, Equatable {
-    public var certificatePath: String
-    public var keyPath: String
+    /// Our certificate chain and key (PEM): both set, or both `nil` when `keystorePath` holds them, or when a
+    /// client-mode listener presents no certificate (`disableAuthentication`).
+    public var certificatePath: String?
+    public var keyPath: String?
     public var keyPassphrasePath: String?
-    /// A PEM bundle file or a hashed CA directory.
-    public var caPath: String
+    /// Our key and chain in one file (key `keystore`, `--keystore`): PKCS#12 or a combined PEM.
+    public var keystorePath: String?
+    /// The keystore's password: a file (key `keystore-password-file`), or given on the command line
+    /// (`--storepass`, never in a file). At most one is set, and only with `keystorePath`.
+    public var keystorePasswordPath: String?
+    public var keystorePassword: Secret?
+    /// Client mode: present no certificate (key `disable-authentication`, `--disable-authentication`).
+    public var disableAuthentication: Bool
+    /// A PEM bundle file or a hashed CA directory. `nil` in client mode only: the system trust store.
+    public var caPath: String?
     /// CRL files, PEM (one or more CRLs each) or DER.
     public var crlPaths: [String]
     public var crlScope: CRLScope
@@ -229,7 +239,9 @@ public struct ListenerTLSSettings: Sendable, Equatable {
     public static let defaultSessionTicketCount = 1
 
     public init(
-        certificatePath: String, keyPath: String, keyPassphrasePath: String? = nil, caPath: String,
+        certificatePath: String?, keyPath: String?, keyPassphrasePath: String? = nil,
+        keystorePath: String? = nil, keystorePasswordPath: String? = nil, keystorePassword: Secret? = nil,
+        disableAuthentication: Bool = false, caPath: String?,
         crlPaths: [String] = [], crlScope: CRLScope = .chain, crlExpired: CRLExpiredPolicy = .reject,
         minimumVersion: TLSVersion = .tls13, cipherSuites: String? = nil, groups: String? = nil,
         sessionTickets: Bool = true, sessionTicketCount: Int = ListenerTLSSettings.defaultSessionTicketCount
@@ -237,6 +249,10 @@ public struct ListenerTLSSettings: Sendable, Equatable {
         self.certificatePath = certificatePath
         self.keyPath = keyPath
         self.keyPassphrasePath = keyPassphrasePath
+        self.keystorePath = keystorePath
+        self.keystorePasswordPath = keystorePasswordPath
+        self.keystorePassword = keystorePassword
+        self.disableAuthentication = disableAuthentication
         self.caPath = caPath
         self.crlPaths = crlPaths
         self.crlScope = crlScope

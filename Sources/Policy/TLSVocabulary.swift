@@ -11,3 +11,14 @@ public enum TLSVersion: Sendable, Equatable {
 public enum CRLScope: Sendable, Equatable {
     case leaf, chain
 }
+
+/// A password held in memory (the keystore's, from `--storepass`). It prints as `(hidden)` wherever it is
+/// interpolated — logs, errors, configuration dumps — so it cannot leak by accident; `bytes` is the only way in.
+public struct Secret: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    public let bytes: [UInt8]
+
+    public init(_ text: String) { bytes = Array(text.utf8) }
+
+    public var description: String { "(hidden)" }
+    public var debugDescription: String { "(hidden)" }
+}

@@ -16,6 +16,9 @@ public struct ListenerConfiguration: Sendable {
         public var certificate = "--cert"
         public var key = "--key"
         public var keyPassphrase = "--key-passphrase-file"
+        public var keystore = "--keystore"
+        /// `--keystore-password-file`, or `--storepass` when the password was given on the command line.
+        public var keystorePassword = "--keystore-password-file"
         public var caBundle = "--cacert"
         public var crl = "--crl"
         public var tls = "tls"

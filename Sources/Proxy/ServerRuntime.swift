@@ -213,7 +213,16 @@ public final class ServerRuntime {
         ]
         if let tls = records[listener.name]?.generation.tls {
             if tls.crlCount > 0 { metadata["tls.crl_count"] = "\(tls.crlCount)" }
-            if let identity = tls.certificateIdentity { metadata["tls.cert.subject"] = "\(identity.subject.rfc2253)" }
+            if let identity = tls.certificateIdentity {
+                metadata["tls.cert.subject"] = "\(identity.subject.rfc2253)"
+            } else if listener.mode == .client {
+                metadata["tls.cert.subject"] = "none (no client certificate: authentication disabled)"
+            }
+            if let system = tls.systemTrust {
+                metadata["tls.trust"] = "system (file \(system.file), directory \(system.directory))"
+            } else if let ca = listener.tls.caPath {
+                metadata["tls.trust"] = "\(ca) (\(tls.caCertificateCount) CA certificates)"
+            }
         }
         logger.info("listening", metadata: metadata)
         warnIfCRLExpired(listener)
@@ -530,11 +539,13 @@ public final class ServerRuntime {
             case .certificate: flag = names.certificate
             case .key: flag = names.key
             case .keyPassphrase: flag = names.keyPassphrase
+            case .keystore: flag = names.keystore
+            case .keystorePassword: flag = names.keystorePassword
             case .caBundle: flag = names.caBundle
             case .crl: flag = names.crl
             case .other: flag = names.tls
             }
-            throw StartupError("\(flag) \(error.description)")
+            throw StartupError("\(flag)\(error.path.isEmpty ? ":" : "") \(error.description)")
         }
         return tls
     }

@@ -35,12 +35,13 @@ public struct OpenSSLError: Error, CustomStringConvertible, Sendable {
 
 /// Why a certificate, key or CA file could not be loaded; the caller adds the flag or key name.
 public struct TLSSetupError: Error, CustomStringConvertible, Sendable {
-    public enum Item: Sendable { case certificate, key, keyPassphrase, caBundle, crl, other }
+    public enum Item: Sendable { case certificate, key, keyPassphrase, keystore, keystorePassword, caBundle, crl, other }
     public let item: Item
     public let path: String
     public let reason: String
 
-    public var description: String { "'\(path)': \(reason)" }
+    /// `'PATH': reason`, or the reason alone when it names its file itself (then `path` is empty).
+    public var description: String { path.isEmpty ? reason : "'\(path)': \(reason)" }
 }
 
 /// The OpenSSL version linked at run time.

@@ -15,7 +15,13 @@ public struct TLSConfiguration: Sendable {
     public var certificatePath: String?
     public var keyPath: String?
     public var keyPassphrasePath: String?
-    /// PEM file, or a directory of PEM files, with the CA certificates peers must chain to.
+    /// Our key and certificate chain in one file instead of `certificatePath`/`keyPath`: PKCS#12 (.p12/.pfx,
+    /// its CA certificates sent as the chain) or a combined PEM (chain and key).
+    public var keystorePath: String?
+    /// The keystore's password (for a combined PEM: its key's passphrase); none: not encrypted.
+    public var keystorePassword: KeystorePassword?
+    /// PEM file, or a directory of PEM files, with the CA certificates peers must chain to. Client role, nil:
+    /// the system trust store (OpenSSL's default paths, which honour SSL_CERT_FILE and SSL_CERT_DIR).
     public var caPath: String?
     public var minimumVersion: ProtocolVersion = .tls13
     public var sessionTickets = true
@@ -50,6 +56,12 @@ public struct TLSConfiguration: Sendable {
     }
 }
 
+/// Where a keystore password comes from: a file (one trailing newline ignored), or given on the command line.
+public enum KeystorePassword: Sendable, Equatable {
+    case file(String)
+    case given(Secret)
+}
+
 /// An immutable `SSL_CTX` plus the access policy its handshakes enforce.
 ///
 /// Shared read-only by every worker loop (OpenSSL contexts are thread-safe once configured); the context
@@ -63,6 +75,8 @@ public final class TLSContext: @unchecked Sendable {
     public let certificateIdentity: PeerIdentity?
     /// Number of CA certificates loaded from `caPath`.
     public let caCertificateCount: Int
+    /// Client role without `caPath`: the server is verified against the system trust store (file, directory).
+    public let systemTrust: (file: String, directory: String)?
     /// The trusted CA certificate that expires first (subject and notAfter), for `check`'s expiry warning.
     public let firstExpiringCA: PeerIdentity?
     /// Number of CRLs loaded, and the earliest nextUpdate among them (Unix seconds), if any.
@@ -93,23 +107,33 @@ public final class TLSContext: @unchecked Sendable {
         var crls = (count: 0, nextUpdate: Int64?.none)
         do {
             try TLSContext.configureProtocol(ctx, configuration)
-            if let certificatePath = configuration.certificatePath {
+            if let keystorePath = configuration.keystorePath {
+                ownIdentity = try TLSContext.loadKeystore(ctx, keystorePath, configuration.keystorePassword)
+            } else if let certificatePath = configuration.certificatePath {
                 ownIdentity = try TLSContext.loadCertificate(ctx, certificatePath)
-                try TLSContext.loadKey(ctx, configuration.keyPath ?? certificatePath, configuration.keyPassphrasePath)
+                let passphrase = try configuration.keyPassphrasePath.map { path throws(TLSSetupError) in
+                    try TLSContext.readSecretFile(path, item: .keyPassphrase, what: "passphrase")
+                }
+                try TLSContext.loadKey(ctx, configuration.keyPath ?? certificatePath, passphrase: passphrase)
             }
             if let caPath = configuration.caPath {
                 caCount = try TLSContext.loadCA(ctx, caPath)
+            } else if configuration.role == .client {
+                try TLSContext.loadSystemTrust(ctx)
             }
             crls = try TLSContext.loadCRLs(ctx, configuration)
-            if configuration.certificatePath != nil { TLSContext.buildOwnChainOnce(ctx) }
+            if ownIdentity != nil { TLSContext.buildOwnChainOnce(ctx) }
         } catch {
             SSL_CTX_free(ctx)
             throw error
         }
         certificateIdentity = ownIdentity
         caCertificateCount = caCount
+        systemTrust = configuration.role == .client && configuration.caPath == nil ? TLSContext.systemTrustLocations : nil
         var caNotAfter: Int64 = 0
-        firstExpiringCA = pc_ssl_ctx_first_expiring_ca(ctx, &caNotAfter).map { IdentityExtractor.extract($0) }
+        // The system store's expired roots are not ours to renew (they simply verify nothing): no warning.
+        firstExpiringCA = configuration.caPath == nil ? nil
+            : pc_ssl_ctx_first_expiring_ca(ctx, &caNotAfter).map { IdentityExtractor.extract($0) }
         crlCount = crls.count
         crlNextUpdate = crls.nextUpdate
         trustDigest = TLSContext.digestTrustMaterial(configuration)
@@ -249,18 +273,18 @@ public final class TLSContext: @unchecked Sendable {
         return IdentityExtractor.extract(cert)
     }
 
-    private static func loadKey(_ ctx: OpaquePointer, _ path: String, _ passphrasePath: String?) throws(TLSSetupError) {
-        var passphrase: [UInt8]?
-        if let passphrasePath {
-            guard let contents = readFile(passphrasePath) else {
-                throw TLSSetupError(item: .keyPassphrase, path: passphrasePath, reason: "cannot read passphrase file")
-            }
-            // One trailing newline is the file's, not the passphrase's.
-            var bytes = contents
-            if bytes.last == 0x0a { bytes.removeLast() }
-            if bytes.last == 0x0d { bytes.removeLast() }
-            passphrase = bytes
+    /// A passphrase or password file's bytes; one trailing newline is the file's, not the secret's.
+    private static func readSecretFile(_ path: String, item: TLSSetupError.Item, what: String) throws(TLSSetupError) -> [UInt8] {
+        guard var bytes = readFile(path) else {
+            throw TLSSetupError(item: item, path: path, reason: "cannot read \(what) file")
         }
+        if bytes.last == 0x0a { bytes.removeLast() }
+        if bytes.last == 0x0d { bytes.removeLast() }
+        return bytes
+    }
+
+    private static func loadKey(_ ctx: OpaquePointer, _ path: String, passphrase given: [UInt8]?) throws(TLSSetupError) {
+        var passphrase = given
         defer {
             // Do not leave the passphrase in memory longer than needed.
             if passphrase != nil { for i in passphrase!.indices { passphrase![i] = 0 } }
@@ -286,9 +310,9 @@ public final class TLSContext: @unchecked Sendable {
             let encrypted = (readFile(path).map { String(decoding: $0, as: UTF8.self).contains("ENCRYPTED") }) ?? false
             let reason: String
             if encrypted && passphrase == nil {
-                reason = "the private key is encrypted and no passphrase file was given"
+                reason = TLSContext.encryptedKeyWithoutPassphrase
             } else if encrypted {
-                reason = "cannot decrypt the private key: wrong passphrase"
+                reason = TLSContext.wrongKeyPassphrase
             } else {
                 reason = "cannot load private key: " + describe(reasons, path: path)
             }
@@ -299,6 +323,119 @@ public final class TLSContext: @unchecked Sendable {
             OpenSSLError.clearQueue()
             throw TLSSetupError(item: .key, path: path, reason: "the private key does not match the certificate")
         }
+    }
+
+    static let encryptedKeyWithoutPassphrase = "the private key is encrypted and no passphrase file was given"
+    static let wrongKeyPassphrase = "cannot decrypt the private key: wrong passphrase"
+
+    /// Our key and chain from one file: PKCS#12 (DER), or a combined PEM read as `--cert` and `--key` would be.
+    /// Every failure is one reason naming the keystore; a wrong password is `.keystorePassword`'s.
+    private static func loadKeystore(_ ctx: OpaquePointer, _ path: String, _ source: KeystorePassword?) throws(TLSSetupError) -> PeerIdentity {
+        guard let contents = readFile(path) else {
+            throw TLSSetupError(item: .keystore, path: path, reason: "cannot read keystore: \(String(cString: strerror(errno)))")
+        }
+        var password: [UInt8]?
+        switch source {
+        case .file(let file)?: password = try readSecretFile(file, item: .keystorePassword, what: "password")
+        case .given(let secret)?: password = secret.bytes
+        case nil: password = nil
+        }
+        defer { if password != nil { for i in password!.indices { password![i] = 0 } } }
+        if contents.starts(with: Array("-----BEGIN".utf8)) || contents.firstRange(of: Array("\n-----BEGIN".utf8)) != nil {
+            guard contents.firstRange(of: Array("PRIVATE KEY-----".utf8)) != nil else {
+                throw TLSSetupError(item: .keystore, path: path, reason: "no private key in the PEM keystore: append the key (PEM) to the file, or give PKCS#12")
+            }
+            let identity: PeerIdentity
+            do {
+                identity = try loadCertificate(ctx, path)
+                try loadKey(ctx, path, passphrase: password)
+            } catch {
+                switch error.reason {
+                case encryptedKeyWithoutPassphrase:
+                    throw TLSSetupError(item: .keystorePassword, path: "", reason: "keystore '\(path)' holds an encrypted key and no password was given")
+                case wrongKeyPassphrase:
+                    throw TLSSetupError(item: .keystorePassword, path: "", reason: "wrong password for keystore '\(path)' (its key does not decrypt)")
+                default:
+                    throw TLSSetupError(item: .keystore, path: path, reason: error.reason)
+                }
+            }
+            return identity
+        }
+        var key: OpaquePointer?
+        var certificate: OpaquePointer?
+        var chain: OpaquePointer?
+        defer {
+            EVP_PKEY_free(key)
+            X509_free(certificate)
+            if let chain { pc_x509_stack_free(chain) }
+        }
+        OpenSSLError.clearQueue()
+        var terminated = (password ?? []) + [0]
+        defer { for i in terminated.indices { terminated[i] = 0 } }
+        let status = terminated.withUnsafeBufferPointer { passwordBytes in
+            contents.withUnsafeBufferPointer { der in
+                passwordBytes.withMemoryRebound(to: CChar.self) { cPassword in
+                    pc_pkcs12_load(der.baseAddress, der.count, cPassword.baseAddress, &key, &certificate, &chain)
+                }
+            }
+        }
+        OpenSSLError.clearQueue()
+        switch Int(status) {
+        case Int(PC_KEYSTORE_OK):
+            break
+        case Int(PC_KEYSTORE_NOT_PKCS12):
+            throw TLSSetupError(item: .keystore, path: path, reason: "neither PKCS#12 (.p12/.pfx) nor PEM: give a PKCS#12 file, or a PEM file with the certificate chain and the key")
+        case Int(PC_KEYSTORE_WRONG_PASSWORD):
+            throw TLSSetupError(item: .keystorePassword, path: "", reason: source == nil
+                ? "keystore '\(path)' is protected by a password and none was given"
+                : "wrong password for keystore '\(path)'")
+        case Int(PC_KEYSTORE_LEGACY_CIPHER):
+            // Loading OpenSSL's legacy provider would make RC2 and single DES available to every context in
+            // the process (the default library context is process-wide); a one-time conversion is better.
+            throw TLSSetupError(item: .keystore, path: path, reason: "encrypted with a legacy cipher (RC2-40 or 3DES, from an old tool) that OpenSSL 3 refuses by default: convert it once with '(umask 077; openssl pkcs12 -legacy -in \(path) -nodes -passin file:PASSFILE -out \(path).pem && openssl pkcs12 -export -in \(path).pem -passout file:PASSFILE -out NEW.p12; rm -f \(path).pem)' and use NEW.p12")
+        case Int(PC_KEYSTORE_NO_KEY):
+            throw TLSSetupError(item: .keystore, path: path, reason: "no private key in the keystore: export it with the key (openssl pkcs12 -export -inkey KEY …)")
+        case Int(PC_KEYSTORE_NO_CERTIFICATE):
+            throw TLSSetupError(item: .keystore, path: path, reason: "no certificate matching the key in the keystore")
+        default:
+            throw TLSSetupError(item: .keystore, path: path, reason: "cannot read the PKCS#12 keystore (corrupt or an unsupported format)")
+        }
+        guard let key, let certificate else { preconditionFailure("pc_pkcs12_load returned OK without key and certificate") }
+        guard SSL_CTX_use_certificate(ctx, certificate) == 1 else {
+            throw TLSSetupError(item: .keystore, path: path, reason: "cannot use the keystore's certificate: "
+                + OpenSSLError.drainReasons().joined(separator: "; "))
+        }
+        guard SSL_CTX_use_PrivateKey(ctx, key) == 1, SSL_CTX_check_private_key(ctx) == 1 else {
+            OpenSSLError.clearQueue()
+            throw TLSSetupError(item: .keystore, path: path, reason: "the keystore's private key does not match its certificate")
+        }
+        if let chain {
+            for index in 0..<pc_x509_stack_count(chain) {
+                guard let extra = pc_x509_stack_at(chain, index), pc_ssl_ctx_add1_chain_cert(ctx, extra) == 1 else {
+                    OpenSSLError.clearQueue()
+                    throw TLSSetupError(item: .keystore, path: path, reason: "cannot add the keystore's CA certificates to the chain")
+                }
+            }
+        }
+        return IdentityExtractor.extract(certificate)
+    }
+
+    /// OpenSSL's default file and directory, after SSL_CERT_FILE and SSL_CERT_DIR.
+    public static var systemTrustLocations: (file: String, directory: String) {
+        func environment(_ name: UnsafePointer<CChar>, _ fallback: UnsafePointer<CChar>) -> String {
+            if let value = getenv(String(cString: name)), value.pointee != 0 { return String(cString: value) }
+            return String(cString: fallback)
+        }
+        return (environment(X509_get_default_cert_file_env(), X509_get_default_cert_file()),
+                environment(X509_get_default_cert_dir_env(), X509_get_default_cert_dir()))
+    }
+
+    private static func loadSystemTrust(_ ctx: OpaquePointer) throws(TLSSetupError) {
+        guard SSL_CTX_set_default_verify_paths(ctx) == 1 else {
+            throw TLSSetupError(item: .caBundle, path: "", reason: "cannot load the system trust store: "
+                + OpenSSLError.drainReasons().joined(separator: "; "))
+        }
+        OpenSSLError.clearQueue()
     }
 
     private static func loadCA(_ ctx: OpaquePointer, _ path: String) throws(TLSSetupError) -> Int {
@@ -354,6 +491,9 @@ public final class TLSContext: @unchecked Sendable {
             } else {
                 paths.append(ca)
             }
+        } else if configuration.role == .client {
+            // The system bundle stands for the store (a hashed directory is read lazily, entry by entry).
+            paths.append(systemTrustLocations.file)
         }
         for path in paths {
             material += Array(path.utf8) + [0]

@@ -9,8 +9,9 @@ struct ClientCommand: ParsableCommand {
         abstract: "Accept plaintext locally and forward it over mTLS to a remote Portcullis (or any TLS server).",
         discussion: """
         For applications whose client library has no TLS (ZeroMQ, NSQ, Erlang distribution, …): they connect \
-        to --listen in plaintext, and Portcullis opens TLS 1.3 to --target presenting --cert, verifies the \
-        server's chain against --cacert and its identity — the target's host name by default \
+        to --listen in plaintext, and Portcullis opens TLS 1.3 to --target presenting --cert (or --keystore; \
+        nothing with --disable-authentication), verifies the server's chain against --cacert (without it: the \
+        system trust store, SSL_CERT_FILE/SSL_CERT_DIR honoured) and its identity — the target's host name by default \
         (--override-server-name changes it), or the --verify-* rules when given — and only then reads the \
         application's bytes. When the target is down the local connection is closed at once, so clients that \
         reconnect on their own (ZeroMQ, NSQ) do.
@@ -39,6 +40,9 @@ struct ClientCommand: ParsableCommand {
 
     @Flag(name: .customLong("unsafe-listen"), help: "Allow a --listen address that is not on loopback.")
     var unsafeListen = false
+    @Flag(name: .customLong("disable-authentication"),
+          help: "Present no client certificate (for servers that do not ask for one); the server is still verified.")
+    var disableAuthentication = false
     func run() throws {
         var flags = shared.flags
         flags.verifyCN = verifyCN
@@ -50,6 +54,7 @@ struct ClientCommand: ParsableCommand {
         flags.verifySPKI = verifySPKI
         flags.overrideServerName = overrideServerName
         flags.unsafeListen = unsafeListen
+        flags.disableAuthentication = disableAuthentication
         try serveCommandLine(flags, mode: .client, privileges: privileges, timedReload: shared.timedReload)
     }
 }

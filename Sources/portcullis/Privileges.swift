@@ -116,11 +116,14 @@ struct PrivilegeDrop {
     }
 }
 
-/// Warns once per file when a private key or its passphrase file is readable by group or others.
+/// Warns once per file when a private key, a keystore or their password files are readable by group or others.
 func warnAboutReadableKeys(_ configuration: RuntimeConfiguration, logger: Logger) {
     var seen: Set<String> = []
     for listener in configuration.listeners {
-        for path in [listener.tls.keyPath, listener.tls.keyPassphrasePath].compactMap({ $0 }) where seen.insert(path).inserted {
+        var keystorePasswordFile: String?
+        if case .file(let path)? = listener.tls.keystorePassword { keystorePasswordFile = path }
+        let secrets = [listener.tls.keyPath, listener.tls.keyPassphrasePath, listener.tls.keystorePath, keystorePasswordFile]
+        for path in secrets.compactMap({ $0 }) where seen.insert(path).inserted {
             var info = stat()
             guard stat(path, &info) == 0, info.st_mode & 0o077 != 0 else { continue }
             logger.warning("key file readable by group or others", metadata: [

@@ -27,8 +27,8 @@ extension RuntimeConfiguration {
         var files = configPath.map { [$0] } ?? []
         for listener in file.listeners {
             let tls = listener.tls
-            files += [tls.certificatePath, tls.keyPath, tls.caPath] + tls.crlPaths
-            if let passphrase = tls.keyPassphrasePath { files.append(passphrase) }
+            files += [tls.certificatePath, tls.keyPath, tls.keyPassphrasePath, tls.keystorePath, tls.keystorePasswordPath,
+                      tls.caPath].compactMap { $0 } + tls.crlPaths
         }
         watchedFiles = files
     }
@@ -41,6 +41,12 @@ extension ListenerConfiguration {
         tls.certificatePath = settings.tls.certificatePath
         tls.keyPath = settings.tls.keyPath
         tls.keyPassphrasePath = settings.tls.keyPassphrasePath
+        tls.keystorePath = settings.tls.keystorePath
+        if let file = settings.tls.keystorePasswordPath {
+            tls.keystorePassword = .file(file)
+        } else if let secret = settings.tls.keystorePassword {
+            tls.keystorePassword = .given(secret)
+        }
         tls.caPath = settings.tls.caPath
         tls.crlPaths = settings.tls.crlPaths
         tls.crlScope = settings.tls.crlScope
@@ -67,12 +73,15 @@ extension ListenerConfiguration {
         reauthorize = settings.reauthorize
         closeAtCertExpiry = settings.closeAtCertExpiry
         proxyProtocolV2 = settings.proxyProtocol == .v2
+        if settings.tls.keystorePassword != nil { names.keystorePassword = "--storepass" }
         if let prefix = keyPrefix {
             names.listen = "\(prefix).listen"
             names.target = "\(prefix).target"
             names.certificate = "\(prefix).tls.cert"
             names.key = "\(prefix).tls.key"
             names.keyPassphrase = "\(prefix).tls.key-passphrase-file"
+            names.keystore = "\(prefix).tls.keystore"
+            names.keystorePassword = "\(prefix).tls.keystore-password-file"
             names.caBundle = "\(prefix).tls.cacert"
             names.crl = "\(prefix).tls.crl"
             names.tls = "\(prefix).tls"

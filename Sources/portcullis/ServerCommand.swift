@@ -103,6 +103,12 @@ func serveCommandLine(_ flags: CommandLineFlags, mode: ListenerMode, privileges:
         throw CommandFailure(message: "\(error)", code: 2)
     }
     let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
+    if flags.storepass != nil {
+        // Accepted for ghostunnel's unit files; the password itself is never logged.
+        logger.warning("keystore password given on the command line (--storepass): local users can read it in /proc/PID/cmdline and ps", metadata: [
+            "fix": "put the password in a file readable only by this user and pass --keystore-password-file FILE instead",
+        ])
+    }
     let configuration = RuntimeConfiguration(file, configPath: nil)
     // The command line cannot change while running: a reload re-reads the same files.
     try serve(configuration, privileges: privileges, logger: logger, reloadFrom: { configuration }, timedReload: reloadEvery)

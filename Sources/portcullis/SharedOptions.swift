@@ -13,6 +13,12 @@ struct SharedOptions: ParsableArguments {
     var key: String?
     @Option(name: .customLong("key-passphrase-file"), help: "File holding the passphrase of an encrypted --key.")
     var keyPassphraseFile: String?
+    @Option(help: "Our key and certificate chain in one file, instead of --cert/--key: PKCS#12 (.p12/.pfx) or a combined PEM.")
+    var keystore: String?
+    @Option(name: .customLong("keystore-password-file"), help: "File holding the --keystore password (for a combined PEM: its key's passphrase).")
+    var keystorePasswordFile: String?
+    @Option(help: "The --keystore password itself (ghostunnel's flag). Local users can read it in the process list: prefer --keystore-password-file.")
+    var storepass: String?
     @Option(help: "CA certificates the peer's certificate must chain to (PEM file, or a directory of them).")
     var cacert: String?
 
@@ -65,6 +71,9 @@ struct SharedOptions: ParsableArguments {
         flags.cert = cert
         flags.key = key
         flags.keyPassphraseFile = keyPassphraseFile
+        flags.keystore = keystore
+        flags.keystorePasswordFile = keystorePasswordFile
+        flags.storepass = storepass
         flags.cacert = cacert
         flags.minTLS = minTLS
         flags.handshakeTimeout = handshakeTimeout

@@ -184,7 +184,6 @@ struct ClientFlagsTests {
         ("--key (config key tls.key) is required: give the private key (PEM) for --cert", { $0.key = nil }),
         ("--key (config key tls.key): '/nonexistent/client.key': no such file", { $0.key = "/nonexistent/client.key" }),
         ("--key-passphrase-file (config key tls.key-passphrase-file): '/nonexistent/pass': no such file", { $0.keyPassphraseFile = "/nonexistent/pass" }),
-        ("--cacert (config key tls.cacert) is required: client mode verifies the server's certificate against it", { $0.cacert = nil }),
         ("--cacert (config key tls.cacert): '/nonexistent/ca.pem': no such file", { $0.cacert = "/nonexistent/ca.pem" }),
         ("--verify-cn (config key policy.rules[1].cn): 'a**b' is not a valid pattern: '**' only spans labels or path segments; use '*' here", { $0.verifyCN = ["ok", "a**b"] }),
         ("--verify-ou (config key policy.rules[0].ou): '' is not a valid pattern: the pattern is empty", { $0.verifyOU = [""] }),
@@ -235,14 +234,14 @@ struct ClientFlagsTests {
         flags.overrideServerName = "a b"
         flags.verifySPKI = ["x"]
         flags.verifyCN = ["a**"]
-        flags.cacert = nil
+        flags.cacert = "/nonexistent/ca.pem"
         flags.target = "unix:/x.sock"
         flags.listen = ":4150"
         let expected: [(String, String, ClientEdit)] = [
             ("--listen", "--listen (config key listen): ':4150' is not a loopback address (use --unsafe-listen to allow it)", { $0.listen = "127.0.0.1:4150" }),
             ("--target", "--target (config key target): 'unix:/x.sock' is a Unix socket: client mode connects to a remote TLS server; use HOST:PORT, e.g. broker-1.internal:4443",
              { $0.target = "b:1" }),
-            ("--cacert", "--cacert (config key tls.cacert) is required: client mode verifies the server's certificate against it", { [ca = files.ca] in $0.cacert = ca }),
+            ("--cacert", "--cacert (config key tls.cacert): '/nonexistent/ca.pem': no such file", { [ca = files.ca] in $0.cacert = ca }),
             ("--verify-cn", "--verify-cn (config key policy.rules[0].cn): 'a**' is not a valid pattern: '**' only spans labels or path segments; use '*' here", { $0.verifyCN = [] }),
             ("--verify-spki", "--verify-spki (config key policy.rules[0].spki): 'x' is not a valid fingerprint: expected sha256: followed by 64 hex digits", { $0.verifySPKI = [] }),
             ("--override-server-name", "--override-server-name (config key tls.server-name): 'a b' is not a DNS name or IP address: use the name in the server's certificate, e.g. broker-1.internal",
@@ -363,7 +362,6 @@ struct ClientFileTests {
          "portcullis.yaml:6: listeners[0].unsafe-target: applies to server mode only: in client mode the target is the remote TLS server and may be any address; remove it"),
 
         // TLS.
-        (remove(9...9), "portcullis.yaml:7: listeners[0].tls: missing required key 'cacert': client mode verifies the server's certificate against it"),
         (remove(7...7), "portcullis.yaml:7: listeners[0].tls: missing required key 'cert': give the client certificate chain (PEM) that the server verifies"),
         (remove(8...8), "portcullis.yaml:7: listeners[0].tls: missing required key 'key': give the private key (PEM) for cert"),
         (append("      server-name: broker_1"), "portcullis.yaml:10: listeners[0].tls.server-name: 'broker_1' \(notAName)"),

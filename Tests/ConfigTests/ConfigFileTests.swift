@@ -542,7 +542,7 @@ struct ConfigFileTests {
         flags.cert = "/" + files.cert.split(separator: "/").joined(separator: "/./")
         let listener = try PortcullisConfiguration(flags: flags).listeners[0]
         #expect(listener.tls.certificatePath == files.cert)
-        #expect(listener.tls.caPath.hasPrefix("/"))
+        #expect(listener.tls.caPath?.hasPrefix("/") == true)
         #expect(!directory.isEmpty)
     }
 

@@ -10,6 +10,8 @@ private let samples: [String: (good: String, bad: String?)] = [
     "--listen": ("127.0.0.2:8443", "nope"), "--target": ("127.0.0.1:7000", "nope"),
     "--cert": ("{passphrase}", "/nonexistent/cert.pem"), "--key": ("{passphrase}", "/nonexistent/key.pem"),
     "--key-passphrase-file": ("{passphrase}", "/nonexistent/pass"), "--cacert": ("{caDirectory}", "/nonexistent/ca.pem"),
+    "--keystore": ("{passphrase}", "/nonexistent/id.p12"), "--keystore-password-file": ("{passphrase}", "/nonexistent/pw"),
+    "--storepass": ("pw", nil),
     "--allow-cn": ("x", "a**b"), "--allow-ou": ("x", ""), "--allow-o": ("x", ""), "--allow-dns": ("x.internal", "a..b"),
     "--allow-uri": ("spiffe://x/y", "*spiffe"), "--allow-email": ("*@x.org", "x"), "--allow-ip": ("10.0.0.0/8", "10.0.0.0/33"),
     "--allow-fingerprint": (digest, "abc"), "--allow-spki": (digest, "abc"),
@@ -47,6 +49,11 @@ struct FlagTableTests {
             (FlagTable.cert, [files.cert]), (FlagTable.key, [files.key]), (FlagTable.cacert, [files.ca]),
         ]
         if mode == .server && flag != FlagTable.allowAll { given.append((FlagTable.allowCN, ["app-1"])) }
+        // A keystore replaces --cert/--key; --disable-authentication excludes them.
+        if [FlagTable.keystore, FlagTable.keystorePasswordFile, FlagTable.storepass, FlagTable.disableAuthentication].contains(flag) {
+            given.removeAll { $0.0 == FlagTable.cert || $0.0 == FlagTable.key }
+            if flag != FlagTable.keystore && flag != FlagTable.disableAuthentication { given.append((FlagTable.keystore, [files.cert])) }
+        }
         return given.filter { $0.0 != flag }
     }
 
@@ -75,6 +82,17 @@ struct FlagTableTests {
         let value = samples[flag.name].map { fill($0.good) }
         let tree = tree(flag, mode, value)
         let viaFlags = try fromFlags(tree)
+        if flag == FlagTable.storepass {
+            // The command line's password has no file form (the file names a password file instead), and the
+            // equivalent file does not show it.
+            #expect(viaFlags.listeners[0].tls.keystorePassword == Secret("pw"))
+            #expect(!tree.yaml.contains("pw\n") && tree.yaml.contains("storepass: '(hidden)'"), "\(tree.yaml)")
+            let refusal = try #require(throws: ConfigError.self) {
+                try PortcullisConfiguration.parse(yaml: tree.yaml, source: files.directory + "/portcullis.yaml")
+            }
+            #expect(refusal.message.contains("keystore-password-file"))
+            return
+        }
         let viaFile = try PortcullisConfiguration.parse(yaml: tree.yaml, source: files.directory + "/portcullis.yaml")
         #expect(viaFile == viaFlags, "\(flag.name) → \(flag.key):\n\(tree.yaml)")
         // The key was read: the setting is not the default.

@@ -53,8 +53,15 @@ struct GhostunnelFlagsTests {
         #expect(try rewrite("--cipher-suites TLS_AES_256_GCM_SHA384") == ["--cipher-suites", "TLS_AES_256_GCM_SHA384"])
     }
 
-    @Test func keystoreIsCertAndKey() throws {
-        #expect(try rewrite("--keystore /nonexistent/combined.pem") == ["--cert", "/nonexistent/combined.pem", "--key", "/nonexistent/combined.pem"])
+    /// ghostunnel's keystore flags and client `--disable-authentication` are ours too (same name, same meaning):
+    /// they pass through unchanged, in both modes, and the TLS module reads PKCS#12 or PEM.
+    @Test func keystoreStorepassAndClientDisableAuthenticationPassThrough() throws {
+        for mode in [ListenerMode.server, .client] {
+            #expect(try rewrite("--keystore /k.p12 --storepass pw", mode) == ["--keystore", "/k.p12", "--storepass", "pw"])
+            #expect(try rewrite("--keystore=/k.p12 --storepass=pw", mode) == ["--keystore=/k.p12", "--storepass=pw"])
+        }
+        #expect(try rewrite("--disable-authentication --cacert /ca.pem", .client) == ["--disable-authentication", "--cacert", "/ca.pem"])
+        #expect(GhostunnelFlags.refusals["--storepass"] == nil)
     }
 
     @Test func refusalsAreOneLineNamingTheFlag() throws {
@@ -66,8 +73,6 @@ struct GhostunnelFlagsTests {
         }
         #expect(try rewrite("--max-conn-lifetime 1h --disable-landlock") == ["--max-conn-lifetime", "1h"])
         #expect(refusal("--disable-authentication")?.hasPrefix("--disable-authentication is not supported in server mode") == true)
-        #expect(refusal("--storepass") == "--storepass: missing value")
-        #expect(refusal("--disable-authentication", .client)?.hasPrefix("--disable-authentication is not supported in client mode") == true)
     }
 
     @Test func everythingAfterDoubleDashIsKept() throws {

@@ -99,4 +99,21 @@ char *pc_pem_private_key(EVP_PKEY *key, const char *passphrase);
 char *pc_make_crl_pem(EVP_PKEY *issuer_key, X509 *issuer_cert, const char *const *serials_hex, int count,
                       long last_update_offset, long next_update_offset);
 
+// ---- PKCS#12 keystores (keystore.c) ---------------------------------------------------------------------------
+
+enum {
+    PC_KEYSTORE_OK = 0,
+    PC_KEYSTORE_NOT_PKCS12 = 1,       // not DER PKCS#12
+    PC_KEYSTORE_WRONG_PASSWORD = 2,   // the MAC does not verify with the password
+    PC_KEYSTORE_LEGACY_CIPHER = 3,    // the password is right, the cipher needs OpenSSL's legacy provider
+    PC_KEYSTORE_NO_KEY = 4,
+    PC_KEYSTORE_NO_CERTIFICATE = 5,
+    PC_KEYSTORE_UNREADABLE = 6,       // any other parse failure
+};
+// MAC check, parse and failure class in one call (the class needs the error queue between the two). Whatever
+// the result, the caller frees what is set (non-NULL): EVP_PKEY_free, X509_free, pc_x509_stack_free.
+int pc_pkcs12_load(const unsigned char *der, long length, const char *password,
+                   EVP_PKEY **key, X509 **certificate, STACK_OF(X509) **chain);
+int pc_ssl_ctx_add1_chain_cert(SSL_CTX *ctx, X509 *certificate);   // macro (SSL_CTX_ctrl)
+
 #endif

@@ -12,6 +12,10 @@ public struct CommandLineFlags: Sendable, Equatable {
     public var cert: String?
     public var key: String?
     public var keyPassphraseFile: String?
+    /// `--keystore`, `--keystore-password-file`, `--storepass` (ghostunnel's: the password itself).
+    public var keystore: String?
+    public var keystorePasswordFile: String?
+    public var storepass: String?
     public var cacert: String?
     public var minTLS: String?
     public var handshakeTimeout: String?
@@ -65,6 +69,8 @@ public struct CommandLineFlags: Sendable, Equatable {
     public var verifySPKI: [String] = []
     public var overrideServerName: String?
     public var unsafeListen = false
+    /// `--disable-authentication`: present no client certificate.
+    public var disableAuthentication = false
 
     public init(listen: String? = nil, target: String? = nil, cert: String? = nil, key: String? = nil,
                 cacert: String? = nil, allowCN: [String] = []) {
@@ -84,7 +90,9 @@ public struct CommandLineFlags: Sendable, Equatable {
         return [
             (T.listen, one(listen)), (T.unsafeListen, on(unsafeListen)),
             (T.target, one(target)), (T.unsafeTarget, on(unsafeTarget)),
-            (T.cert, one(cert)), (T.key, one(key)), (T.keyPassphraseFile, one(keyPassphraseFile)), (T.cacert, one(cacert)),
+            (T.cert, one(cert)), (T.key, one(key)), (T.keyPassphraseFile, one(keyPassphraseFile)),
+            (T.keystore, one(keystore)), (T.keystorePasswordFile, one(keystorePasswordFile)), (T.storepass, one(storepass)),
+            (T.disableAuthentication, on(disableAuthentication)), (T.cacert, one(cacert)),
             (T.allowCN, allowCN), (T.allowOU, allowOU), (T.allowO, allowO), (T.allowDNS, allowDNS), (T.allowURI, allowURI),
             (T.allowEmail, allowEmail), (T.allowIP, allowIP), (T.allowFingerprint, allowFingerprint), (T.allowSPKI, allowSPKI),
             (T.allowAll, on(allowAll)),

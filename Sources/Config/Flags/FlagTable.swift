@@ -58,6 +58,11 @@ public enum FlagTable {
     public static let cert = ConfigFlag("--cert", "tls.cert")
     public static let key = ConfigFlag("--key", "tls.key")
     public static let keyPassphraseFile = ConfigFlag("--key-passphrase-file", "tls.key-passphrase-file")
+    public static let keystore = ConfigFlag("--keystore", "tls.keystore")
+    public static let keystorePasswordFile = ConfigFlag("--keystore-password-file", "tls.keystore-password-file")
+    /// ghostunnel's: the password itself. A file cannot write this key (`keystore-password-file` instead).
+    public static let storepass = ConfigFlag("--storepass", "tls.storepass")
+    public static let disableAuthentication = ConfigFlag("--disable-authentication", "tls.disable-authentication", .listener, .fixed("true"), modes: [.client])
     public static let cacert = ConfigFlag("--cacert", "tls.cacert")
 
     public static let allowCN = allow("cn", .cn)
@@ -106,7 +111,8 @@ public enum FlagTable {
 
     /// Every flag, in reporting order.
     public static let all: [ConfigFlag] = [
-        listen, unsafeListen, target, unsafeTarget, cert, key, keyPassphraseFile, cacert,
+        listen, unsafeListen, target, unsafeTarget, cert, key, keyPassphraseFile, keystore, keystorePasswordFile, storepass,
+        disableAuthentication, cacert,
         allowCN, allowOU, allowO, allowDNS, allowURI, allowEmail, allowIP, allowFingerprint, allowSPKI, allowAll,
         verifyCN, verifyOU, verifyDNS, verifyURI, verifyIP, verifyFingerprint, verifySPKI, overrideServerName,
         minTLS, handshakeTimeout, connectTimeout, idleTimeout, closeTimeout, maxConnLifetime, shutdownTimeout,

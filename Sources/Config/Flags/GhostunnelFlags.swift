@@ -24,7 +24,6 @@ public enum GhostunnelFlags {
     public static let refusals: [String: (takesValue: Bool, instead: String)] = [
         "--syslog": (false, "Portcullis logs to stderr only; under systemd journald collects it (set SyslogIdentifier= in the unit), elsewhere pipe stderr to logger(1)"),
         "--eventlog": (false, "Portcullis logs to stderr only"),
-        "--storepass": (true, "a password on the command line is visible to every local user; put it in a file and pass --key-passphrase-file FILE (with --cert/--key or --keystore as a combined PEM)"),
         "--use-workload-api": (false, "the SPIFFE Workload API is not supported; run spiffe-helper to write --cert/--key/--cacert files (Portcullis reloads them on change or SIGUSR1)"),
         "--use-workload-api-addr": (true, "the SPIFFE Workload API is not supported; run spiffe-helper to write --cert/--key/--cacert files (Portcullis reloads them on change or SIGUSR1)"),
         "--keychain-identity": (true, "keychains are not supported (Linux only); use --cert and --key"),
@@ -83,7 +82,7 @@ public enum GhostunnelFlags {
             if let ours = aliases[flag] {
                 output += [ours, try value()]
             } else if let refusal = refusals[flag] {
-                let given = refusal.takesValue ? try value() : nil
+                if refusal.takesValue { _ = try value() }  // a missing value is reported as such
                 throw Refusal(description: "\(flag) is not supported: \(refusal.instead)")
             } else if ignored.contains(flag) {
                 continue
@@ -122,14 +121,8 @@ public enum GhostunnelFlags {
                         }
                         quiet.append(item)
                     }
-                case "--keystore":
-                    let path = try value()
-                    try checkKeystore(path)
-                    output += ["--cert", path, "--key", path]
                 case "--disable-authentication" where mode == .server:
                     throw Refusal(description: "--disable-authentication is not supported in server mode: Portcullis always requires a client certificate; use --allow-all to admit every client certificate that chains to --cacert")
-                case "--disable-authentication":
-                    throw Refusal(description: "--disable-authentication is not supported in client mode yet: give the client certificate with --cert and --key")
                 case "--cipher-suites":
                     output += ["--cipher-suites", cipherSuites(try value())]
                 default:
@@ -169,14 +162,5 @@ public enum GhostunnelFlags {
             for name in names where !suites.contains(name) { suites.append(name) }
         }
         return suites.joined(separator: ":")
-    }
-
-    /// A keystore must be a combined PEM (certificate chain and key in one file): PKCS#12 is refused with the
-    /// conversion command. An unreadable file is left to `--cert`'s own message.
-    static func checkKeystore(_ path: String) throws(Refusal) {
-        guard let data = FileManager.default.contents(atPath: path) else { return }
-        if data.range(of: Data("-----BEGIN".utf8)) == nil {
-            throw Refusal(description: "--keystore '\(path)': not a PEM file (PKCS#12 is not supported); convert it with 'openssl pkcs12 -in \(path) -nodes -out combined.pem' and pass --keystore combined.pem, or use --cert and --key")
-        }
     }
 }

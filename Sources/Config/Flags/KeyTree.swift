@@ -8,6 +8,8 @@ struct KeyTree {
     let mode: ListenerMode
     /// The tree, every value a quoted scalar (so that `''` or `null` stay strings, as typed).
     let root: Node
+    /// `root` with the `--storepass` password replaced, for printing.
+    let printable: Node
     /// Each key path written, with the flag that wrote it (`listeners[0].policy.rules[2].cn` → `--allow-cn`).
     let writtenBy: [String: ConfigFlag]
     /// The rules the `--allow-*` or `--verify-*` flags wrote, in order, with their flag.
@@ -58,13 +60,19 @@ struct KeyTree {
         }
         root.set(["listeners"], [listener])
         self.root = root.node
+        if given.contains(where: { $0.0 == FlagTable.storepass && !$0.1.isEmpty }) {
+            listener.set(["tls", "storepass"], "(hidden)")
+            printable = root.node
+        } else {
+            printable = self.root
+        }
         self.writtenBy = writtenBy
         self.rules = rules.map { ($0.flag, $0.value) }
     }
 
     /// The tree as a configuration file.
     var yaml: String {
-        (try? Yams.serialize(node: root)) ?? ""
+        (try? Yams.serialize(node: printable)) ?? ""
     }
 }
 

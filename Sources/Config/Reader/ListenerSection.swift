@@ -139,6 +139,16 @@ extension ConfigReader {
         guard ok, let name = parsed.name?.0, let listen = parsed.listen?.0, let target, let tls, let timeouts, let judged,
               writtenServerName != .some(nil)
         else { return parsed }
+        var verifyServerName = judged.verifyServerName
+        if client && tls.caPath == nil && !verifyServerName {
+            // The system store vouches for every public name: without the name check any publicly trusted
+            // certificate would pass. Rules then narrow the name check; they cannot replace it.
+            if let written = f["policy"]?.value["verify-server-name"] {
+                problem(written, f.child("policy.verify-server-name"), "false needs tls.cacert: with the system trust store (no tls.cacert) every public certificate chains, so the server name is always verified; give tls.cacert, or remove the key")
+                return parsed
+            }
+            verifyServerName = true
+        }
         var serverName: String?
         if client, let targetName {
             serverName = (writtenServerName ?? nil) ?? Validate.defaultServerName(targetName: targetName, rules: judged.policy.rules)
@@ -147,7 +157,7 @@ extension ConfigReader {
             name: name, mode: mode, listen: listen, unsafeListen: unsafeListen ?? false, target: target,
             unsafeTarget: unsafeTarget ?? false, proxyProtocol: proxyProtocol, tls: tls, timeouts: timeouts, maxConnections: maxConnections,
             reauthorize: reauthorize, closeAtCertExpiry: closeAtCertExpiry, policy: judged.policy,
-            serverName: serverName, verifyServerName: judged.verifyServerName)
+            serverName: serverName, verifyServerName: verifyServerName)
         return parsed
     }
 
