@@ -154,6 +154,7 @@ public final class TCPListener: UVHandleOwner {
         }
         guard let client = try? StreamSocket(loop: loop, kind: .pipe) else { return }
         if uv_accept(uv.stream, client.stream) == 0 {
+            client.readUnixPeer()
             onConnection?(client)
         } else {
             client.close()
