@@ -96,6 +96,12 @@ public final class ServerRuntime {
         inherited.closeUnclaimed(logger: logger)
     }
 
+    /// The Unix socket files of `unix:` listeners this process owns: `--user` hands them to that user before
+    /// switching, so that its clients' permissions are the user's and it can remove them at exit.
+    public var ownedSocketFiles: [String] {
+        records.values.compactMap { $0.sockets?.socketFile?.path }.sorted()
+    }
+
     /// Serves until SIGTERM/SIGINT and the drain that follows. Returns the process exit code:
     /// 0 when every connection drained, 1 when connections had to be cut at the shutdown timeout.
     /// Raises the soft descriptor limit to the hard one, and warns when the connection limits (two descriptors
