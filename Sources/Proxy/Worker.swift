@@ -232,10 +232,13 @@ final class Worker: @unchecked Sendable {
                 let peer = client.peerAddress
                 client.close()
                 if let suppressed = refusalLogLimiter?.admit(now: loop.now) {
-                    shared.logger.warning("connection refused: per-source handshake limit", metadata: [
+                    var metadata: Logger.Metadata = [
                         "listener": "\(name)", "conn.peer": "\(peer)", "limit": "\(limit)", "limit.value": "\(value)",
                         "log.suppressed": "\(suppressed)",
-                    ])
+                    ]
+                    // A Unix client's source is its user (see `sourceKey`): say which.
+                    if let uid = client.unixPeer?.uid { metadata["conn.peer.uid"] = "\(uid)" }
+                    shared.logger.warning("connection refused: per-source handshake limit", metadata: metadata)
                 }
                 return
             }

@@ -606,3 +606,30 @@ def test_user_switch_hands_the_socket_file_to_the_user(started, pki, tls, echo_b
     p.send_signal(signal.SIGTERM)
     assert p.wait(15) == 0
     assert not os.path.lexists(path), "the unprivileged process could not remove its socket file"
+
+
+def test_per_source_handshake_limit_counts_a_unix_client_by_its_uid(started, pki, tls, echo_backend, sockdir):
+    path = os.path.join(sockdir, "tls.sock")
+    p = start_server(started, pki, f"unix:{path}", echo_backend.address, "--workers", "1",
+                     "--max-handshakes-per-source", "1")
+    stalled = plain_unix(path)  # connected, never says hello: one handshake in progress for our uid
+    try:
+        time.sleep(0.2)  # let the worker accept it first (one accept queue; order is what matters, not time)
+        second = plain_unix(path)
+        second.settimeout(5)
+        assert second.recv(1) == b"", "a second handshake from the same user was not refused"
+        second.close()
+        refused = p.wait_log("connection refused: per-source handshake limit", timeout=5)
+        assert refused["conn.peer"] == f"unix:{path}" and refused["conn.peer.uid"] == str(os.getuid()), refused
+    finally:
+        stalled.close()
+    # Once the stalled one is gone, the user may handshake again.
+    wait_until(lambda: try_echo(path, tls), 10, what="a handshake after the stalled one closed")
+
+
+def try_echo(path: str, tls) -> bool:
+    try:
+        with unix_tls(path, tls.ctx()) as s:
+            return echo_roundtrip(s, b"again") == b"again"
+    except (OSError, ssl.SSLError):
+        return False
