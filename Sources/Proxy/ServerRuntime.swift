@@ -596,6 +596,11 @@ public final class ServerRuntime {
             guard let taken = inherited.take(listener: listener.name, address: shown) else {
                 return try bindSockets(listener, count: count)
             }
+            if case .unix = listener.listen, taken.address != shown {
+                // The path changed in the configuration before this restart: the old socket is not what was asked for.
+                taken.sockets.forEach { $0.close() }
+                return try bindSockets(listener, count: count)
+            }
             var file: UnixSocketFile?
             if case .unix(let path) = listener.listen, taken.source == .restart {
                 // Handed over by the Portcullis we replace, which bound it: ours to remove at exit now. One that

@@ -614,7 +614,7 @@ def test_per_source_handshake_limit_counts_a_unix_client_by_its_uid(started, pki
                      "--max-handshakes-per-source", "1")
     stalled = plain_unix(path)  # connected, never says hello: one handshake in progress for our uid
     try:
-        time.sleep(0.2)  # let the worker accept it first (one accept queue; order is what matters, not time)
+        # One worker, one accept queue: the stalled connection is accepted (and counted) before this one.
         second = plain_unix(path)
         second.settimeout(5)
         assert second.recv(1) == b"", "a second handshake from the same user was not refused"
@@ -633,3 +633,26 @@ def try_echo(path: str, tls) -> bool:
             return echo_roundtrip(s, b"again") == b"again"
     except (OSError, ssl.SSLError):
         return False
+
+
+def test_sigusr2_after_a_path_change_binds_the_new_path(started, pki, tls, echo_backend, sockdir, tmp_path, subreaper):
+    old, new = os.path.join(sockdir, "old.sock"), os.path.join(sockdir, "new.sock")
+    config = ConfigFile(tmp_path / "portcullis.yaml", [unix_listener(pki, "app", old, echo_backend.address)])
+    p = start_run(config)
+    started.append(p)
+    p.wait_listening()
+    config.listener("app")["listen"] = f"unix:{new}"
+    config.write()
+    # SIGUSR2 at once, inside the file watcher's 300 ms debounce: the reload it would trigger is then ignored
+    # (a restart is in progress), so the new process is the one that meets the changed path.
+    mark = len(p.records)
+    p.send_signal(signal.SIGUSR2)
+    child = int(wait_log_after(p, mark, "restart: new process started", timeout=10)["restart.pid"])
+    subreaper.append(child)
+    wait_log_after(p, mark, "restart: handing over, draining", timeout=30)
+    fresh = wait_log_after(p, mark, "listening", timeout=10, **{"listen.address": f"unix:{new}"})
+    assert fresh["listen.source"] == "bound", fresh  # not the old path's socket handed over under the name
+    assert p.wait(30) == 0
+    with unix_tls(new, tls.ctx()) as s:
+        assert echo_roundtrip(s, b"on the new path") == b"on the new path"
+    assert not is_listening(old), "the old path is still served after the restart"
