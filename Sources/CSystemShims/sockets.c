@@ -156,3 +156,41 @@ int pc_accept(int listen_fd, struct sockaddr_storage *peer) {
     int fd = accept4(listen_fd, (struct sockaddr *)peer, peer ? &length : NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     return fd >= 0 ? fd : -errno;
 }
+
+int pc_unix_peer(int fd, char *path, size_t path_length, int *pid, unsigned *uid, unsigned *gid) {
+    struct ucred credentials;
+    socklen_t cl = sizeof credentials;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &cl) != 0) return -errno;
+    *pid = credentials.pid;
+    *uid = credentials.uid;
+    *gid = credentials.gid;
+    struct sockaddr_un sa;
+    socklen_t sl = sizeof sa;
+    memset(&sa, 0, sizeof sa);
+    if (path_length == 0) return 0;
+    path[0] = '\0';
+    if (getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) return -errno;
+    size_t n = sl > offsetof(struct sockaddr_un, sun_path) ? strnlen(sa.sun_path, sizeof sa.sun_path) : 0;
+    if (sa.sun_path[0] == '\0') n = 0;  // unnamed or abstract: no path to report
+    if (n >= path_length) n = path_length - 1;
+    memcpy(path, sa.sun_path, n);
+    path[n] = '\0';
+    return 0;
+}
+
+int pc_socket_file_identity(const char *path, unsigned long long *device, unsigned long long *inode) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return -errno;
+    if (!S_ISSOCK(st.st_mode)) return -ENOTSOCK;
+    *device = (unsigned long long)st.st_dev;
+    *inode = (unsigned long long)st.st_ino;
+    return 0;
+}
+
+int pc_remove_socket_file(const char *path, unsigned long long device, unsigned long long inode) {
+    unsigned long long d, i;
+    int rc = pc_socket_file_identity(path, &d, &i);
+    if (rc != 0) return rc;
+    if (d != device || i != inode) return -ESTALE;
+    return unlink(path) == 0 ? 0 : -errno;
+}

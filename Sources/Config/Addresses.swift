@@ -1,23 +1,40 @@
 public import Policy
 
-/// Where a listener accepts connections: an IP literal and a port (0 asks the kernel for a free one).
-public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
-    /// Canonical IP literal without brackets: `0.0.0.0`, `127.0.0.1`, `::1`.
-    public var host: String
-    public var port: UInt16
+/// Where a listener accepts connections: an IP literal and a port (0 asks the kernel for a free one), a Unix
+/// stream socket it binds, or the sockets systemd passed under a `FileDescriptorName=`.
+public enum ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    /// `host` is the canonical IP literal without brackets: `0.0.0.0`, `127.0.0.1`, `::1`.
+    case tcp(host: String, port: UInt16)
+    /// An absolute path (at most 107 bytes).
+    case unix(path: String)
+    /// The name systemd passed the sockets under (`FileDescriptorName=` of the .socket unit).
+    case systemd(name: String)
 
     public init(host: IPAddress, port: UInt16) {
-        self.host = host.description
-        self.port = port
+        self = .tcp(host: host.description, port: port)
     }
 
-    public var address: IPAddress { IPAddress(host)! }
+    /// A TCP address on 127.0.0.0/8 or ::1. A Unix socket or systemd's sockets are not judged here.
+    public var isLoopback: Bool {
+        if case .tcp(let host, _) = self { return isLoopbackHost(host) }
+        return false
+    }
 
-    /// 127.0.0.0/8 or ::1.
-    public var isLoopback: Bool { isLoopbackHost(host) }
+    /// A TCP address that is not loopback: what client mode refuses without `unsafe-listen`. A Unix socket is
+    /// local by nature; systemd's sockets are checked when they are adopted.
+    public var isNetworkFacing: Bool {
+        if case .tcp = self { return !isLoopback }
+        return false
+    }
 
-    /// `0.0.0.0:8443`, `[::1]:8443`.
-    public var description: String { formatHostPort(host, port) }
+    /// `0.0.0.0:8443`, `[::1]:8443`, `unix:/run/p.sock`, `systemd:portcullis`.
+    public var description: String {
+        switch self {
+        case .tcp(let host, let port): formatHostPort(host, port)
+        case .unix(let path): "unix:" + path
+        case .systemd(let name): "systemd:" + name
+        }
+    }
 }
 
 func formatHostPort(_ host: String, _ port: UInt16) -> String {
@@ -32,8 +49,23 @@ func isLoopbackHost(_ host: String) -> Bool {
 let maximumSocketPathLength = 107
 
 extension Validate {
-    /// Parses `IPv4:PORT`, `[IPv6]:PORT`, `localhost:PORT` (→ 127.0.0.1) or `:PORT` (→ 0.0.0.0); port 0-65535.
+    /// Parses `IPv4:PORT`, `[IPv6]:PORT`, `localhost:PORT` (→ 127.0.0.1) or `:PORT` (→ 0.0.0.0), port 0-65535;
+    /// `unix:/absolute/path`; or `systemd:NAME` (a `FileDescriptorName=`: 1-255 printable ASCII bytes, no ':').
     public static func listenAddress(_ value: String, key: String) throws(ConfigError) -> ListenAddress {
+        if value.hasPrefix("unix:") {
+            return .unix(path: try socketPath(value, key: key))
+        }
+        if value.hasPrefix("systemd:") {
+            let name = value.dropFirst(8)
+            // systemd's own rule for FileDescriptorName= (LISTEN_FDNAMES is colon-separated).
+            guard (1...255).contains(name.utf8.count), name.utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != 58 }) else {
+                throw .invalid(key, value, "is not a socket name: use systemd:NAME with NAME as in the .socket unit's FileDescriptorName= (1-255 printable characters, no ':' or space)")
+            }
+            return .systemd(name: String(name))
+        }
+        if value.hasPrefix("launchd:") {
+            throw .invalid(key, value, "is a launchd socket, which exists on macOS only: on Linux use systemd:NAME (socket activation) or unix:/path")
+        }
         let (host, port) = try splitHostPort(value, key: key, portRange: 0...65535, example: "0.0.0.0:8443 or :8443")
         if host.isEmpty { return ListenAddress(host: IPAddress("0.0.0.0")!, port: port) }
         if host.lowercased() == "localhost" { return ListenAddress(host: IPAddress("127.0.0.1")!, port: port) }
@@ -49,6 +81,9 @@ extension Validate {
         _ value: String, key: String, allowNonLoopback: Bool, unsafeKey: String
     ) throws(ConfigError) -> ListenAddress {
         let address = try listenAddress(value, key: key)
+        guard case .tcp = address else {
+            throw .invalid(key, value, "is not HOST:PORT or unix:/path: use e.g. 127.0.0.1:9100")
+        }
         if !allowNonLoopback && !address.isLoopback {
             throw .invalid(key, value, "is not a loopback address (use \(unsafeKey) to allow it)")
         }
@@ -56,15 +91,17 @@ extension Validate {
     }
 
     /// The status endpoint's address: `HOST:PORT` on loopback (anywhere with `allowNonLoopback`; the message
-    /// names `unsafeKey`) or `unix:/absolute/path`. Returns the endpoint and, for TCP, the address it binds.
+    /// names `unsafeKey`) or `unix:/absolute/path`. Returns the endpoint and the address it binds.
     public static func statusAddress(
         _ value: String, key: String, allowNonLoopback: Bool, unsafeKey: String
     ) throws(ConfigError) -> (endpoint: TargetAddress, address: ListenAddress?) {
         if value.hasPrefix("unix:") {
-            return (try targetAddress(value, key: key, allowNonLoopback: true, unsafeKey: unsafeKey), nil)
+            let path = try socketPath(value, key: key)
+            return (.unix(path: path), .unix(path: path))
         }
         let address = try loopbackListenAddress(value, key: key, allowNonLoopback: allowNonLoopback, unsafeKey: unsafeKey)
-        return (.tcp(host: address.host, port: address.port), address)
+        guard case .tcp(let host, let port) = address else { preconditionFailure("loopbackListenAddress returned \(address)") }
+        return (.tcp(host: host, port: port), address)
     }
 
     /// Parses `HOST:PORT` (port 1-65535; `localhost` → 127.0.0.1) or `unix:/absolute/path`.
@@ -74,21 +111,26 @@ extension Validate {
         _ value: String, key: String, allowNonLoopback: Bool, unsafeKey: String
     ) throws(ConfigError) -> TargetAddress {
         if value.hasPrefix("unix:") {
-            let path = String(value.dropFirst(5))
-            guard path.hasPrefix("/") else {
-                throw .invalid(key, value, "is not an absolute socket path: use unix:/path/to/socket")
-            }
-            guard !path.utf8.contains(0) else { throw .invalid(key, value, "contains a NUL character") }
-            guard path.utf8.count <= maximumSocketPathLength else {
-                throw .invalid(key, value, "is too long: a socket path is at most \(maximumSocketPathLength) bytes")
-            }
-            return .unix(path: path)
+            return .unix(path: try socketPath(value, key: key))
         }
         let target = try tcpTarget(value, key: key, example: "127.0.0.1:6379 or unix:/path/to/socket", exampleHost: "127.0.0.1").target
         if !allowNonLoopback && !target.isLoopback {
             throw .invalid(key, value, "is not a loopback address (use \(unsafeKey) to allow it)")
         }
         return target
+    }
+
+    /// The path of `unix:/absolute/path`: absolute, no NUL, at most 107 bytes (`sun_path`).
+    private static func socketPath(_ value: String, key: String) throws(ConfigError) -> String {
+        let path = String(value.dropFirst(5))
+        guard path.hasPrefix("/") else {
+            throw .invalid(key, value, "is not an absolute socket path: use unix:/path/to/socket")
+        }
+        guard !path.utf8.contains(0) else { throw .invalid(key, value, "contains a NUL character") }
+        guard path.utf8.count <= maximumSocketPathLength else {
+            throw .invalid(key, value, "is too long: a socket path is at most \(maximumSocketPathLength) bytes")
+        }
+        return path
     }
 
     /// Parses a client-mode target, the remote TLS server: `HOST:PORT` with a DNS name or an IP literal

@@ -36,6 +36,6 @@ extension ListeningSocket {
     public func duplicate(inheritable: Bool = false) throws(UVError) -> ListeningSocket {
         let copy = pc_dup_fd(fd, inheritable ? 1 : 0)
         if copy < 0 { throw UVError(code: copy, operation: "dup listening socket fd \(fd)") }
-        return ListeningSocket(fd: copy, port: port)
+        return ListeningSocket(fd: copy, port: port, isUnix: isUnix)
     }
 }

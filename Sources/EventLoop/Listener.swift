@@ -8,13 +8,13 @@ import Glibc
 /// Accepts connections on a listening socket made by `ListeningSocket.bind` (TCP) or
 /// `ListeningSocket.bindUnix` (Unix stream socket).
 ///
-/// TCP: the listener polls the socket and calls `accept4` itself (libuv's `uv_accept` does not return the
-/// peer's address, and a peer that resets at once has none left for `getpeername`), so every accepted
-/// socket knows who connected. When the process is out of descriptors (EMFILE/ENFILE), the pending
+/// The listener polls the socket and calls `accept4` itself, for TCP and Unix sockets alike: libuv's
+/// `uv_accept` does not return the peer's address (a TCP peer that resets at once has none left for
+/// `getpeername`), and only a poll leaves a moment *before* the accept to ask the admission (below). When the process is out of descriptors (EMFILE/ENFILE), the pending
 /// connections are refused (accepted on a reserved descriptor and closed at once, as libuv does) instead of
 /// leaving the listening socket readable forever; `onError` reports each such burst with its count.
 ///
-/// A TCP listener can be given an `AcceptAdmission`: it is asked for a slot before each `accept4`, and when
+/// A listener can be given an `AcceptAdmission`: it is asked for a slot before each `accept4`, and when
 /// it has none the listener pauses (stops polling): the pending connections wait in the kernel's accept
 /// queue, unanswered, until `resume()`.
 ///
@@ -31,7 +31,7 @@ public final class TCPListener: UVHandleOwner {
         public var isDescriptorLimit: Bool { error.code == UV_EMFILE.rawValue || error.code == UV_ENFILE.rawValue }
     }
 
-    /// Asked before each `accept4` (TCP only): `acquire` takes a slot for the connection about to be
+    /// Asked before each `accept4`: `acquire` takes a slot for the connection about to be
     /// accepted (the accepted socket then owns it), or returns false and the listener pauses; `release` gives
     /// back a slot taken for an `accept4` that returned no connection.
     public struct AcceptAdmission {
@@ -44,7 +44,7 @@ public final class TCPListener: UVHandleOwner {
     }
 
     unowned let loop: Loop
-    /// TCP: a `uv_poll_t` on the listening descriptor. Unix: a `uv_pipe_t`.
+    /// A `uv_poll_t` on the listening descriptor (which it does not own: closed in `handleDidClose`).
     private let uv: UVHandle<TCPListener>
     private let kind: StreamSocket.Kind
     private let fd: Int32
@@ -53,7 +53,7 @@ public final class TCPListener: UVHandleOwner {
     private var onClose: (() -> Void)?
     private var isClosing = false
     private let admission: AcceptAdmission?
-    /// Not polling: `admission` had no slot (TCP only). `resume()` polls again.
+    /// Not polling: `admission` had no slot. `resume()` polls again.
     public private(set) var isPaused = false
     /// Kept open so that, out of descriptors, one can be freed to accept (and refuse) a pending connection.
     private var reserveFD: Int32 = -1
@@ -72,46 +72,23 @@ public final class TCPListener: UVHandleOwner {
         self.onConnection = onConnection
         self.onError = onError
         kind = socket.isUnix ? .pipe : .tcp
-        // libuv accepts on a listening pipe by itself: there is no "before accept" to ask at.
-        precondition(admission == nil || kind == .tcp, "an accept admission needs a TCP listener")
         fd = socket.fd
-        uv = .allocate(on: loop, byteCount: max(StreamSocket.handleSize, uv_handle_size(UV_POLL)))
-        switch kind {
-        case .tcp:
-            let rc = uv_poll_init_socket(loop.raw, uv.pointer(to: uv_poll_t.self), uv_os_sock_t(fd))
-            if rc != 0 {
-                uv.deallocateUninitialized()
-                throw UVError(code: rc, operation: "uv_poll_init_socket")
-            }
-            uv.retain(self)
-            reserveFD = TCPListener.openReserve()
-            let started = startPolling()
-            if started != 0 {
-                close()
-                throw UVError(code: started, operation: "uv_poll_start")
-            }
-        case .pipe:
-            let pipe = uv.pointer(to: uv_pipe_t.self)
-            var rc = uv_pipe_init(loop.raw, pipe, 0)
-            if rc != 0 {
-                uv.deallocateUninitialized()
-                throw UVError(code: rc, operation: "uv_pipe_init")
-            }
-            uv.retain(self)
-            rc = uv_pipe_open(pipe, uv_file(fd))
-            if rc == 0 {
-                rc = uv_listen(uv.stream, 1024) { server, status in
-                    UVHandle<TCPListener>.owner(of: server!).acceptPipe(status)
-                }
-            }
-            if rc != 0 {
-                close()
-                throw UVError(code: rc, operation: "uv_listen")
-            }
+        uv = .allocate(on: loop, byteCount: uv_handle_size(UV_POLL))
+        let rc = uv_poll_init_socket(loop.raw, uv.pointer(to: uv_poll_t.self), uv_os_sock_t(fd))
+        if rc != 0 {
+            uv.deallocateUninitialized()
+            throw UVError(code: rc, operation: "uv_poll_init_socket")
+        }
+        uv.retain(self)
+        reserveFD = TCPListener.openReserve()
+        let started = startPolling()
+        if started != 0 {
+            close()
+            throw UVError(code: started, operation: "uv_poll_start")
         }
     }
 
-    // MARK: TCP
+    // MARK: accepting
 
     private func startPolling() -> Int32 {
         uv_poll_start(uv.pointer(to: uv_poll_t.self), Int32(UV_READABLE.rawValue)) { poll, status, _ in
@@ -121,7 +98,7 @@ public final class TCPListener: UVHandleOwner {
 
     /// Stops polling: connections wait in the kernel's accept queue (the listening socket stays open).
     public func pause() {
-        guard kind == .tcp, !isClosing, !isPaused else { return }
+        guard !isClosing, !isPaused else { return }
         isPaused = true
         uv_poll_stop(uv.pointer(to: uv_poll_t.self))
     }
@@ -148,8 +125,10 @@ public final class TCPListener: UVHandleOwner {
             var storage = sockaddr_storage()
             let client = pc_accept(fd, &storage)
             if client >= 0 {
-                let peer = SocketAddress(storage: storage)
-                guard let socket = try? StreamSocket(loop: loop, acceptedTCP: client, peer: peer) else {
+                let accepted = kind == .tcp
+                    ? try? StreamSocket(loop: loop, acceptedTCP: client, peer: SocketAddress(storage: storage))
+                    : try? StreamSocket(loop: loop, acceptedUnix: client)
+                guard let socket = accepted else {
                     admission?.release()
                     continue
                 }
@@ -194,22 +173,6 @@ public final class TCPListener: UVHandleOwner {
         open("/", O_RDONLY | O_CLOEXEC)
     }
 
-    // MARK: Unix
-
-    private func acceptPipe(_ status: Int32) {
-        guard !isClosing else { return }
-        guard status == 0 else {
-            onError?(AcceptFailure(error: UVError(code: status, operation: "accept"), refused: 0))
-            return
-        }
-        guard let client = try? StreamSocket(loop: loop, kind: .pipe) else { return }
-        if uv_accept(uv.stream, client.stream) == 0 {
-            onConnection?(client)
-        } else {
-            client.close()
-        }
-    }
-
     // MARK: closing
 
     /// Stops accepting and closes the socket; `completion` runs once the handle is freed.
@@ -223,8 +186,8 @@ public final class TCPListener: UVHandleOwner {
     }
 
     func handleDidClose() {
-        // A poll handle does not own its descriptor (a pipe handle closes its own).
-        if kind == .tcp { Glibc.close(fd) }
+        // A poll handle does not own its descriptor.
+        Glibc.close(fd)
         if reserveFD >= 0 {
             Glibc.close(reserveFD)
             reserveFD = -1

@@ -56,6 +56,18 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 
+    /// A Unix socket address (then `ipBytes` and `port` mean nothing).
+    public var isUnix: Bool { Int32(storage.ss_family) == AF_UNIX }
+
+    /// 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104; false for a Unix socket.
+    public var isLoopback: Bool {
+        guard !isUnix else { return false }
+        let ip = ipBytes
+        if ip.count == 4 { return ip[0] == 127 }
+        if ip[0..<15].allSatisfy({ $0 == 0 }) && ip[15] == 1 { return true }
+        return ip[0..<10].allSatisfy({ $0 == 0 }) && ip[10] == 0xFF && ip[11] == 0xFF && ip[12] == 127
+    }
+
     public var port: UInt16 {
         var copy = storage
         return withUnsafeBytes(of: &copy) { raw in
@@ -103,5 +115,29 @@ public struct ListeningSocket: Sendable {
     /// Closes the descriptor (when it was never handed to a loop).
     public func close() {
         _ = Glibc.close(fd)
+    }
+}
+
+/// The socket file a Unix listening socket was bound to, identified by device and inode, so that only that
+/// very file is removed: after a restart or a crash another process may have bound its own at the same path.
+public struct UnixSocketFile: Sendable, Equatable {
+    public let path: String
+    let device: UInt64
+    let inode: UInt64
+
+    /// The socket file now at `path`; nil when there is none (or something else is there).
+    public init?(path: String) {
+        var device: UInt64 = 0
+        var inode: UInt64 = 0
+        guard pc_socket_file_identity(path, &device, &inode) == 0 else { return nil }
+        self.path = path
+        self.device = device
+        self.inode = inode
+    }
+
+    /// Removes the file if it is still this one. Returns whether it did.
+    @discardableResult
+    public func remove() -> Bool {
+        pc_remove_socket_file(path, device, inode) == 0
     }
 }

@@ -1,4 +1,5 @@
 import CLibUV
+import CSystemShims
 
 #if canImport(Glibc)
 import Glibc
@@ -78,8 +79,51 @@ public final class StreamSocket: UVHandleOwner {
         acceptedPeer = peer
     }
 
+    /// A Unix stream connection `accept4` returned; reads the peer's credentials (`unixPeer`). Takes ownership
+    /// of `fd` (closed on failure).
+    convenience init(loop: Loop, acceptedUnix fd: Int32) throws(UVError) {
+        do {
+            try self.init(loop: loop, kind: .pipe)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        let rc = uv_pipe_open(uv.pointer(to: uv_pipe_t.self), uv_file(fd))
+        if rc != 0 {
+            Glibc.close(fd)
+            close()
+            throw UVError(code: rc, operation: "uv_pipe_open")
+        }
+        readUnixPeer()
+    }
+
     /// The peer's address from `accept4` (TCP sockets a `TCPListener` accepted).
     private var acceptedPeer: SocketAddress?
+
+    /// Who connected to a Unix socket a `TCPListener` accepted: the socket's path and the peer process's
+    /// credentials as the kernel recorded them at connect (SO_PEERCRED).
+    public struct UnixPeer: Sendable, Equatable {
+        /// The listening socket's path (empty when it has none).
+        public let path: String
+        public let pid: Int32
+        public let uid: UInt32
+        public let gid: UInt32
+    }
+
+    /// Set for a Unix socket a `TCPListener` accepted (nil when the kernel could not tell).
+    public internal(set) var unixPeer: UnixPeer?
+
+    /// Reads `unixPeer` from the accepted descriptor.
+    func readUnixPeer() {
+        var fd: uv_os_fd_t = -1
+        guard kind == .pipe, uv_fileno(uv.handle, &fd) == 0 else { return }
+        var path = [CChar](repeating: 0, count: 110)
+        var pid: Int32 = 0
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        guard pc_unix_peer(fd, &path, path.count, &pid, &uid, &gid) == 0 else { return }
+        unixPeer = UnixPeer(path: path.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }, pid: pid, uid: uid, gid: gid)
+    }
 
     var stream: UnsafeMutablePointer<uv_stream_t> { uv.stream }
     private var tcp: UnsafeMutablePointer<uv_tcp_t> { uv.pointer(to: uv_tcp_t.self) }
@@ -294,10 +338,11 @@ public final class StreamSocket: UVHandleOwner {
         if kind == .tcp { uv_tcp_nodelay(tcp, 1) }
     }
 
-    /// The remote address as `ip:port` / `[ip6]:port` (TCP only): "unix" for a pipe, "unknown" when a dialled
-    /// socket's peer is gone.
+    /// The remote address as `ip:port` / `[ip6]:port`; for an accepted Unix socket `unix:PATH` (the socket it
+    /// connected to: Unix clients have no address of their own), else "unix"; "unknown" when a dialled socket's
+    /// peer is gone.
     public var peerAddress: String {
-        guard kind == .tcp else { return "unix" }
+        guard kind == .tcp else { return unixPeer.map { "unix:" + $0.path } ?? "unix" }
         return remoteAddress?.description ?? "unknown"
     }
 

@@ -27,11 +27,30 @@ public struct ListenerConfiguration: Sendable {
 
     public enum Mode: Sendable { case server, client }
 
+    /// Where the listener accepts: it binds TCP (`host` an IP literal) or a Unix socket, or adopts the sockets
+    /// systemd passed under a `FileDescriptorName=`.
+    public enum Listen: Sendable, Equatable, CustomStringConvertible {
+        case tcp(host: String, port: UInt16)
+        case unix(path: String)
+        case systemd(name: String)
+
+        /// `127.0.0.1:8443`, `[::1]:8443`, `unix:/run/p.sock`, `systemd:web`: also the key that matches a
+        /// listener to inherited sockets and tells a reload whether the address changed.
+        public var description: String {
+            switch self {
+            case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            case .unix(let path): "unix:" + path
+            case .systemd(let name): "systemd:" + name
+            }
+        }
+    }
+
     public var name = "server"
     /// Server: TLS in, plaintext to the target. Client: plaintext in, TLS (with our certificate) to the target.
     public var mode = Mode.server
-    public var listenHost: String
-    public var listenPort: UInt16
+    public var listen: Listen
+    /// Client mode without `unsafe-listen`: a socket systemd passed must be on loopback or a Unix socket.
+    public var allowsNonLoopbackListen = true
     public var target: Target
     public var tls: TLSConfiguration
     public var policy: AccessPolicy
@@ -52,16 +71,22 @@ public struct ListenerConfiguration: Sendable {
     public var proxyProtocolV2 = false
     public var names = SettingNames()
 
-    public init(listenHost: String, listenPort: UInt16, target: Target, tls: TLSConfiguration, policy: AccessPolicy) {
-        self.listenHost = listenHost
-        self.listenPort = listenPort
+    public init(listen: Listen, target: Target, tls: TLSConfiguration, policy: AccessPolicy) {
+        self.listen = listen
         self.target = target
         self.tls = tls
         self.policy = policy
     }
 
-    var listenDescription: String {
-        listenHost.contains(":") ? "[\(listenHost)]:\(listenPort)" : "\(listenHost):\(listenPort)"
+    public init(listenHost: String, listenPort: UInt16, target: Target, tls: TLSConfiguration, policy: AccessPolicy) {
+        self.init(listen: .tcp(host: listenHost, port: listenPort), target: target, tls: tls, policy: policy)
+    }
+
+    var listenDescription: String { listen.description }
+
+    var listensOnSystemd: Bool {
+        if case .systemd = listen { return true }
+        return false
     }
 }
 

@@ -18,7 +18,9 @@ final class Connection: RelayHost {
     /// The client's address, read at accept: it may be gone by the time the connection ends.
     let peerAddress: String
     /// Server mode with `proxy-protocol: v2`: the client's address and the one it connected to, read at accept.
-    private let proxyEndpoints: (source: ProxyProtocolHeader.Endpoint, destination: ProxyProtocolHeader.Endpoint)?
+    private let proxyAddresses: ProxyProtocolHeader.Addresses?
+    /// A Unix client's process credentials (SO_PEERCRED), for the audit line.
+    let unixPeer: StreamSocket.UnixPeer?
     /// Client mode: where this worker keeps the remote's latest session; `nil` once this connection stored one.
     private let sessionCache: ClientSessionCache?
     private(set) var relay: Relay!
@@ -36,10 +38,16 @@ final class Connection: RelayHost {
         self.stats = stats
         self.sessionCache = sessionCache
         peerAddress = socket.peerAddress
-        if generation.settings.proxyProtocolV2, let remote = socket.remoteAddress, let local = socket.localAddress {
-            proxyEndpoints = (.init(ip: remote.ipBytes, port: remote.port), .init(ip: local.ipBytes, port: local.port))
+        unixPeer = socket.unixPeer
+        if !generation.settings.proxyProtocolV2 {
+            proxyAddresses = nil
+        } else if let remote = socket.remoteAddress, let local = socket.localAddress {
+            proxyAddresses = .inet(source: .init(ip: remote.ipBytes, port: remote.port), destination: .init(ip: local.ipBytes, port: local.port))
+        } else if let peer = socket.unixPeer {
+            // Unix clients are unnamed sockets: the source path stays empty, as haproxy sends it.
+            proxyAddresses = .unix(source: "", destination: peer.path)
         } else {
-            proxyEndpoints = nil
+            proxyAddresses = nil
         }
         let settings = generation.settings
         let timeouts = Relay.Timeouts(handshakeMs: settings.handshakeTimeoutMs, connectMs: settings.connectTimeoutMs,
@@ -81,7 +89,7 @@ final class Connection: RelayHost {
 
     func preamble(for relay: Relay) -> Relay.Preamble {
         guard settings.proxyProtocolV2 else { return .none }
-        guard let (source, destination) = proxyEndpoints else {
+        guard let addresses = proxyAddresses else {
             return .failed("PROXY header: the client's address could not be read")
         }
         let identity = session?.peerIdentity
@@ -89,7 +97,7 @@ final class Connection: RelayHost {
             version: session?.protocolVersion ?? "", cipher: session?.cipherName ?? "", resumed: session?.isResumed ?? false,
             commonName: identity?.commonName, peerURI: identity.flatMap { $0.spiffeID ?? $0.uris.first },
             ruleName: session?.decision?.ruleName, serverName: session?.serverNameIndication, connectionID: relay.id)
-        guard let header = ProxyProtocolHeader.encode(source: source, destination: destination, tls: facts) else {
+        guard let header = ProxyProtocolHeader.encode(addresses: addresses, tls: facts) else {
             return .failed("PROXY header: the client's identity is too long for a PROXY v2 header")
         }
         return .bytes(header)

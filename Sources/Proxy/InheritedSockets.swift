@@ -18,6 +18,8 @@ struct InheritedSockets {
         let socket: ListeningSocket
         let address: String
         let source: Source
+        /// A Unix socket or an IP loopback address.
+        var isLocal = true
     }
 
     static let restartVariable = "PORTCULLIS_INHERITED_FDS"
@@ -40,7 +42,7 @@ struct InheritedSockets {
     }
 
     /// Reads and unsets the variables, adopts every passed descriptor (checking that it is a listening TCP
-    /// socket; one that is not is logged and closed). Call before other threads start.
+    /// or Unix stream socket; one that is not is logged and closed). Call before other threads start.
     static func fromEnvironment(logger: Logger) -> InheritedSockets {
         let value = { (name: String) in ProcessControl.getenv(name) }
         let restart = value(restartVariable)
@@ -66,8 +68,9 @@ struct InheritedSockets {
                     inherited.status = (socket, address.description)
                     continue
                 }
-                let (socket, address) = try ListeningSocket.adopt(fd: item.fd)
-                inherited.entries.append(Entry(name: item.name, socket: socket, address: address.description, source: item.source))
+                let (socket, address) = try ListeningSocket.adopt(fd: item.fd, allowUnix: true)
+                inherited.entries.append(Entry(name: item.name, socket: socket, address: address.description, source: item.source,
+                                               isLocal: address.isUnix || address.isLoopback))
             } catch {
                 logger.warning("inherited descriptor is unusable: closing it", metadata: [
                     "fd": "\(item.fd)", "listen.source": "\(item.source.rawValue)", "error": "\(error)",
@@ -135,6 +138,31 @@ struct InheritedSockets {
         let taken = picked.map { entries[$0] }
         for index in picked.reversed() { entries.remove(at: index) }
         return (taken.map(\.socket), taken[0].source, taken[0].address)
+    }
+
+    /// A `systemd:NAME` listener's sockets: those handed over under the listener's name by the process we
+    /// replace (SIGUSR2), else those systemd passed as `NAME` (FileDescriptorName=). Nil when there are none.
+    /// `nonLocalAddress`: the first that is neither a Unix socket nor on loopback.
+    mutating func take(listener name: String, systemdName: String) -> (sockets: [ListeningSocket], source: Source, address: String, nonLocalAddress: String?)? {
+        var picked = entries.indices.filter { entries[$0].source == .restart && entries[$0].name == name }
+        if picked.isEmpty {
+            picked = entries.indices.filter { entries[$0].source == .systemd && entries[$0].name == systemdName }
+        }
+        guard !picked.isEmpty else { return nil }
+        let taken = picked.map { entries[$0] }
+        for index in picked.reversed() { entries.remove(at: index) }
+        return (taken.map(\.socket), taken[0].source, taken.map(\.address).joined(separator: ","),
+                taken.first { !$0.isLocal }?.address)
+    }
+
+    /// The names systemd passed sockets under that no listener took yet (for an error message).
+    var systemdNames: [String] {
+        var seen: [String] = []
+        for entry in entries where entry.source == .systemd {
+            let name = entry.name ?? "(unnamed)"
+            if !seen.contains(name) { seen.append(name) }
+        }
+        return seen
     }
 
     /// The status socket handed over by the previous process, if it is on `address` (a status address

@@ -21,9 +21,11 @@ struct ListenerRecord {
     /// Where the sockets came from: "bound", "systemd" or "restart".
     var source: String { sockets?.source ?? "bound" }
 
-    /// Closes everything this record owns (its descriptors and any not yet handed to the workers).
-    func closeSockets() {
+    /// Closes everything this record owns (its descriptors and any not yet handed to the workers) when the
+    /// process could not start; a Unix socket file it bound itself is removed (one handed over stays: the old
+    /// process still serves it).
+    func closeSockets(removingBoundFile: Bool) {
         pendingSockets.joined().forEach { $0.close() }
-        sockets?.close()
+        sockets?.close(removingFile: removingBoundFile && source == "bound")
     }
 }

@@ -10,6 +10,10 @@ public enum ProxyProtocolHeader {
     public static let versionCommand: UInt8 = 0x21
     public static let familyTCP4: UInt8 = 0x11
     public static let familyTCP6: UInt8 = 0x21
+    /// AF_UNIX, SOCK_STREAM: a client of a `unix:` listener. The spec's address block is then two 108-byte
+    /// `sun_path`s (source, destination), NUL-padded.
+    public static let familyUnixStream: UInt8 = 0x31
+    static let unixPathLength = 108
 
     /// TLV types.
     public enum TLV {
@@ -86,6 +90,14 @@ public enum ProxyProtocolHeader {
         }
     }
 
+    /// Both ends of the client's connection.
+    public enum Addresses: Sendable, Equatable {
+        case inet(source: Endpoint, destination: Endpoint)
+        /// `source`: the client's own socket path (empty: Unix clients are usually unnamed); `destination`: the
+        /// listening socket's path. Each at most 107 bytes.
+        case unix(source: String, destination: String)
+    }
+
     /// The header's longest possible length: 16 fixed bytes and a 16-bit length.
     public static let maximumLength = 16 + Int(UInt16.max)
 
@@ -93,17 +105,35 @@ public enum ProxyProtocolHeader {
     /// IPv6 otherwise. Returns `nil` when the TLVs would not fit the 16-bit length field (values taken from a
     /// certificate are not truncated: a truncated identity would be a wrong one).
     public static func encode(source: Endpoint, destination: Endpoint, tls: TLSFacts) -> [UInt8]? {
-        var src = source.unmapped, dst = destination.unmapped
-        if src.ip.count != dst.ip.count {
-            src = src.asIPv6
-            dst = dst.asIPv6
-        }
+        encode(addresses: .inet(source: source, destination: destination), tls: tls)
+    }
+
+    /// The whole header for either kind of client (see `encode(source:destination:tls:)`); a Unix client's
+    /// header has the family AF_UNIX/STREAM and the two paths. Nil when the TLVs would not fit.
+    public static func encode(addresses: Addresses, tls: TLSFacts) -> [UInt8]? {
         var body: [UInt8] = []
         body.reserveCapacity(256)
-        body += src.ip
-        body += dst.ip
-        append16(src.port, to: &body)
-        append16(dst.port, to: &body)
+        let family: UInt8
+        switch addresses {
+        case .inet(let source, let destination):
+            var src = source.unmapped, dst = destination.unmapped
+            if src.ip.count != dst.ip.count {
+                src = src.asIPv6
+                dst = dst.asIPv6
+            }
+            body += src.ip
+            body += dst.ip
+            append16(src.port, to: &body)
+            append16(dst.port, to: &body)
+            family = src.ip.count == 4 ? familyTCP4 : familyTCP6
+        case .unix(let source, let destination):
+            for path in [source, destination] {
+                let bytes = Array(path.utf8.prefix(unixPathLength - 1))
+                body += bytes
+                body += [UInt8](repeating: 0, count: unixPathLength - bytes.count)
+            }
+            family = familyUnixStream
+        }
 
         var ssl: [UInt8] = [ClientFlag.ssl | ClientFlag.certificateOnSession | (tls.resumed ? 0 : ClientFlag.certificateOnConnection)]
         ssl += [0, 0, 0, 0]  // verify: 0 = the certificate verified (unverified clients never get this far)
@@ -121,7 +151,7 @@ public enum ProxyProtocolHeader {
         var header = signature
         header.reserveCapacity(16 + body.count)
         header.append(versionCommand)
-        header.append(src.ip.count == 4 ? familyTCP4 : familyTCP6)
+        header.append(family)
         append16(UInt16(body.count), to: &header)
         header += body
         return header

@@ -8,8 +8,8 @@ struct ReloadPlan: Equatable, Sendable {
     /// is admitted.
     struct Listener: Equatable, Sendable {
         var name: String
-        var listenHost: String
-        var listenPort: UInt16
+        /// The configured address as written canonically (`ListenerConfiguration.Listen.description`).
+        var listen: String
         /// Re-check live connections when what decides admission changed (read on the next side).
         var reauthorize: Bool
         /// The access policy of the listener's TLS context.
@@ -17,18 +17,16 @@ struct ReloadPlan: Equatable, Sendable {
         /// SHA-256 over the CA and CRL files (`TLSContext.trustDigest`).
         var trustDigest: [UInt8]
 
-        init(name: String, listenHost: String, listenPort: UInt16, reauthorize: Bool = true,
-             policy: AccessPolicy?, trustDigest: [UInt8]) {
+        init(name: String, listen: String, reauthorize: Bool = true, policy: AccessPolicy?, trustDigest: [UInt8]) {
             self.name = name
-            self.listenHost = listenHost
-            self.listenPort = listenPort
+            self.listen = listen
             self.reauthorize = reauthorize
             self.policy = policy
             self.trustDigest = trustDigest
         }
 
         func listensAtSameAddress(as other: Listener) -> Bool {
-            listenHost == other.listenHost && listenPort == other.listenPort
+            listen == other.listen
         }
     }
 
@@ -37,7 +35,7 @@ struct ReloadPlan: Equatable, Sendable {
     /// Current names that neither stay nor were renamed, in the current configuration's order.
     let removed: [String]
     /// New name → old name. A listener that disappears by name while a new name appears on the same
-    /// configured listen address (host and port) is a rename: the new name takes over the sockets (binding
+    /// configured listen address (host and port, Unix path or systemd name) is a rename: the new name takes over the sockets (binding
     /// again would collide with our own port). Each new name (in the next order) takes the first such
     /// vanished listener (in the current order) that no earlier new name took.
     let renamed: [String: String]
@@ -94,7 +92,6 @@ struct ReloadPlan: Equatable, Sendable {
 extension ReloadPlan.Listener {
     /// The plan's view of a configured listener and the TLS context built for it.
     init(_ listener: ListenerConfiguration, tls: TLSContext) {
-        self.init(name: listener.name, listenHost: listener.listenHost, listenPort: listener.listenPort,
-                  reauthorize: listener.reauthorize, policy: tls.policy, trustDigest: tls.trustDigest)
+        self.init(name: listener.name, listen: listener.listenDescription, reauthorize: listener.reauthorize, policy: tls.policy, trustDigest: tls.trustDigest)
     }
 }

@@ -75,20 +75,18 @@ public final class ServerRuntime {
             for listener in configuration.listeners {
                 built[listener.name] = try ServerRuntime.makeGeneration(listener, number: 1, counters: ListenerCounters())
             }
-            for listener in configuration.listeners {
-                let sockets: ListenerSockets
-                if let taken = inherited.take(listener: listener.name, address: listener.listenDescription) {
-                    sockets = ListenerSockets(originals: taken.sockets, source: taken.source.rawValue, address: taken.address)
-                } else {
-                    sockets = try ServerRuntime.bindSockets(listener, count: workerCount)
-                }
+            // `systemd:NAME` listeners first: they claim their sockets by name before another listener could
+            // claim one by address.
+            let ordered = configuration.listeners.filter(\.listensOnSystemd) + configuration.listeners.filter { !$0.listensOnSystemd }
+            for listener in ordered {
+                let sockets = try ServerRuntime.acquireSockets(listener, count: workerCount, inherited: &inherited)
                 records[listener.name] = ListenerRecord(generation: built[listener.name]!, sockets: sockets, listenAddress: sockets.address)
                 records[listener.name]!.pendingSockets = try sockets.perWorker(workerCount, listener: listener)
             }
             status = try StatusService(endpoint: configuration.status, settingName: configuration.statusSettingName,
                                        shared: shared, inherited: &inherited)
         } catch {
-            records.values.forEach { $0.closeSockets() }
+            records.values.forEach { $0.closeSockets(removingBoundFile: true) }
             inherited.closeUnclaimed(logger: logger)
             if let readyFD { Descriptor.close(readyFD) }
             throw error
@@ -96,6 +94,12 @@ public final class ServerRuntime {
         self.records = records
         self.status = status
         inherited.closeUnclaimed(logger: logger)
+    }
+
+    /// The Unix socket files of `unix:` listeners this process owns: `--user` hands them to that user before
+    /// switching, so that its clients' permissions are the user's and it can remove them at exit.
+    public var ownedSocketFiles: [String] {
+        records.values.compactMap { $0.sockets?.socketFile?.path }.sorted()
     }
 
     /// Serves until SIGTERM/SIGINT and the drain that follows. Returns the process exit code:
@@ -166,7 +170,7 @@ public final class ServerRuntime {
             try status.start(loop: loop, source: self)
         } catch {
             logger.critical("cannot set up the control loop", metadata: ["error": "\(error)"])
-            records.values.forEach { $0.closeSockets() }
+            records.values.forEach { $0.closeSockets(removingBoundFile: true) }
             status.closeUnstarted()
             if let readyFD { Descriptor.close(readyFD) }
             lifecycle.setupFailed()
@@ -254,10 +258,11 @@ public final class ServerRuntime {
         for name in records.keys { records[name]!.pendingSockets = [] }
     }
 
-    /// Closes the runtime's own descriptors of every listening socket (the workers' copies stay open).
+    /// Closes the runtime's own descriptors of every listening socket (the workers' copies stay open) and
+    /// removes the Unix socket files we own, unless a successor serves them now.
     private func closeListenerSockets() {
         for name in records.keys {
-            records[name]!.sockets?.close()
+            records[name]!.sockets?.close(removingFile: !restart.handedOver)
             records[name]!.sockets = nil
         }
     }
@@ -322,7 +327,7 @@ public final class ServerRuntime {
                 }
             }
         } catch {
-            newSockets.values.forEach { $0.close() }
+            newSockets.values.forEach { $0.close(removingFile: true) }
             newPerWorker.values.joined().joined().forEach { $0.close() }
             shared.metrics.noteReload(succeeded: false)
             logger.error("reload failed: keeping the current configuration", metadata: [
@@ -353,13 +358,13 @@ public final class ServerRuntime {
             var record = previous.removeValue(forKey: plan.renamed[listener.name] ?? listener.name)
             record?.generation = generation
             if let sockets = newSockets[listener.name] {
-                record?.sockets?.close()
+                record?.sockets?.close(removingFile: true)  // rebound: the old path is no longer ours to serve
                 record = ListenerRecord(generation: generation, sockets: sockets, listenAddress: sockets.address,
                                         pendingSockets: newPerWorker[listener.name] ?? [])
             }
             updated[listener.name] = record
         }
-        previous.values.forEach { $0.sockets?.close() }  // removed listeners
+        previous.values.forEach { $0.sockets?.close(removingFile: true) }  // removed listeners
         records = updated
         for (index, worker) in workers.enumerated() {
             worker.post(.apply(assignments(forWorker: index, reauthorize: plan.reauthorize, renames: plan.renamed)))
@@ -580,18 +585,64 @@ public final class ServerRuntime {
         }
     }
 
-    /// One SO_REUSEPORT socket per worker. A plain bind first proves the port is free: with SO_REUSEPORT
-    /// alone, a second instance of the same user would silently share the port instead of failing.
-    static func bindSockets(_ listener: ListenerConfiguration, count: Int) throws(StartupError) -> ListenerSockets {
-        let host = listener.listenHost
+    /// The listener's sockets at start: those handed over by the process we replace (SIGUSR2) or passed by
+    /// systemd, else new ones. A `systemd:NAME` listener never binds.
+    static func acquireSockets(_ listener: ListenerConfiguration, count: Int,
+                               inherited: inout InheritedSockets) throws(StartupError) -> ListenerSockets {
         let shown = listener.listenDescription
+        switch listener.listen {
+        case .systemd(let name):
+            let passed = inherited.systemdNames
+            guard let taken = inherited.take(listener: listener.name, systemdName: name) else {
+                let what = passed.isEmpty ? "systemd passed no sockets (no LISTEN_FDS for this process)"
+                    : "systemd passed no socket named '\(name)' (passed: \(passed.joined(separator: ", ")))"
+                throw StartupError("\(listener.names.listen) '\(shown)': \(what): set FileDescriptorName=\(name) in the .socket unit and start the service through it")
+            }
+            if !listener.allowsNonLoopbackListen, let exposed = taken.nonLocalAddress {
+                taken.sockets.forEach { $0.close() }
+                throw StartupError("\(listener.names.listen) '\(shown)': systemd passed a socket on \(exposed), which is not on loopback: client mode accepts plaintext there (use ListenStream=127.0.0.1:PORT or a path, or --unsafe-listen / unsafe-listen: true to allow it)")
+            }
+            return ListenerSockets(originals: taken.sockets, source: taken.source.rawValue, address: taken.address)
+        case .tcp, .unix:
+            guard let taken = inherited.take(listener: listener.name, address: shown) else {
+                return try bindSockets(listener, count: count)
+            }
+            if case .unix = listener.listen, taken.address != shown {
+                // The path changed in the configuration before this restart: the old socket is not what was asked for.
+                taken.sockets.forEach { $0.close() }
+                return try bindSockets(listener, count: count)
+            }
+            var file: UnixSocketFile?
+            if case .unix(let path) = listener.listen, taken.source == .restart {
+                // Handed over by the Portcullis we replace, which bound it: ours to remove at exit now. One that
+                // systemd passed stays systemd's (its socket unit removes it).
+                file = UnixSocketFile(path: path)
+            }
+            return ListenerSockets(originals: taken.sockets, source: taken.source.rawValue, address: taken.address, socketFile: file)
+        }
+    }
+
+    /// TCP: one SO_REUSEPORT socket per worker. A plain bind first proves the port is free: with SO_REUSEPORT
+    /// alone, a second instance of the same user would silently share the port instead of failing.
+    /// Unix: one socket the workers share (duplicated descriptors, one accept queue).
+    static func bindSockets(_ listener: ListenerConfiguration, count: Int) throws(StartupError) -> ListenerSockets {
+        let shown = listener.listenDescription
+        let host: String
+        switch listener.listen {
+        case .tcp(let listenHost, _):
+            host = listenHost
+        case .unix(let path):
+            return try bindUnixSocket(listener, path: path)
+        case .systemd:
+            throw StartupError("\(listener.names.listen) '\(shown)': systemd passes its sockets only when it starts the service: restart the service (systemctl restart) to listen on a new socket name")
+        }
         func fail(_ error: UVError) -> StartupError {
             if error.isAddressInUse {
                 return StartupError("\(listener.names.listen) '\(shown)': address already in use (another process listens there; stop it or choose another port)")
             }
             return StartupError("\(listener.names.listen) '\(shown)': cannot listen: \(error.message)")
         }
-        var port = listener.listenPort
+        guard case .tcp(_, var port) = listener.listen else { preconditionFailure("bindSockets: \(shown) is not TCP") }
         if port != 0 {
             do {
                 let probe = try ListeningSocket.bind(ip: host, port: port, reusePort: false)
@@ -613,6 +664,27 @@ public final class ServerRuntime {
         }
         let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         return ListenerSockets(originals: sockets, source: "bound", address: address)
+    }
+
+    /// Binds `unix:PATH` (a stale socket file nobody accepts on is replaced; any other file is left alone).
+    /// The file gets the process's umask (0022: only our user may connect).
+    static func bindUnixSocket(_ listener: ListenerConfiguration, path: String) throws(StartupError) -> ListenerSockets {
+        let shown = listener.listenDescription
+        let socket: ListeningSocket
+        do {
+            socket = try ListeningSocket.bindUnix(path: path, backlog: 1024)
+        } catch {
+            let why: String
+            switch -error.code {
+            case EEXIST: why = "a file that is not a socket is in the way: Portcullis replaces only a stale socket; move the file or choose another path"
+            case EADDRINUSE: why = "another process listens on this socket: stop it or choose another path"
+            case ENOENT: why = "its directory does not exist: create it (RuntimeDirectory= in a systemd unit)"
+            case EACCES: why = "permission denied: the directory must be writable by the user Portcullis runs as"
+            default: why = "cannot listen: \(error.message)"
+            }
+            throw StartupError("\(listener.names.listen) '\(shown)': \(why)")
+        }
+        return ListenerSockets(originals: [socket], source: "bound", address: shown, socketFile: UnixSocketFile(path: path))
     }
 
     /// Stops the watchdog keep-alives (the successor sends its own once systemd watches it).
@@ -657,6 +729,9 @@ struct ListenerSockets {
     /// "bound", "systemd" or "restart".
     let source: String
     let address: String
+    /// A Unix socket file this process owns (it bound it, or took it over from the process it replaced): removed
+    /// when the listener stops serving it. Nil for TCP and for sockets systemd passed.
+    var socketFile: UnixSocketFile? = nil
 
     /// Fresh descriptors for each worker (see `InheritedSockets.distribute`).
     func perWorker(_ workers: Int, listener: ListenerConfiguration) throws(StartupError) -> [[ListeningSocket]] {
@@ -667,8 +742,11 @@ struct ListenerSockets {
         }
     }
 
-    func close() {
+    /// Closes our descriptors; with `removingFile`, removes our socket file too (if it is still ours: see
+    /// `UnixSocketFile.remove`), so that clients fail at once instead of connecting to a dead path.
+    func close(removingFile: Bool) {
         originals.forEach { $0.close() }
+        if removingFile { socketFile?.remove() }
     }
 }
 

@@ -274,10 +274,13 @@ final class Worker: @unchecked Sendable {
                 let peer = client.peerAddress
                 client.close()
                 if let suppressed = refusalLogLimiter?.admit(now: loop.now) {
-                    shared.logger.warning("connection refused: per-source handshake limit", metadata: [
+                    var metadata: Logger.Metadata = [
                         "listener": "\(name)", "conn.peer": "\(peer)", "limit": "\(limit)", "limit.value": "\(value)",
                         "log.suppressed": "\(suppressed)",
-                    ])
+                    ]
+                    // A Unix client's source is its user (see `sourceKey`): say which.
+                    if let uid = client.unixPeer?.uid { metadata["conn.peer.uid"] = "\(uid)" }
+                    shared.logger.warning("connection refused: per-source handshake limit", metadata: metadata)
                 }
                 return
             }
@@ -331,7 +334,9 @@ final class Worker: @unchecked Sendable {
     private func admitHandshake(from client: StreamSocket) -> HandshakeAdmission {
         let perSource = shared.maxHandshakesPerSource.load(ordering: .relaxed)
         let rate = shared.maxHandshakeRatePerSource.load(ordering: .relaxed)
-        guard perSource > 0 || rate > 0, let key = client.remoteAddress?.ipBytes else { return .admitted(sourceKey: nil) }
+        guard perSource > 0 || rate > 0, let key = client.remoteAddress?.ipBytes ?? client.unixPeer.map(Worker.sourceKey) else {
+            return .admitted(sourceKey: nil)
+        }
         let now = loop.now
         var usage = sources[key] ?? SourceUsage(tokens: Double(rate), refilledAt: now)
         if rate > 0 {
@@ -349,6 +354,12 @@ final class Worker: @unchecked Sendable {
         if rate > 0 { usage.tokens -= 1 }
         sources[key] = usage
         return .admitted(sourceKey: key)
+    }
+
+    /// A Unix client's source for the per-source limits: its user (every process of one uid is one source,
+    /// as every connection from one IP address is). Five bytes, so it never equals an IPv4 (4) or IPv6 (16) key.
+    static func sourceKey(_ peer: StreamSocket.UnixPeer) -> [UInt8] {
+        [0x55, UInt8(peer.uid >> 24), UInt8(peer.uid >> 16 & 0xFF), UInt8(peer.uid >> 8 & 0xFF), UInt8(peer.uid & 0xFF)]
     }
 
     /// Counts a new handshake; at `limits.handshakes`, the oldest one in progress makes room (a slow handshake
@@ -529,6 +540,10 @@ final class Worker: @unchecked Sendable {
             "conn.duration_ms": "\(relay.durationMs)",
             "close.reason": "\(relay.closeReason)",
         ]
+        if let peer = connection.unixPeer {
+            metadata["conn.peer.pid"] = "\(peer.pid)"
+            metadata["conn.peer.uid"] = "\(peer.uid)"
+        }
         if let identity = session?.peerIdentity {
             metadata["tls.peer.subject"] = "\(identity.subject.rfc2253)"
             metadata["tls.peer.sans"] = "\(identity.subjectAlternativeNames.joined(separator: ","))"

@@ -53,13 +53,18 @@ struct PrivilegeDrop {
 
     /// Becomes the planned user and group: supplementary groups, then the group, then the user (in that order:
     /// after setuid the others are no longer allowed). Verifies the result, and that root cannot be regained.
-    func apply(logger: Logger) throws {
+    /// `socketFiles` (the `unix:` listeners' sockets, bound as root) are given to the user and group first.
+    func apply(logger: Logger, socketFiles: [String] = []) throws {
         let flag = uid != nil ? "--user" : "--group"
         let subject = userName.map { quoted($0) } ?? gid.map { "gid \($0)" } ?? ""
         if geteuid() != 0 {
             // Without root nothing can be switched; asking for what we already are is fine.
             if (uid ?? getuid()) == getuid() && (gid ?? getgid()) == getgid() { return }
             throw CommandFailure(message: "\(flag) \(subject): only root can switch users and groups (running as uid \(getuid())): start as root, or drop \(flag)")
+        }
+        for path in socketFiles {
+            // lchown: the file is the socket we just bound; never follow a link someone put in its place.
+            try check(lchown(path, uid ?? uid_t.max, gid ?? gid_t.max), flag, subject, "chown '\(path)'")
         }
         if let gid {
             if let userName {

@@ -60,8 +60,14 @@ extension ListenerConfiguration {
             tls.serverName = settings.serverName
             tls.verifyServerName = settings.verifyServerName
         }
-        self.init(listenHost: settings.listen.host, listenPort: settings.listen.port, target: settings.target, tls: tls,
-                  policy: settings.policy)
+        let listen: Listen
+        switch settings.listen {
+        case .tcp(let host, let port): listen = .tcp(host: host, port: port)
+        case .unix(let path): listen = .unix(path: path)
+        case .systemd(let name): listen = .systemd(name: name)
+        }
+        self.init(listen: listen, target: settings.target, tls: tls, policy: settings.policy)
+        allowsNonLoopbackListen = !isClient || settings.unsafeListen
         name = settings.name
         mode = isClient ? .client : .server
         handshakeTimeoutMs = settings.timeouts.handshake

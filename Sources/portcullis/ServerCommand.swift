@@ -131,7 +131,7 @@ func serve(_ configuration: RuntimeConfiguration, privileges: PrivilegeOptions, 
     // After a successful start only: a startup error stays the one line it is.
     runtime.timedReloadMilliseconds = timedReload
     warnAboutReadableKeys(configuration, logger: logger)
-    try drop?.apply(logger: logger)
+    try drop?.apply(logger: logger, socketFiles: runtime.ownedSocketFiles)
     let code = runtime.run()
     if code != 0 { throw ExitCode(code) }
 }

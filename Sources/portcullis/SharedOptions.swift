@@ -3,7 +3,7 @@ import Config
 
 /// Flags that `server` and `client` share, with the same meaning and spelling.
 struct SharedOptions: ParsableArguments {
-    @Option(help: "Address to accept connections on, as HOST:PORT.")
+    @Option(help: "Where to accept connections: HOST:PORT, unix:/path, or systemd:NAME (the sockets systemd passed with FileDescriptorName=NAME).")
     var listen: String?
     @Option(help: "Where to forward: HOST:PORT (server mode: loopback or unix:/path; client mode: the remote TLS server).")
     var target: String?

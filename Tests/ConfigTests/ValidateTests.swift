@@ -58,10 +58,27 @@ struct ListenAddressTests {
     ])
     func parses(text: String, host: String, port: UInt16, description: String) throws {
         let address = try Validate.listenAddress(text, key: "--listen")
-        #expect(address.host == host)
-        #expect(address.port == port)
+        #expect(address == .tcp(host: host, port: port))
+        #expect(address == ListenAddress(host: IPAddress(host)!, port: port))
         #expect(address.description == description)
-        #expect(address.address == IPAddress(host))
+    }
+
+    @Test("accepts unix:/absolute/path and systemd:NAME", arguments: [
+        ("unix:/run/portcullis/app.sock", ListenAddress.unix(path: "/run/portcullis/app.sock"), false),
+        ("unix:/" + String(repeating: "a", count: 106), .unix(path: "/" + String(repeating: "a", count: 106)), false),
+        ("unix:/tmp/with space.sock", .unix(path: "/tmp/with space.sock"), false),
+        ("systemd:portcullis", .systemd(name: "portcullis"), false),
+        ("systemd:web.tls-1_a", .systemd(name: "web.tls-1_a"), false),
+        ("systemd:" + String(repeating: "n", count: 255), .systemd(name: String(repeating: "n", count: 255)), false),
+        ("127.0.0.1:8443", .tcp(host: "127.0.0.1", port: 8443), false),
+        ("0.0.0.0:8443", .tcp(host: "0.0.0.0", port: 8443), true),
+    ])
+    func parsesLocal(text: String, expected: ListenAddress, networkFacing: Bool) throws {
+        let address = try Validate.listenAddress(text, key: "--listen")
+        #expect(address == expected)
+        #expect(address.description == text)
+        // Client mode needs unsafe-listen only for a TCP address off loopback.
+        #expect(address.isNetworkFacing == networkFacing)
     }
 
     @Test("refuses with a fix", arguments: [
@@ -78,6 +95,16 @@ struct ListenAddressTests {
         ("[10.0.0.1]:80", "--listen '[10.0.0.1]:80' has brackets around something that is not an IPv6 address"),
         ("example.com:8443", "--listen 'example.com:8443' does not name an IP address: use an IP address, localhost, or :PORT for all interfaces"),
         ("it's:1", "--listen 'it\\'s:1' does not name an IP address: use an IP address, localhost, or :PORT for all interfaces"),
+        ("unix:run/app.sock", "--listen 'unix:run/app.sock' is not an absolute socket path: use unix:/path/to/socket"),
+        ("unix:", "--listen 'unix:' is not an absolute socket path: use unix:/path/to/socket"),
+        ("unix:/" + String(repeating: "a", count: 107),
+         "--listen 'unix:/\(String(repeating: "a", count: 107))' is too long: a socket path is at most 107 bytes"),
+        ("systemd:", "--listen 'systemd:' is not a socket name: use systemd:NAME with NAME as in the .socket unit's FileDescriptorName= (1-255 printable characters, no ':' or space)"),
+        ("systemd:a:b", "--listen 'systemd:a:b' is not a socket name: use systemd:NAME with NAME as in the .socket unit's FileDescriptorName= (1-255 printable characters, no ':' or space)"),
+        ("systemd:a b", "--listen 'systemd:a b' is not a socket name: use systemd:NAME with NAME as in the .socket unit's FileDescriptorName= (1-255 printable characters, no ':' or space)"),
+        ("systemd:" + String(repeating: "n", count: 256),
+         "--listen 'systemd:\(String(repeating: "n", count: 256))' is not a socket name: use systemd:NAME with NAME as in the .socket unit's FileDescriptorName= (1-255 printable characters, no ':' or space)"),
+        ("launchd:Listener", "--listen 'launchd:Listener' is a launchd socket, which exists on macOS only: on Linux use systemd:NAME (socket activation) or unix:/path"),
     ])
     func refuses(text: String, message: String) {
         #expect(throws: ConfigError(key: "--listen", message: message)) {

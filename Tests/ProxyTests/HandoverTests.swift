@@ -110,6 +110,52 @@ import Glibc
         [a, b].forEach { $0.close() }
     }
 
+    @Test func systemdNameListenersTakeOnlyTheirNameOrTheirRestartGroup() throws {
+        let web = try ListeningSocket.bind(ip: "127.0.0.1", port: 0, reusePort: false)
+        let api = try ListeningSocket.bind(ip: "0.0.0.0", port: 0, reusePort: false)
+        let handed = try ListeningSocket.bind(ip: "127.0.0.1", port: 0, reusePort: false)
+        defer { [web, api, handed].forEach { $0.close() } }
+        var inherited = InheritedSockets(entries: [
+            .init(name: "web", socket: web, address: "127.0.0.1:\(web.port)", source: .systemd),
+            .init(name: "api", socket: api, address: "0.0.0.0:\(api.port)", source: .systemd, isLocal: false),
+            .init(name: "front", socket: handed, address: "127.0.0.1:\(handed.port)", source: .restart),
+        ])
+        #expect(inherited.systemdNames == ["web", "api"])
+        // A systemd socket is never taken under the listener's name, and a restart group never under the fd name.
+        #expect(inherited.take(listener: "web", systemdName: "other") == nil)
+        #expect(inherited.take(listener: "x", systemdName: "front") == nil)
+        let byNameTaken = inherited.take(listener: "x", systemdName: "web")
+        let byName = try #require(byNameTaken)
+        #expect(byName.sockets.map(\.fd) == [web.fd] && byName.source == .systemd && byName.nonLocalAddress == nil)
+        let exposedTaken = inherited.take(listener: "y", systemdName: "api")
+        let exposed = try #require(exposedTaken)
+        #expect(exposed.nonLocalAddress == "0.0.0.0:\(api.port)")
+        // After a SIGUSR2 restart the sockets come back under the listener's name.
+        let restartedTaken = inherited.take(listener: "front", systemdName: "web")
+        let restarted = try #require(restartedTaken)
+        #expect(restarted.sockets.map(\.fd) == [handed.fd] && restarted.source == .restart)
+        #expect(inherited.systemdNames.isEmpty)
+    }
+
+    @Test func aUnixSocketIsAdoptedAndDuplicatedAsUnix() throws {
+        let path = "/tmp/portcullis-unit-\(getpid()).sock"
+        let bound = try ListeningSocket.bindUnix(path: path)
+        defer {
+            bound.close()
+            UnixSocketFile(path: path)?.remove()
+        }
+        let (socket, address) = try ListeningSocket.adopt(fd: bound.fd, allowUnix: true)
+        #expect(socket.isUnix && address.isUnix && address.description == "unix:\(path)")
+        let copy = try socket.duplicate()
+        defer { copy.close() }
+        #expect(copy.isUnix, "a duplicated Unix socket must stay a pipe for the listener")
+        // The file is removed only while it is the one identified.
+        let file = try #require(UnixSocketFile(path: path))
+        #expect(UnixSocketFile(path: "/etc/hostname") == nil)
+        #expect(file.remove())
+        #expect(!file.remove())
+    }
+
     @Test(arguments: [(1, 3), (4, 2), (2, 2), (3, 2)])
     func socketsAreSpreadOverWorkersWithFreshDescriptors(sockets count: Int, workers: Int) throws {
         let first = try ListeningSocket.bind(ip: "127.0.0.1", port: 0, reusePort: true)

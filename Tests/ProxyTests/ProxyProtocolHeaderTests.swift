@@ -39,6 +39,17 @@ import Proxy
         #expect(Int(header[14]) << 8 | Int(header[15]) == 36 + 3 + ssl.count)
     }
 
+    @Test func unixClientUsesFamily0x31AndTwoPathsOf108Bytes() throws {
+        let header = try #require(Header.encode(
+            addresses: .unix(source: "", destination: "/run/p.sock"),
+            tls: .init(version: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256")))
+        let ssl: [UInt8] = [0x07, 0, 0, 0, 0] + tlv(0x21, "TLSv1.3") + tlv(0x23, "TLS_AES_128_GCM_SHA256")
+        let destination = Array("/run/p.sock".utf8) + [UInt8](repeating: 0, count: 108 - 11)
+        let body = [UInt8](repeating: 0, count: 108) + destination + tlv(0x20, ssl)
+        #expect(header == signature + [0x21, 0x31, UInt8(body.count >> 8), UInt8(body.count & 0xFF)] + body)
+        #expect(Int(header[14]) << 8 | Int(header[15]) == 216 + 3 + ssl.count)
+    }
+
     @Test func ipv4MappedAddressesGoOutAsIPv4() throws {
         let mapped: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 10, 1, 2, 3]
         let header = try #require(Header.encode(

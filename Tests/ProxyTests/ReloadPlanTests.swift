@@ -15,7 +15,12 @@ import Testing
 
     static func listener(_ name: String, _ port: UInt16, host: String = "127.0.0.1", reauthorize: Bool = true,
                          policy: AccessPolicy? = allowAll, trust: [UInt8] = trustA) -> Listener {
-        Listener(name: name, listenHost: host, listenPort: port, reauthorize: reauthorize, policy: policy, trustDigest: trust)
+        Listener(name: name, listen: ListenerConfiguration.Listen.tcp(host: host, port: port).description, reauthorize: reauthorize,
+                 policy: policy, trustDigest: trust)
+    }
+
+    static func listener(_ name: String, at listen: ListenerConfiguration.Listen) -> Listener {
+        Listener(name: name, listen: listen.description, policy: allowAll, trustDigest: trustA)
     }
 
     struct Case: CustomTestStringConvertible, Sendable {
@@ -30,6 +35,29 @@ import Testing
     }
 
     static let cases: [Case] = [
+        Case(testDescription: "unix socket unchanged: kept",
+             current: [listener("a", at: .unix(path: "/run/p/a.sock"))],
+             next: [listener("a", at: .unix(path: "/run/p/a.sock"))]),
+        Case(testDescription: "unix socket path changed: rebind",
+             current: [listener("a", at: .unix(path: "/run/p/a.sock"))],
+             next: [listener("a", at: .unix(path: "/run/p/b.sock"))],
+             rebound: ["a"]),
+        Case(testDescription: "unix socket under a new name: rename (the socket is taken over)",
+             current: [listener("a", at: .unix(path: "/run/p/a.sock"))],
+             next: [listener("b", at: .unix(path: "/run/p/a.sock"))],
+             renamed: ["b": "a"]),
+        Case(testDescription: "TCP to unix socket: rebind",
+             current: [listener("a", 8001)],
+             next: [listener("a", at: .unix(path: "/run/p/a.sock"))],
+             rebound: ["a"]),
+        Case(testDescription: "systemd socket unchanged: kept; under a new name: rename",
+             current: [listener("a", at: .systemd(name: "web")), listener("b", at: .systemd(name: "admin"))],
+             next: [listener("a", at: .systemd(name: "web")), listener("c", at: .systemd(name: "admin"))],
+             renamed: ["c": "b"]),
+        Case(testDescription: "systemd name changed: rebind (refused by the runtime: systemd passes sockets at start only)",
+             current: [listener("a", at: .systemd(name: "web"))],
+             next: [listener("a", at: .systemd(name: "web2"))],
+             rebound: ["a"]),
         Case(testDescription: "nothing changed: empty plan",
              current: [listener("a", 8001), listener("b", 8002)],
              next: [listener("a", 8001), listener("b", 8002)]),

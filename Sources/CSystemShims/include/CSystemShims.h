@@ -31,6 +31,15 @@ int pc_adopt_listening_socket(int fd, int allow_unix, struct sockaddr_storage *b
 // accept4 is a GNU extension Swift's Glibc module does not declare. Accepts one connection, non-blocking and
 // close-on-exec; `peer` (may be NULL) receives its address. Returns the fd or -errno.
 int pc_accept(int listen_fd, struct sockaddr_storage *peer);
+// struct ucred (SO_PEERCRED) is _GNU_SOURCE-only and sockaddr_un a fixed array: an accepted Unix stream socket's
+// local path (into path, NUL-terminated; empty when unnamed) and its peer's pid, uid, gid. Returns 0 or -errno.
+int pc_unix_peer(int fd, char *path, size_t path_length, int *pid, unsigned *uid, unsigned *gid);
+// lstat's struct stat and S_ISSOCK (a macro): the device and inode of the socket file at path. 0 or -errno;
+// -ENOTSOCK when something else is there.
+int pc_socket_file_identity(const char *path, unsigned long long *device, unsigned long long *inode);
+// unlink(path) only when it is still the socket file identified by device and inode (a later process may have
+// put its own there). Returns 0 when removed, or -errno / -ESTALE (another file is there now).
+int pc_remove_socket_file(const char *path, unsigned long long device, unsigned long long inode);
 // sockaddr_un for "/path" or "@abstract" (sd_notify's NOTIFY_SOCKET forms) is awkward from Swift: an unbound,
 // non-blocking, close-on-exec AF_UNIX datagram socket, fd or -errno …
 int pc_unix_dgram_socket(void);

@@ -85,7 +85,7 @@ extension ConfigReader {
         if let (text, listenNode) = string(f, "listen", required: listenWhy) {
             let key = f.child("listen")
             if let address = validate(listenNode, key, { k throws(ConfigError) in try Validate.listenAddress(text, key: k) }) {
-                if client && !address.isLoopback && unsafeListen != true {
+                if client && address.isNetworkFacing && unsafeListen != true {
                     // With a malformed unsafe-listen, that key's own problem is the one to fix.
                     if unsafeListen == false || isAbsent(f, "unsafe-listen") {
                         problem(listenNode, key, "\(singleQuoted(text)) is not a loopback address (\(flags == nil ? "set" : "use") \(setting(f.child("unsafe-listen"), file: "unsafe-listen: true")) to allow it)")

@@ -123,11 +123,18 @@ extension ConfigReader {
 
 
 /// Whether two listen addresses cannot both be bound: the same port (not 0) and the same host, or a wildcard
-/// host that covers the other (`0.0.0.0` every IPv4 address, `::` every address, since sockets are dual-stack).
+/// host that covers the other (`0.0.0.0` every IPv4 address, `::` every address, since sockets are dual-stack);
+/// the same Unix socket path; the same systemd socket name (the first listener would take all its sockets).
 func conflict(_ a: ListenAddress, _ b: ListenAddress) -> Bool {
-    guard a.port == b.port, a.port != 0 else { return false }
-    if a.host == b.host || a.host == "::" || b.host == "::" { return true }
-    if a.host == "0.0.0.0" { return b.address.isIPv4 }
-    if b.host == "0.0.0.0" { return a.address.isIPv4 }
-    return false
+    switch (a, b) {
+    case (.unix(let p), .unix(let q)): return p == q
+    case (.systemd(let m), .systemd(let n)): return m == n
+    case (.tcp(let aHost, let aPort), .tcp(let bHost, let bPort)):
+        guard aPort == bPort, aPort != 0 else { return false }
+        if aHost == bHost || aHost == "::" || bHost == "::" { return true }
+        if aHost == "0.0.0.0" { return IPAddress(bHost)?.isIPv4 ?? false }
+        if bHost == "0.0.0.0" { return IPAddress(aHost)?.isIPv4 ?? false }
+        return false
+    default: return false
+    }
 }
