@@ -84,6 +84,8 @@ public struct RuntimeConfiguration: Sendable {
     /// The health/metrics endpoint, if any; `statusSettingName` names it in errors (`--status`, `status.listen`).
     public var status: StatusEndpoint?
     public var statusSettingName = "--status"
+    /// Serve the status endpoint over TLS with a listener's certificate (`https://HOST:PORT`).
+    public var statusHTTPS = false
     /// Reported by `/status` and the `portcullis_build_info` metric.
     public var version = "unknown"
     /// Do not log handshake failures of peers that presented no certificate (TCP health checks, scanners).

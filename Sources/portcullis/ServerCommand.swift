@@ -102,7 +102,8 @@ func serveCommandLine(_ flags: CommandLineFlags, mode: ListenerMode, privileges:
     } catch {
         throw CommandFailure(message: "\(error)", code: 2)
     }
-    let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
+    let logger = try bootstrapLogging(format: file.log.format, level: file.log.level, syslog: file.log.syslog,
+                                      syslogSetting: "--syslog (config key log.syslog)")
     let configuration = RuntimeConfiguration(file, configPath: nil)
     // The command line cannot change while running: a reload re-reads the same files.
     try serve(configuration, privileges: privileges, logger: logger, reloadFrom: { configuration }, timedReload: reloadEvery)
@@ -130,10 +131,17 @@ func serve(_ configuration: RuntimeConfiguration, privileges: PrivilegeOptions, 
     if code != 0 { throw ExitCode(code) }
 }
 
-/// Installs the process-wide log handler and returns the root logger.
-func bootstrapLogging(format: LogFormat, level: String) -> Logger {
+/// Installs the process-wide log handler and returns the root logger. With `syslog`, `/dev/log` must accept
+/// a connection now (ghostunnel fails its start the same way); `syslogSetting` names the flag or key.
+func bootstrapLogging(format: LogFormat, level: String, syslog: Bool = false, syslogSetting: String = "--syslog") throws -> Logger {
     let style: LogStyle = format == .json ? .json : .text
     let logLevel = Logger.Level(rawValue: level) ?? .info
-    LoggingSystem.bootstrap { label in LineLogHandler(label: label, style: style, level: logLevel) }
+    let destination: LogDestination
+    do {
+        destination = syslog ? try LogDestination.localSyslog() : .stderr
+    } catch {
+        throw CommandFailure(message: "\(syslogSetting): cannot reach the local syslog: \(error) (start rsyslog or journald, or log to stderr without it)", code: 1)
+    }
+    LoggingSystem.bootstrap { label in LineLogHandler(label: label, style: style, level: logLevel, destination: destination) }
     return Logger(label: "portcullis")
 }

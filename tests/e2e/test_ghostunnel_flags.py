@@ -204,7 +204,7 @@ def test_client_verify_aliases_and_spki_pin(proxy, client_proxy, pki):
 
 
 REFUSED = {
-    "--syslog": (["--syslog"], "journald"),
+    "--enable-pprof": (["--enable-pprof"], "/_status"),
     "--max-conn-lifetime": (["--max-conn-lifetime", "1h"], "--idle-timeout"),
     "--storepass": (["--storepass", "secret"], "--key-passphrase-file"),
     "--max-tls-version": (["--max-tls-version", "1.2"], "--min-tls 1.2"),
