@@ -17,8 +17,9 @@ from datetime import datetime
 
 import pytest
 
-from harness import (Portcullis, binary_path, echo_roundtrip, free_port, run_portcullis_once, wait_until,
-                     with_root_guard)
+from harness import (Portcullis, binary_path, echo_roundtrip, free_port, run_portcullis_once, wait_log_after,
+                     wait_until, with_root_guard)
+from test_restart import subreaper  # noqa: F401  (fixture: reaps the restarted process)
 
 
 def http_get(port: int, path: str, *, tls: ssl.SSLContext | None = None, timeout: float = 10.0):
@@ -235,6 +236,30 @@ def test_https_status_certificate_follows_a_reload(proxy, backend, pki, tmp_path
     wait_until(lambda: served_certificate(sport, pki.ca) == der(pki["server2"].cert), timeout=10,
                what="the status port serves the reloaded certificate")
     assert p.logs("reloaded")
+
+
+def test_sigusr2_restart_hands_over_the_https_status_port(proxy, backend, pki, subreaper):
+    """The successor takes the status socket over and serves it over TLS too (its own reading of --status)."""
+    sport = free_port()
+    p, _ = status_server(proxy, backend, status=f"https://127.0.0.1:{sport}")
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    assert json.loads(http_get(sport, "/status", tls=ctx)[2])["pid"] == p.pid
+    mark = len(p.records)
+    p.send_signal(signal.SIGUSR2)
+    started = wait_log_after(p, mark, "restart: new process started", timeout=10)
+    child = int(started["restart.pid"])
+    subreaper.append(child)
+    assert "@status=1" in started["restart.sockets"]
+    assert p.wait(30) == 0
+    assert json.loads(http_get(sport, "/status", tls=ctx)[2])["pid"] == child
+    assert served_certificate(sport, pki.ca) == der(pki["server"].cert)
+    with socket.create_connection(("127.0.0.1", sport), timeout=5) as s:
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            got = s.recv(4096)
+        except ConnectionResetError:
+            got = b""
+    assert not got.startswith(b"HTTP/"), got
 
 
 def test_https_status_on_a_unix_socket_is_refused(pki):
