@@ -150,6 +150,27 @@ int pc_unix_dgram_send(int fd, const char *address, const void *message, size_t 
     return rc < 0 ? -errno : 0;
 }
 
+int pc_unix_dgram_connect(int fd, const char *path) {
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof sa.sun_path) return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, n);
+    int rc;
+    do {
+        rc = connect(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1));
+    } while (rc != 0 && errno == EINTR);
+    return rc != 0 ? -errno : 0;
+}
+
+int pc_send_nonblocking(int fd, const void *message, size_t length) {
+    ssize_t rc;
+    do {
+        rc = send(fd, message, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : 0;
+}
 
 int pc_accept(int listen_fd, struct sockaddr_storage *peer) {
     socklen_t length = sizeof(struct sockaddr_storage);

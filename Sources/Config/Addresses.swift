@@ -90,18 +90,39 @@ extension Validate {
         return address
     }
 
-    /// The status endpoint's address: `HOST:PORT` on loopback (anywhere with `allowNonLoopback`; the message
-    /// names `unsafeKey`) or `unix:/absolute/path`. Returns the endpoint and the address it binds.
+    /// The status endpoint's address: `HOST:PORT` or `http://HOST:PORT` (plain HTTP), `https://HOST:PORT` (HTTPS
+    /// with the listener's certificate), on loopback (anywhere with `allowNonLoopback`; the message names
+    /// `unsafeKey`), or `unix:/absolute/path`. Returns the endpoint, for TCP the address it binds, and whether
+    /// it is served over TLS.
     public static func statusAddress(
         _ value: String, key: String, allowNonLoopback: Bool, unsafeKey: String
-    ) throws(ConfigError) -> (endpoint: TargetAddress, address: ListenAddress?) {
-        if value.hasPrefix("unix:") {
-            let path = try socketPath(value, key: key)
-            return (.unix(path: path), .unix(path: path))
+    ) throws(ConfigError) -> (endpoint: TargetAddress, address: ListenAddress?, https: Bool) {
+        var rest = value
+        var https = false
+        if rest.hasPrefix("https://") {
+            rest.removeFirst("https://".count)
+            https = true
+        } else if rest.hasPrefix("http://") {
+            rest.removeFirst("http://".count)
+        } else if let scheme = rest.range(of: "://") {
+            throw .invalid(key, value, "has scheme '\(rest[..<scheme.lowerBound])': use HOST:PORT or http://HOST:PORT (plain HTTP), https://HOST:PORT (TLS) or unix:/path")
         }
-        let address = try loopbackListenAddress(value, key: key, allowNonLoopback: allowNonLoopback, unsafeKey: unsafeKey)
-        guard case .tcp(let host, let port) = address else { preconditionFailure("loopbackListenAddress returned \(address)") }
-        return (.tcp(host: host, port: port), address)
+        if rest.hasSuffix("/") { rest.removeLast() }
+        if rest.hasPrefix("unix:") {
+            if rest != value {
+                throw .invalid(key, value, "is a Unix socket, which takes no scheme: use unix:/path (served as plain HTTP; file permissions guard it)")
+            }
+            let path = try socketPath(rest, key: key)
+            return (.unix(path: path), .unix(path: path), false)
+        }
+        do {
+            let address = try loopbackListenAddress(rest, key: key, allowNonLoopback: allowNonLoopback, unsafeKey: unsafeKey)
+            guard case .tcp(let host, let port) = address else { preconditionFailure("loopbackListenAddress returned \(address)") }
+            return (.tcp(host: host, port: port), address, https)
+        } catch {
+            // Quote what was written, scheme included.
+            throw ConfigError(key: error.key, message: error.message.replacing(singleQuoted(rest), with: singleQuoted(value), maxReplacements: 1))
+        }
     }
 
     /// Parses `HOST:PORT` (port 1-65535; `localhost` → 127.0.0.1) or `unix:/absolute/path`.

@@ -14,9 +14,10 @@ extension PortcullisConfiguration {
         add(2, "format: \(log.format.rawValue)")
         add(2, "level: \(log.level)")
         add(2, "quiet-handshake-failures: \(log.quietHandshakeFailures)")
+        add(2, "syslog: \(log.syslog)")
         if let status {
             add(0, "status:")
-            add(2, "listen: \(value(status.listen.description))")
+            add(2, "listen: \(value(status.listenDescription))")
             add(2, "unsafe-listen: \(status.unsafeListen)")
         } else {
             add(0, "status: none (no status endpoint)")
@@ -116,8 +117,8 @@ extension PortcullisConfiguration {
     private var configurationJSON: JSONValue {
         .object([
             ("log", .object([("format", .string(log.format.rawValue)), ("level", .string(log.level)),
-                             ("quiet-handshake-failures", .bool(log.quietHandshakeFailures))])),
-            ("status", status.map { .object([("listen", .string($0.listen.description)), ("unsafe-listen", .bool($0.unsafeListen))]) } ?? .null),
+                             ("quiet-handshake-failures", .bool(log.quietHandshakeFailures)), ("syslog", .bool(log.syslog))])),
+            ("status", status.map { .object([("listen", .string($0.listenDescription)), ("unsafe-listen", .bool($0.unsafeListen))]) } ?? .null),
             ("workers", .integer(workers)),
             ("shutdown-timeout", .string(formatDuration(shutdownTimeoutMs))),
             ("session-cache-size", .integer(sessionCacheSize)),

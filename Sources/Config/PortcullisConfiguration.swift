@@ -106,10 +106,14 @@ public struct LogSettings: Sendable, Equatable {
     /// they are still counted in the metrics.
     public var quietHandshakeFailures: Bool
 
-    public init(format: LogFormat = .text, level: String = "info", quietHandshakeFailures: Bool = false) {
+    /// Send log lines to the local syslog (`/dev/log`, facility daemon) instead of stderr (key `syslog`).
+    public var syslog: Bool
+
+    public init(format: LogFormat = .text, level: String = "info", quietHandshakeFailures: Bool = false, syslog: Bool = false) {
         self.format = format
         self.level = level
         self.quietHandshakeFailures = quietHandshakeFailures
+        self.syslog = syslog
     }
 }
 
@@ -120,11 +124,18 @@ public struct StatusSettings: Sendable, Equatable {
     public var listen: TargetAddress
     /// Allows a non-loopback `listen` (key `unsafe-listen`).
     public var unsafeListen: Bool
+    /// Served over TLS with the first listener's certificate (`listen: https://HOST:PORT`); no client
+    /// certificate is asked for, as in ghostunnel.
+    public var https: Bool
 
-    public init(listen: TargetAddress, unsafeListen: Bool = false) {
+    public init(listen: TargetAddress, unsafeListen: Bool = false, https: Bool = false) {
         self.listen = listen
         self.unsafeListen = unsafeListen
+        self.https = https
     }
+
+    /// `listen` as written back: `https://HOST:PORT` when served over TLS.
+    public var listenDescription: String { (https ? "https://" : "") + listen.description }
 }
 
 /// What a server-mode listener sends to its target before the client's bytes (key `proxy-protocol`).

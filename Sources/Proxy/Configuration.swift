@@ -23,6 +23,20 @@ public struct ListenerConfiguration: Sendable {
         public var crl = "--crl"
         public var tls = "tls"
         public init() {}
+
+        /// The setting a TLS setup error is about.
+        func name(of item: TLSSetupError.Item) -> String {
+            switch item {
+            case .certificate: certificate
+            case .key: key
+            case .keyPassphrase: keyPassphrase
+            case .keystore: keystore
+            case .keystorePassword: keystorePassword
+            case .caBundle: caBundle
+            case .crl: crl
+            case .other: tls
+            }
+        }
     }
 
     public enum Mode: Sendable { case server, client }
@@ -114,6 +128,8 @@ public struct RuntimeConfiguration: Sendable {
     /// The health/metrics endpoint, if any; `statusSettingName` names it in errors (`--status`, `status.listen`).
     public var status: StatusEndpoint?
     public var statusSettingName = "--status"
+    /// Serve the status endpoint over TLS with a listener's certificate (`https://HOST:PORT`).
+    public var statusHTTPS = false
     /// Reported by `/status` and the `portcullis_build_info` metric.
     public var version = "unknown"
     /// Do not log handshake failures of peers that presented no certificate (TCP health checks, scanners).

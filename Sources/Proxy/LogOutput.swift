@@ -1,5 +1,6 @@
 public import Logging
 import Policy
+import ProcessControl
 
 #if canImport(Glibc)
 import Glibc
@@ -8,7 +9,25 @@ import Glibc
 /// How log lines are written: `text` for people, `json` (one object per line) for collectors.
 public enum LogStyle: Sendable { case text, json }
 
-/// A swift-log handler writing one line per event to stderr with a single `write(2)`.
+/// Where log lines go: stderr, or the local syslog (ghostunnel's `--syslog`): one datagram per line, RFC 3164
+/// as glibc's syslog(3) writes it (`<PRI>Mmm dd hh:mm:ss ident[pid]: `) with ident `portcullis`, facility
+/// daemon and the line's severity, then the same text stderr would get.
+public struct LogDestination: Sendable {
+    let syslog: SyslogSocket?
+
+    public static let stderr = LogDestination(syslog: nil)
+
+    /// The local syslog (`/dev/log`), connected now; the error says why not (no daemon listens there).
+    public static func localSyslog() throws(StartupError) -> LogDestination {
+        do {
+            return LogDestination(syslog: try SyslogSocket())
+        } catch {
+            throw StartupError("\(error)")
+        }
+    }
+}
+
+/// A swift-log handler writing one line per event to stderr with a single `write(2)`, or to syslog.
 ///
 /// Messages are constant; data travels in metadata with dotted keys (`conn.peer`, `tls.version`, …).
 /// In JSON every metadata value is a string, so collectors need no per-key schema.
@@ -17,11 +36,13 @@ public struct LineLogHandler: LogHandler {
     public var logLevel: Logger.Level
     let style: LogStyle
     let label: String
+    let destination: LogDestination
 
-    public init(label: String, style: LogStyle, level: Logger.Level) {
+    public init(label: String, style: LogStyle, level: Logger.Level, destination: LogDestination = .stderr) {
         self.label = label
         self.style = style
         self.logLevel = level
+        self.destination = destination
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -50,6 +71,12 @@ public struct LineLogHandler: LogHandler {
             }
             line += "\n"
         }
+        if let socket = destination.syslog {
+            line.removeLast()  // syslog messages carry no newline
+            // A line the daemon cannot take now (its queue is full) goes to stderr rather than nowhere.
+            if socket.send(Array((syslogHeader(event.level) + line).utf8)) == nil { return }
+            line += "\n"
+        }
         var bytes = Array(line.utf8)
         _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
     }
@@ -62,6 +89,33 @@ public struct LineLogHandler: LogHandler {
         case .dictionary(let d): return d.keys.sorted().map { "\($0)=\(render(d[$0]!))" }.joined(separator: ",")
         }
     }
+}
+
+/// Facility daemon (3), as ghostunnel logs.
+private let syslogFacility: Int32 = 3
+
+/// The syslog severity of a log level (RFC 5424 table 2).
+func syslogSeverity(_ level: Logger.Level) -> Int32 {
+    switch level {
+    case .trace, .debug: return 7
+    case .info: return 6
+    case .notice: return 5
+    case .warning: return 4
+    case .error: return 3
+    case .critical: return 2
+    }
+}
+
+/// `<PRI>Mmm dd hh:mm:ss portcullis[pid]: ` — what glibc's syslog(3) puts before a message (local time).
+func syslogHeader(_ level: Logger.Level) -> String {
+    var seconds = time(nil)
+    var parts = tm()
+    localtime_r(&seconds, &parts)
+    let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+    let day = parts.tm_mday < 10 ? " \(parts.tm_mday)" : "\(parts.tm_mday)"
+    let stamp = "\(months[Int(parts.tm_mon)]) \(day) \(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))"
+    return "<\(syslogFacility * 8 + syslogSeverity(level))>\(stamp) portcullis[\(getpid())]: "
 }
 
 /// RFC 3339 UTC timestamp of now, with milliseconds (log lines).

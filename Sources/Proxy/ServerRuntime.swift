@@ -25,6 +25,8 @@ public final class ServerRuntime {
     /// Per listener name: its generation, counters, address and sockets (see `ListenerRecord`).
     private var records: [String: ListenerRecord] = [:]
     private var configurationGeneration: UInt64 = 1
+    /// When the last successful reload was applied (ghostunnel's `/_status` reports it).
+    private var lastReload: Int64?
 
     private var workers: [Worker] = []
     private var threads: [LoopThread] = []
@@ -83,8 +85,11 @@ public final class ServerRuntime {
                 records[listener.name] = ListenerRecord(generation: built[listener.name]!, sockets: sockets, listenAddress: sockets.address)
                 records[listener.name]!.pendingSockets = try sockets.perWorker(workerCount, listener: listener)
             }
+            let statusTLS = configuration.status != nil && configuration.statusHTTPS
+                ? try StatusService.makeTLSContext(listeners: configuration.listeners, settingName: configuration.statusSettingName, generation: 1)
+                : nil
             status = try StatusService(endpoint: configuration.status, settingName: configuration.statusSettingName,
-                                       shared: shared, inherited: &inherited)
+                                       tlsContext: statusTLS, shared: shared, inherited: &inherited)
         } catch {
             records.values.forEach { $0.closeSockets(removingBoundFile: true) }
             inherited.closeUnclaimed(logger: logger)
@@ -190,7 +195,8 @@ public final class ServerRuntime {
         }
         if let status = configuration.status {
             logger.info("status endpoint listening", metadata: [
-                "status.address": "\(status)", "status.endpoints": "/healthz /readyz /status /metrics",
+                "status.address": "\(configuration.statusHTTPS ? "https://" : "")\(status)",
+                "status.endpoints": "\(StatusService.paths.joined(separator: " "))",
             ])
         }
         control?.run()
@@ -306,12 +312,18 @@ public final class ServerRuntime {
         var built: [String: Generation] = [:]
         var newSockets: [String: ListenerSockets] = [:]
         var newPerWorker: [String: [[ListeningSocket]]] = [:]
+        var statusTLS: TLSContext?
         do {
             // Every TLS context and target first (no socket yet): the plan compares their policies and trust.
             var prepared: [String: (tls: TLSContext, settings: ListenerRuntimeSettings)] = [:]
             for listener in next.listeners {
                 prepared[listener.name] = (try ServerRuntime.makeTLSContext(listener, number: number),
                                            try ServerRuntime.makeSettings(listener))
+            }
+            // The HTTPS status endpoint serves the reloaded certificate too; it is pinned like its address.
+            if configuration.status != nil && configuration.statusHTTPS {
+                statusTLS = try StatusService.makeTLSContext(listeners: next.listeners, settingName: configuration.statusSettingName,
+                                                             generation: number)
             }
             plan = ReloadPlan(current: configuration.listeners.compactMap { listener in
                 records[listener.name].map { ReloadPlan.Listener(listener, tls: $0.generation.tls) }
@@ -342,7 +354,15 @@ public final class ServerRuntime {
                 "status.address.new": "\(next.status.map { "\($0)" } ?? "none")",
             ])
         }
+        if next.statusHTTPS != configuration.statusHTTPS {
+            logger.warning("the status endpoint scheme changed: it takes effect at the next restart", metadata: [
+                "status.https": "\(configuration.statusHTTPS)", "status.https.new": "\(next.statusHTTPS)",
+            ])
+        }
         next.status = configuration.status
+        next.statusHTTPS = configuration.statusHTTPS
+        if let statusTLS { status.replaceTLSContext(statusTLS) }
+        lastReload = Int64(time(nil))
         shared.quietHandshakeFailures.store(next.quietHandshakeFailures, ordering: .relaxed)
         TLSContext.sessionCacheCapacity = next.sessionCacheSize
         shared.setHandshakeLimits(next.handshakeLimits)
@@ -538,18 +558,7 @@ public final class ServerRuntime {
         do {
             tls = try TLSContext(configuration: tlsConfiguration, policy: listener.policy)
         } catch {
-            let names = listener.names
-            let flag: String
-            switch error.item {
-            case .certificate: flag = names.certificate
-            case .key: flag = names.key
-            case .keyPassphrase: flag = names.keyPassphrase
-            case .keystore: flag = names.keystore
-            case .keystorePassword: flag = names.keystorePassword
-            case .caBundle: flag = names.caBundle
-            case .crl: flag = names.crl
-            case .other: flag = names.tls
-            }
+            let flag = listener.names.name(of: error.item)
             throw StartupError("\(flag)\(error.path.isEmpty ? ":" : "") \(error.description)")
         }
         return tls
@@ -719,7 +728,7 @@ extension ServerRuntime: StatusSource {
     var statusSnapshot: StatusSnapshot {
         StatusSnapshot(listeners: configuration.listeners.map { StatusSnapshot.Listener(configuration: $0, record: records[$0.name]) },
                        configGeneration: configurationGeneration, startTime: startTime, version: configuration.version,
-                       workerCount: workerCount, draining: lifecycle.isShuttingDown)
+                       workerCount: workerCount, draining: lifecycle.isShuttingDown, lastReload: lastReload)
     }
 }
 

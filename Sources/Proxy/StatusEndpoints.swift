@@ -116,6 +116,8 @@ struct StatusSnapshot {
     let workerCount: Int
     /// Draining connections before exit: not ready.
     let draining: Bool
+    /// When the last successful reload was applied (Unix seconds), if any.
+    let lastReload: Int64?
 }
 
 /// Where the status service reads its snapshot from (the runtime).
@@ -123,11 +125,17 @@ protocol StatusSource: AnyObject {
     var statusSnapshot: StatusSnapshot { get }
 }
 
-/// The status endpoint (`/healthz`, `/readyz`, `/status`, `/metrics`): its socket, server, metrics
-/// exporter and readiness checker. Confined to the control loop once started.
+/// The status endpoint (`/healthz`, `/readyz`, `/status`, `/metrics`, and ghostunnel's `/_status` and
+/// `/_metrics`): its socket, server, metrics exporter and readiness checker. Confined to the control loop
+/// once started.
 final class StatusService {
+    /// Every path served, for `/` and the 404 answer.
+    static let paths = ["/healthz", "/readyz", "/status", "/metrics", "/_status", "/_metrics", "/_metrics/json", "/_metrics/prometheus"]
+
     /// Where it listens (pinned at startup: a changed address takes effect at the next restart).
     let endpoint: StatusEndpoint?
+    /// HTTPS: the certificate served, replaced at each reload (nil: plain HTTP).
+    private var tlsContext: TLSContext?
     private let shared: RuntimeShared
     /// Bound (or inherited) before `start`; the server owns it from then on.
     private var pendingSocket: ListeningSocket?
@@ -137,9 +145,10 @@ final class StatusService {
     private(set) var readinessChecker: ReadinessChecker?
 
     /// Takes over the status socket a previous process handed over on `endpoint`, else binds one.
-    init(endpoint: StatusEndpoint?, settingName: String, shared: RuntimeShared,
+    init(endpoint: StatusEndpoint?, settingName: String, tlsContext: TLSContext?, shared: RuntimeShared,
          inherited: inout InheritedSockets) throws(StartupError) {
         self.endpoint = endpoint
+        self.tlsContext = tlsContext
         self.shared = shared
         if let endpoint {
             if let handedOver = inherited.takeStatus(address: endpoint.description) {
@@ -172,10 +181,45 @@ final class StatusService {
         readinessChecker = ReadinessChecker(loop: loop)
         if let socket = pendingSocket {
             pendingSocket = nil
-            server = try StatusServer(loop: loop, socket: socket) { [unowned self] request, respond in
+            server = try StatusServer(loop: loop, socket: socket, tlsContext: tlsContext) { [unowned self] request, respond in
                 self.handleStatusRequest(request, respond: respond)
             }
         }
+    }
+
+    /// The TLS context an HTTPS status endpoint serves: the first server-mode listener's certificate (else
+    /// the first listener's, a client certificate, as ghostunnel does), with the listener's TLS versions and
+    /// suites. No client certificate is asked for: ghostunnel's status port does not ask either.
+    static func makeTLSContext(listeners: [ListenerConfiguration], settingName: String, generation: UInt64) throws(StartupError) -> TLSContext {
+        let hasIdentity = { (listener: ListenerConfiguration) in listener.tls.certificatePath != nil || listener.tls.keystorePath != nil }
+        guard let listener = listeners.first(where: { $0.mode == .server && hasIdentity($0) }) ?? listeners.first(where: hasIdentity) else {
+            throw StartupError("\(settingName): https needs a listener certificate to serve; use http://HOST:PORT or give --cert/--key or --keystore")
+        }
+        var configuration = TLSConfiguration(role: .server)
+        configuration.certificatePath = listener.tls.certificatePath
+        configuration.keyPath = listener.tls.keyPath
+        configuration.keyPassphrasePath = listener.tls.keyPassphrasePath
+        configuration.keystorePath = listener.tls.keystorePath
+        configuration.keystorePassword = listener.tls.keystorePassword
+        configuration.minimumVersion = listener.tls.minimumVersion
+        configuration.cipherSuites = listener.tls.cipherSuites
+        configuration.groups = listener.tls.groups
+        configuration.sessionTickets = false
+        configuration.sessionIDContext = "portcullis:status"
+        configuration.generation = generation
+        configuration.requiresClientCertificate = false
+        do {
+            return try TLSContext(configuration: configuration, policy: nil)
+        } catch {
+            let flag = listener.names.name(of: error.item)
+            throw StartupError("\(settingName) (https, certificate of listener \(listener.name)): \(flag) \(error.description)")
+        }
+    }
+
+    /// A reload's certificate, for HTTPS connections accepted from now on.
+    func replaceTLSContext(_ context: TLSContext?) {
+        tlsContext = context
+        server?.tlsContext = context
     }
 
     /// The listening descriptor, while it serves (a SIGUSR2 restart hands it over).
@@ -207,14 +251,110 @@ final class StatusService {
         case "/healthz":
             respond(.json(200, #"{"status":"ok"}"#))
         case "/readyz":
-            readiness { ready, body in respond(.json(ready ? 200 : 503, body)) }
+            readiness { ready, body, _ in respond(.json(ready ? 200 : 503, body)) }
         case "/status":
             respond(.json(200, statusJSON()))
+        case "/_status":
+            ghostunnelStatus { ok, body in respond(.json(ok ? 200 : 503, body)) }
+        case "/_metrics" where request.queryValue("format") == "prometheus", "/_metrics/prometheus":
+            respond(HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
+                                 body: metricsExporter?.render(gaugeSnapshot()) ?? []))
+        case "/_metrics", "/_metrics/json":
+            respond(.json(200, ghostunnelMetricsJSON()))
         case "/":
-            respond(.json(200, #"{"endpoints":["/healthz","/readyz","/status","/metrics"]}"#))
+            respond(.json(200, #"{"endpoints":[\#(StatusService.paths.map(jsonString).joined(separator: ","))]}"#))
         default:
-            respond(.json(404, #"{"error":"not found: use /healthz, /readyz, /status or /metrics"}"#))
+            let list = StatusService.paths.dropLast().joined(separator: ", ") + " or " + StatusService.paths.last!
+            respond(.json(404, #"{"error":\#(jsonString("not found: use " + list))}"#))
         }
+    }
+
+    // MARK: ghostunnel's endpoints
+
+    /// ghostunnel's `/_status`: `ok`/`status` from our readiness (not draining, every listener accepting on
+    /// every worker, certificates valid, targets reachable), `backend_*` from the target probe alone, and
+    /// `message` from the lifecycle. 503 whenever `ok` is false, as ghostunnel answers.
+    private func ghostunnelStatus(_ completion: @escaping (Bool, String) -> Void) {
+        readiness { [weak self] ready, _, targetProblems in
+            guard let self, let snapshot = self.source?.statusSnapshot else {
+                completion(false, #"{"ok":false,"status":"critical","message":"initializing"}"#)
+                return
+            }
+            let backendOK = targetProblems.isEmpty
+            let accepting = self.shared.acceptingWorkers
+            let allAccepting = snapshot.listeners.allSatisfy { (accepting[$0.configuration.name] ?? 0) == snapshot.workerCount }
+            let message = snapshot.draining ? "stopping" : allAccepting ? "listening" : "initializing"
+            var fields = [
+                #""ok":\#(ready)"#,
+                #""status":"\#(ready ? "ok" : "critical")""#,
+                #""backend_ok":\#(backendOK)"#,
+                #""backend_status":"\#(backendOK ? "ok" : "critical")""#,
+            ]
+            if let problem = targetProblems.first { fields.append(#""backend_error":\#(jsonString(problem))"#) }
+            fields.append(#""time":"\#(timestamp())""#)
+            if let reload = snapshot.lastReload { fields.append(#""last_reload":"\#(iso8601(reload))""#) }
+            if let host = StatusService.hostname { fields.append(#""hostname":\#(jsonString(host))"#) }
+            fields += [
+                #""message":"\#(message)""#,
+                #""revision":\#(jsonString(snapshot.version))"#,
+                #""compiler":\#(jsonString(StatusService.compiler))"#,
+            ]
+            completion(ready, "{" + fields.joined(separator: ",") + "}")
+        }
+    }
+
+    /// The Swift compiler that built this binary (ghostunnel reports Go's version in `compiler`).
+    static let compiler: String = {
+        #if compiler(>=6.3)
+        return "swift6.3"
+        #elseif compiler(>=6.2)
+        return "swift6.2"
+        #else
+        return "swift6"
+        #endif
+    }()
+
+    static var hostname: String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// ghostunnel's `/_metrics` JSON (go-metrics through square/go-sq-metrics): a list of
+    /// `{"timestamp", "metric", "value", "hostname"}` under ghostunnel's names with its default prefix, so its
+    /// dashboards keep working. Summed over every listener. ghostunnel's timers (`conn.handshake`,
+    /// `conn.lifetime`) are not reproduced: their durations are Prometheus histograms here (`/metrics`).
+    private func ghostunnelMetricsJSON() -> String {
+        let totals = shared.metrics.aggregate()
+        let snapshot = source?.statusSnapshot
+        var open = 0, accepted: UInt64 = 0, succeeded: UInt64 = 0, failed: UInt64 = 0, timedOut: UInt64 = 0, idle: UInt64 = 0
+        let modes = Dictionary(snapshot?.listeners.map { ($0.configuration.name, $0.configuration.mode) } ?? [],
+                               uniquingKeysWith: { first, _ in first })
+        for entry in snapshot?.listeners ?? [] {
+            open += entry.record?.counters.active.load(ordering: .relaxed) ?? 0
+        }
+        for (name, total) in totals {
+            let events = total.events
+            let handshakes = events.handshakesFull + events.handshakesResumed
+            accepted += events.accepted
+            // Server mode dials the target after the handshake: a failed dial is not an established connection.
+            // Client mode dials first, so every completed handshake is one.
+            succeeded += modes[name] == .client ? handshakes
+                : handshakes - min(handshakes, events.targetConnectFailures)
+            failed += events.failures.reduce(0, +) + events.acceptFailures.reduce(0, +) + events.targetConnectFailures
+            timedOut += events.failures[TLSFailure.Kind.timeout.index]
+            idle += events.closed[CloseCategory.idleTimeout.index] + events.closed[CloseCategory.closeTimeout.index]
+        }
+        let now = Int64(time(nil))
+        let host = jsonString(StatusService.hostname ?? "")
+        let values: [(String, String)] = [
+            ("conn.open", "\(open)"), ("conn.timeout", "\(idle)"), ("accept.total", "\(accepted)"),
+            ("accept.success", "\(succeeded)"), ("accept.error", "\(failed)"), ("accept.timeout", "\(timedOut)"),
+        ]
+        let items = values.map { name, value in
+            #"{"timestamp":\#(now),"metric":"ghostunnel.\#(name)","value":\#(value),"hostname":\#(host)}"#
+        }
+        return "[" + items.joined(separator: ",") + "]"
     }
 
     private func gaugeSnapshot() -> GaugeSnapshot {
@@ -238,13 +378,13 @@ final class StatusService {
 
     /// Ready when not draining, every listener accepts on every worker, every certificate is within its
     /// validity, and every target accepts a TCP connection. The body lists each check and what is wrong.
-    private func readiness(_ completion: @escaping (Bool, String) -> Void) {
+    private func readiness(_ completion: @escaping (Bool, String, [String]) -> Void) {
         var targets: [String: BackendTarget] = [:]
         for entry in source?.statusSnapshot.listeners ?? [] {
             if let generation = entry.record?.generation { targets[entry.configuration.target.description] = generation.settings.target }
         }
         guard let checker = readinessChecker else {
-            completion(false, #"{"status":"not ready","problems":["starting"]}"#)
+            completion(false, #"{"status":"not ready","problems":["starting"]}"#, [])
             return
         }
         checker.check(targets) { [weak self] reachability in
@@ -252,6 +392,7 @@ final class StatusService {
             let now = Int64(time(nil))
             let accepting = self.shared.acceptingWorkers
             var problems: [String] = []
+            var targetProblems: [String] = []
             var entries: [String] = []
             if snapshot.draining { problems.append("draining: shutting down") }
             for entry in snapshot.listeners {
@@ -276,12 +417,13 @@ final class StatusService {
                 if let problem {
                     checks.append(#""target_error":\#(jsonString(problem))"#)
                     problems.append("listener \(listener.name): target \(target) unreachable: \(problem)")
+                    targetProblems.append("target \(target) unreachable: \(problem)")
                 }
                 entries.append(#"{"name":\#(jsonString(listener.name)),\#(checks.joined(separator: ","))}"#)
             }
             let ready = problems.isEmpty
             let body = #"{"status":\#(ready ? #""ready""# : #""not ready""#),"problems":[\#(problems.map(jsonString).joined(separator: ","))],"listeners":[\#(entries.joined(separator: ","))]}"#
-            completion(ready, body)
+            completion(ready, body, targetProblems)
         }
     }
 

@@ -1,11 +1,24 @@
 import EventLoop
 import Policy
+import Streams
+import TLS
 
 /// The request line of an HTTP/1.x request: all the status endpoint needs.
 struct HTTPRequestHead: Equatable {
     let method: String
     /// The path without its query string.
     let path: String
+    /// What follows the `?`, if anything (`format=prometheus`).
+    var query: String = ""
+
+    /// The value of `name` in the query (`a=1&format=prometheus`), if present.
+    func queryValue(_ name: String) -> String? {
+        for pair in query.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts.first.map(String.init) == name { return parts.count > 1 ? String(parts[1]) : "" }
+        }
+        return nil
+    }
 
     enum Parse: Equatable {
         case incomplete
@@ -39,8 +52,9 @@ struct HTTPRequestHead: Equatable {
         guard parts[2] == "HTTP/1.1" || parts[2] == "HTTP/1.0" else {
             return .invalid(status: 505, message: "only HTTP/1.0 and HTTP/1.1 are served")
         }
-        let path = parts[1].split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? parts[1]
-        return .request(HTTPRequestHead(method: parts[0], path: path))
+        let target = parts[1].split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = target.first.map(String.init) ?? parts[1]
+        return .request(HTTPRequestHead(method: parts[0], path: path, query: target.count > 1 ? String(target[1]) : ""))
     }
 
     /// Index just past the blank line that ends the head, if it has arrived.
@@ -82,7 +96,11 @@ struct HTTPResponse {
 
 /// A small HTTP/1.1 responder for health, readiness, status and metrics, on the control loop (never a
 /// worker's). One request per connection. Bounded: at most `maxConnections` at once, a request head of at
-/// most 8 KiB, and the whole head within `headTimeoutMs` of the accept (a slowloris gets 408 and is closed).
+/// most 8 KiB, and the whole head (after the TLS handshake, for HTTPS) within `headTimeoutMs` of the accept
+/// (a slowloris gets 408 and is closed).
+///
+/// With a `tlsContext` every connection is a `TLSStream`: a peer that does not complete a TLS handshake gets
+/// no HTTP answer at all. The context is replaced on reload (`tlsContext`), for connections accepted after.
 final class StatusServer {
     typealias Handler = (HTTPRequestHead, @escaping (HTTPResponse) -> Void) -> Void
 
@@ -95,10 +113,13 @@ final class StatusServer {
     let descriptor: Int32
     private let handler: Handler
     private var connections: [ObjectIdentifier: StatusConnection] = [:]
+    /// HTTPS: the certificate served (the listener's, no client certificate asked). Nil: plain HTTP.
+    var tlsContext: TLSContext?
 
-    init(loop: Loop, socket: ListeningSocket, handler: @escaping Handler) throws(UVError) {
+    init(loop: Loop, socket: ListeningSocket, tlsContext: TLSContext?, handler: @escaping Handler) throws(UVError) {
         self.loop = loop
         self.handler = handler
+        self.tlsContext = tlsContext
         descriptor = socket.fd
         listener = try TCPListener(loop: loop, socket: socket) { [unowned self] client in self.accept(client) }
     }
@@ -108,7 +129,17 @@ final class StatusServer {
             client.close()
             return
         }
-        let connection = StatusConnection(server: self, socket: client, loop: loop)
+        let stream: any ByteStream
+        if let tlsContext {
+            guard let tls = try? TLSStream(accepted: client, context: tlsContext) else {
+                client.close()
+                return
+            }
+            stream = tls
+        } else {
+            stream = PlainStream(accepted: client)
+        }
+        let connection = StatusConnection(server: self, stream: stream, loop: loop)
         connections[ObjectIdentifier(connection)] = connection
         connection.start()
     }
@@ -129,48 +160,76 @@ final class StatusServer {
     }
 }
 
-private final class StatusConnection: StreamSocketDelegate {
+/// One status request on a plain or TLS stream. Kept alive by the server's table until the stream closes.
+private final class StatusConnection: ByteStreamObserver {
     unowned let server: StatusServer
-    let socket: StreamSocket
+    let stream: any ByteStream
     let timer: Timer
     private var received: [UInt8] = []
     private var responded = false
+    private var closing = false
 
-    init(server: StatusServer, socket: StreamSocket, loop: Loop) {
+    init(server: StatusServer, stream: any ByteStream, loop: Loop) {
         self.server = server
-        self.socket = socket
+        self.stream = stream
         timer = Timer(loop: loop)
     }
 
     func start() {
-        socket.delegate = self
-        socket.startReading()
+        stream.observer = self
+        stream.open()
         timer.start(after: StatusServer.headTimeoutMs) { [unowned self] in
-            self.respond(.json(408, #"{"error":"request head not received in time"}"#), includeBody: true)
+            if self.isOpen {
+                self.respond(.json(408, #"{"error":"request head not received in time"}"#), includeBody: true)
+            } else {
+                self.abort()
+            }
         }
     }
 
+    /// The stream is open (a TLS handshake completed): HTTP may be answered.
+    private var isOpen = false
+
     func abort() {
+        guard !closing else { return }
+        closing = true
         timer.close()
-        socket.close()
+        stream.close()
     }
 
     private func respond(_ response: HTTPResponse, includeBody: Bool) {
-        guard !responded, !socket.isClosing else { return }
+        guard !responded, !closing, isOpen else { return }
         responded = true
-        socket.stopReading()
-        if socket.write(contentsOf: response.serialized(includeBody: includeBody)) != nil {
+        stream.stopReading()
+        let bytes = response.serialized(includeBody: includeBody)
+        let written = bytes.withUnsafeBytes { raw -> Bool in
+            do {
+                try stream.write(.borrowed(raw))
+                return true
+            } catch {
+                return false
+            }
+        }
+        guard written else {
             abort()
             return
         }
-        socket.shutdown()
+        stream.shutdownOutput()
         // The peer may never read: bound the wait for the response to drain.
         timer.start(after: 2000) { [unowned self] in self.abort() }
     }
 
-    func socket(_ socket: StreamSocket, didRead bytes: UnsafeRawBufferPointer) {
+    func streamDidConnect(_ stream: any ByteStream) {}
+
+    func streamDidOpen(_ stream: any ByteStream) {
+        isOpen = true
+        stream.startReading()
+    }
+
+    func stream(_ stream: any ByteStream, didRead chunk: StreamChunk) {
+        defer { stream.discard(chunk) }
         guard !responded else { return }
-        received.append(contentsOf: bytes)
+        received.append(contentsOf: chunk.bytes)
         switch HTTPRequestHead.parse(received) {
         case .incomplete:
             break
@@ -181,7 +240,7 @@ private final class StatusConnection: StreamSocketDelegate {
                 respond(.json(405, #"{"error":"use GET or HEAD"}"#), includeBody: true)
                 return
             }
-            socket.stopReading()
+            stream.stopReading()
             timer.stop()
             server.handle(request) { [weak self] response in
                 self?.respond(response, includeBody: request.method != "HEAD")
@@ -189,19 +248,21 @@ private final class StatusConnection: StreamSocketDelegate {
         }
     }
 
-    func socketDidReadEOF(_ socket: StreamSocket) {
+    func streamDidReachEnd(_ stream: any ByteStream) {
         if !responded { abort() }
     }
 
-    func socket(_ socket: StreamSocket, didFailReading error: UVError) { abort() }
-    func socket(_ socket: StreamSocket, didWrite byteCount: Int, error: UVError?) {
-        if error != nil { abort() }
-    }
-    func socket(_ socket: StreamSocket, didConnect error: UVError?) {}
-    func socketDidShutdown(_ socket: StreamSocket, error: UVError?) { abort() }
+    func streamDidFlush(_ stream: any ByteStream) {}
 
-    func socketDidClose(_ socket: StreamSocket) {
-        timer.close()
+    func streamDidShutDown(_ stream: any ByteStream) { abort() }
+
+    func stream(_ stream: any ByteStream, didFail failure: StreamFailure) { abort() }
+
+    func streamDidClose(_ stream: any ByteStream) {
+        if !closing {
+            closing = true
+            timer.close()
+        }
         server.connectionDidClose(self)
     }
 }

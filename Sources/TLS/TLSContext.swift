@@ -50,6 +50,9 @@ public struct TLSConfiguration: Sendable {
     public var tolerateExpiredCRL = false
     /// Configuration generation, stamped into session tickets so resumption is re-checked after a change.
     public var generation: UInt64 = 1
+    /// Server role: ask for, verify and require a client certificate (mutual TLS). Off only for the HTTPS
+    /// status endpoint, which — like ghostunnel's — asks for none; every proxy listener keeps it on.
+    public var requiresClientCertificate = true
 
     public init(role: Role) {
         self.role = role
@@ -142,6 +145,11 @@ public final class TLSContext: @unchecked Sendable {
             trust: ServerSessionStore.Digest(trustDigest), generation: configuration.generation)
         verifiedChains = configuration.role == .server ? VerifiedChainCache() : nil
 
+        if configuration.role == .server && !configuration.requiresClientCertificate {
+            // No CertificateRequest is sent, so no peer certificate reaches the callbacks or the policy.
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nil)
+            return
+        }
         let verifyMode = configuration.role == .server
             ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER
         SSL_CTX_set_verify(ctx, verifyMode, TLSSession.verifyCallback)

@@ -250,7 +250,7 @@ public final class TLSSession {
         if let decision, !decision.isAllowed {
             return .failed(TLSFailure(kind: .denied, detail: decision.description))
         }
-        if context.configuration.role == .server, peerIdentity == nil {
+        if context.configuration.role == .server, context.configuration.requiresClientCertificate, peerIdentity == nil {
             return .failed(TLSFailure(kind: .noCertificate, detail: "peer did not present a certificate"))
         }
         return .complete

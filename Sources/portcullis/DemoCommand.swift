@@ -41,7 +41,7 @@ struct DemoCommand: ParsableCommand {
         let echo = try BenchBackend(mode: .echo, host: "127.0.0.1", port: 0, workers: 1)
         say("• echo backend (plaintext) on 127.0.0.1:\(echo.port)")
 
-        let logger = bootstrapLogging(format: logFormat == "json" ? .json : .text, level: "info")
+        let logger = try bootstrapLogging(format: logFormat == "json" ? .json : .text, level: "info")
         var tls = TLSConfiguration(role: .server)
         tls.certificatePath = files.serverCert
         tls.keyPath = files.serverKey

@@ -30,7 +30,8 @@ struct RunCommand: ParsableCommand {
     func run() throws {
         let path = config
         let file = try loadConfiguration(path)
-        let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
+        let logger = try bootstrapLogging(format: file.log.format, level: file.log.level, syslog: file.log.syslog,
+                                          syslogSetting: "\(path): log.syslog")
         try serve(RuntimeConfiguration(file, configPath: path), privileges: privileges, logger: logger, reloadFrom: {
             RuntimeConfiguration(try PortcullisConfiguration.load(path: path), configPath: path)
         })

@@ -22,6 +22,7 @@ extension RuntimeConfiguration {
         quietHandshakeFailures = file.log.quietHandshakeFailures
         if let settings = file.status {
             status = settings.listen
+            statusHTTPS = settings.https
             statusSettingName = configPath.map { "\($0): status.listen" } ?? "--status"
         }
         var files = configPath.map { [$0] } ?? []

@@ -102,7 +102,8 @@ func serveCommandLine(_ flags: CommandLineFlags, mode: ListenerMode, privileges:
     } catch {
         throw CommandFailure(message: "\(error)", code: 2)
     }
-    let logger = bootstrapLogging(format: file.log.format, level: file.log.level)
+    let logger = try bootstrapLogging(format: file.log.format, level: file.log.level, syslog: file.log.syslog,
+                                      syslogSetting: "--syslog (config key log.syslog)")
     if flags.storepass != nil {
         // Accepted for ghostunnel's unit files; the password itself is never logged.
         logger.warning("keystore password given on the command line (--storepass): local users can read it in /proc/PID/cmdline and ps", metadata: [
@@ -136,10 +137,17 @@ func serve(_ configuration: RuntimeConfiguration, privileges: PrivilegeOptions, 
     if code != 0 { throw ExitCode(code) }
 }
 
-/// Installs the process-wide log handler and returns the root logger.
-func bootstrapLogging(format: LogFormat, level: String) -> Logger {
+/// Installs the process-wide log handler and returns the root logger. With `syslog`, `/dev/log` must accept
+/// a connection now (ghostunnel fails its start the same way); `syslogSetting` names the flag or key.
+func bootstrapLogging(format: LogFormat, level: String, syslog: Bool = false, syslogSetting: String = "--syslog") throws -> Logger {
     let style: LogStyle = format == .json ? .json : .text
     let logLevel = Logger.Level(rawValue: level) ?? .info
-    LoggingSystem.bootstrap { label in LineLogHandler(label: label, style: style, level: logLevel) }
+    let destination: LogDestination
+    do {
+        destination = syslog ? try LogDestination.localSyslog() : .stderr
+    } catch {
+        throw CommandFailure(message: "\(syslogSetting): cannot reach the local syslog: \(error) (start rsyslog or journald, or log to stderr without it)", code: 1)
+    }
+    LoggingSystem.bootstrap { label in LineLogHandler(label: label, style: style, level: logLevel, destination: destination) }
     return Logger(label: "portcullis")
 }

@@ -55,7 +55,9 @@ struct SharedOptions: ParsableArguments {
     @Flag(name: .customLong("quiet-handshake-failures"),
           help: "Do not log failed handshakes of peers that sent no certificate (TCP health checks, port scanners); metrics still count them.")
     var quietHandshakeFailures = false
-    @Option(help: "Serve /healthz, /readyz, /status and /metrics here: HOST:PORT on loopback, or unix:/path.")
+    @Flag(help: "Send log lines to the local syslog (/dev/log, ident portcullis, facility daemon) instead of stderr.")
+    var syslog = false
+    @Option(help: "Serve /healthz, /readyz, /status, /metrics and ghostunnel's /_status, /_metrics here: HOST:PORT or http://HOST:PORT (plain HTTP) or https://HOST:PORT (TLS with the listener's certificate) on loopback, or unix:/path.")
     var status: String?
     @Option(name: .customLong("timed-reload"),
             help: "Also reload certificate, key and CA bundle every this long, as SIGHUP does (e.g. 1h; default: only on SIGHUP/SIGUSR1 or a file change).")
@@ -90,6 +92,7 @@ struct SharedOptions: ParsableArguments {
         flags.cipherSuites = cipherSuites
         flags.groups = groups
         flags.quietHandshakeFailures = quietHandshakeFailures
+        flags.syslog = syslog
         flags.status = status
         flags.unsafeStatus = unsafeStatus
         return flags

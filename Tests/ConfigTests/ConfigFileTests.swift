@@ -411,6 +411,51 @@ struct ConfigFileTests {
         #expect(try status("status:") == nil)
     }
 
+    @Test func statusAddressForms() throws {
+        func parse(_ text: String, unsafe: Bool = false) throws(ConfigError) -> (TargetAddress, ListenAddress?, Bool) {
+            let parsed = try Validate.statusAddress(text, key: "--status", allowNonLoopback: unsafe, unsafeKey: "--unsafe-status")
+            return (parsed.endpoint, parsed.address, parsed.https)
+        }
+        let plain = try parse("127.0.0.1:9100")
+        #expect(plain.0 == .tcp(host: "127.0.0.1", port: 9100) && plain.1 == .tcp(host: "127.0.0.1", port: 9100) && !plain.2)
+        let http = try parse("http://localhost:9100")
+        #expect(http.0 == .tcp(host: "127.0.0.1", port: 9100) && !http.2)
+        let https = try parse("https://127.0.0.1:9100")
+        #expect(https.0 == .tcp(host: "127.0.0.1", port: 9100) && https.1 == .tcp(host: "127.0.0.1", port: 9100) && https.2)
+        let v6 = try parse("https://[::1]:9100/")
+        #expect(v6.0 == .tcp(host: "::1", port: 9100) && v6.2)
+        let unix = try parse("unix:/run/portcullis/status.sock")
+        #expect(unix.0 == .unix(path: "/run/portcullis/status.sock") && unix.1 == .unix(path: "/run/portcullis/status.sock") && !unix.2)
+        #expect(try parse("https://0.0.0.0:9100", unsafe: true).2)
+        #expect(throws: ConfigError(key: "--status", message: "--status 'https://0.0.0.0:9100' is not a loopback address (use --unsafe-status to allow it)")) {
+            try parse("https://0.0.0.0:9100")
+        }
+        #expect(throws: ConfigError(key: "--status", message: "--status 'https://unix:/run/s.sock' is a Unix socket, which takes no scheme: use unix:/path (served as plain HTTP; file permissions guard it)")) {
+            try parse("https://unix:/run/s.sock")
+        }
+        #expect(throws: ConfigError(key: "--status", message: "--status 'ftp://127.0.0.1:9100' has scheme 'ftp': use HOST:PORT or http://HOST:PORT (plain HTTP), https://HOST:PORT (TLS) or unix:/path")) {
+            try parse("ftp://127.0.0.1:9100")
+        }
+        #expect(throws: ConfigError.self) { try parse("https://") }
+        #expect(StatusSettings(listen: .tcp(host: "::1", port: 9100), https: true).listenDescription == "https://[::1]:9100")
+    }
+
+    @Test func syslogFromFlagsAndFile() throws {
+        var flags = files.validFlags()
+        #expect(try !PortcullisConfiguration(flags: flags).log.syslog)
+        flags.syslog = true
+        #expect(try PortcullisConfiguration(flags: flags).log.syslog)
+        #expect(try parse("log: {syslog: true}\n" + baseLines.joined(separator: "\n")).log.syslog)
+        #expect(try !parse("log: {syslog: false}\n" + baseLines.joined(separator: "\n")).log.syslog)
+        #expect(throws: ConfigError.self) { try parse("log: {syslog: daemon}\n" + baseLines.joined(separator: "\n")) }
+    }
+
+    @Test func statusSchemeFromAFile() throws {
+        let configuration = try parse("status: {listen: \"https://localhost:9100\"}\n" + baseLines.joined(separator: "\n"))
+        #expect(configuration.status == StatusSettings(listen: .tcp(host: "127.0.0.1", port: 9100), https: true))
+        #expect(configuration.effectiveDescription().contains("  listen: https://127.0.0.1:9100\n"))
+    }
+
     @Test func statusAndQuietFromFlags() throws {
         var flags = files.validFlags()
         flags.status = "localhost:9100"
@@ -508,11 +553,12 @@ struct ConfigFileTests {
         flags.logLevel = "debug"
         flags.sessionTickets = false
         flags.quietHandshakeFailures = true
-        flags.status = "[::1]:9100"
+        flags.syslog = true
+        flags.status = "https://[::1]:9100"
         flags.proxyProtocol = "v2"
         let yaml = """
-            log: {format: json, level: debug, quiet-handshake-failures: true}
-            status: {listen: "[::1]:9100"}
+            log: {format: json, level: debug, quiet-handshake-failures: true, syslog: true}
+            status: {listen: "https://[::1]:9100"}
             workers: 3
             shutdown-timeout: 1h
             listeners:
@@ -637,7 +683,7 @@ struct ConfigFileTests {
     @Test func effectiveJSONIsAConfigurationThatValidatesToTheSameSettings() throws {
         let configuration = try fullConfiguration()
         let json = configuration.effectiveJSON()
-        #expect(json.hasPrefix("{\n  \"log\": {\n    \"format\": \"text\",\n    \"level\": \"info\",\n    \"quiet-handshake-failures\": false\n  },\n  \"status\": {"))
+        #expect(json.hasPrefix("{\n  \"log\": {\n    \"format\": \"text\",\n    \"level\": \"info\",\n    \"quiet-handshake-failures\": false,\n    \"syslog\": false\n  },\n  \"status\": {"))
         #expect(json.contains("\"key-passphrase-file\": null,"))
         let again = try PortcullisConfiguration.parse(yaml: json, source: "/etc/portcullis/portcullis.yaml", checkFiles: false)
         #expect(again == configuration)

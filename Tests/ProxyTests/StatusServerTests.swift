@@ -7,7 +7,9 @@ struct HTTPRequestHeadTests {
     static let cases: [(String, HTTPRequestHead.Parse)] = [
         ("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", .request(HTTPRequestHead(method: "GET", path: "/metrics"))),
         ("HEAD /healthz HTTP/1.0\r\n\r\n", .request(HTTPRequestHead(method: "HEAD", path: "/healthz"))),
-        ("GET /readyz?full=1 HTTP/1.1\n\n", .request(HTTPRequestHead(method: "GET", path: "/readyz"))),
+        ("GET /readyz?full=1 HTTP/1.1\n\n", .request(HTTPRequestHead(method: "GET", path: "/readyz", query: "full=1"))),
+        ("GET /_metrics?format=prometheus HTTP/1.1\r\n\r\n",
+         .request(HTTPRequestHead(method: "GET", path: "/_metrics", query: "format=prometheus"))),
         ("POST /metrics HTTP/1.1\r\n\r\n", .request(HTTPRequestHead(method: "POST", path: "/metrics"))),
         ("GET /metrics HTTP/1.1\r\nHost: x\r\n", .incomplete),
         ("GET /met", .incomplete),
@@ -24,6 +26,14 @@ struct HTTPRequestHeadTests {
     @Test(arguments: cases)
     func parses(_ text: String, _ expected: HTTPRequestHead.Parse) {
         #expect(HTTPRequestHead.parse(Array(text.utf8)) == expected)
+    }
+
+    @Test func queryValuesAreFoundByName() {
+        let head = HTTPRequestHead(method: "GET", path: "/_metrics", query: "a=1&format=prometheus&flag")
+        #expect(head.queryValue("format") == "prometheus")
+        #expect(head.queryValue("flag") == "")
+        #expect(head.queryValue("form") == nil)
+        #expect(HTTPRequestHead(method: "GET", path: "/_metrics").queryValue("format") == nil)
     }
 
     @Test func anOversizedHeadIsRefusedBeforeItEnds() {

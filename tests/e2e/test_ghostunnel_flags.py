@@ -206,7 +206,7 @@ def test_client_verify_aliases_and_spki_pin(proxy, client_proxy, pki):
 
 
 REFUSED = {
-    "--syslog": (["--syslog"], "journald"),
+    "--enable-pprof": (["--enable-pprof"], "/_status"),
     "--max-tls-version": (["--max-tls-version", "1.2"], "--min-tls 1.2"),
     "--quiet": (["--quiet", "loud"], "handshake-errs"),
     "--allow-spki-pin": (["--allow-spki-pin", "not-base64!"], "sha256:HEX"),

@@ -45,6 +45,12 @@ int pc_remove_socket_file(const char *path, unsigned long long device, unsigned 
 int pc_unix_dgram_socket(void);
 // … and one datagram to `address`, never blocking (MSG_DONTWAIT | MSG_NOSIGNAL), EINTR retried. 0 or -errno.
 int pc_unix_dgram_send(int fd, const char *address, const void *message, size_t length);
+// sockaddr_un again (the syslog socket, /dev/log): connects `fd` (from pc_unix_dgram_socket) to the datagram
+// socket at `path`, so a missing or dead syslog daemon shows at once. 0 or -errno.
+int pc_unix_dgram_connect(int fd, const char *path);
+// send(2) on a connected socket with MSG_DONTWAIT | MSG_NOSIGNAL (a full syslog queue must not stall a
+// loop), EINTR retried. 0 or -errno.
+int pc_send_nonblocking(int fd, const void *message, size_t length);
 
 // ---- Descriptors, processes, threads, heap (process.c) ------------------------------------------------------
 

@@ -36,6 +36,8 @@ public struct CommandLineFlags: Sendable, Equatable {
     public var unsafeStatus = false
     /// `--quiet-handshake-failures`: do not log handshake failures of peers that sent no certificate.
     public var quietHandshakeFailures = false
+    /// `--syslog`: log to the local syslog instead of stderr.
+    public var syslog = false
     /// `--cipher-suites`, `--groups`: TLS 1.3 suites and key-exchange groups, colon-separated.
     public var cipherSuites: String?
     public var groups: String?
@@ -104,6 +106,7 @@ public struct CommandLineFlags: Sendable, Equatable {
             (T.shutdownTimeout, one(shutdownTimeout)),
             (T.maxConcurrentConns, one(maxConcurrentConns)), (T.workers, one(workers)),
             (T.logFormat, one(logFormat)), (T.logLevel, one(logLevel)), (T.quietHandshakeFailures, on(quietHandshakeFailures)),
+            (T.syslog, on(syslog)),
             (T.cipherSuites, one(cipherSuites)), (T.groups, one(groups)), (T.noSessionTickets, on(!sessionTickets)),
             (T.sessionTicketCount, one(sessionTicketCount)), (T.sessionCacheSize, one(sessionCacheSize)),
             (T.proxyProtocol, one(proxyProtocol)), (T.maxHandshakes, one(maxHandshakes)),

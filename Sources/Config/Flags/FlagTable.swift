@@ -97,6 +97,7 @@ public enum FlagTable {
     public static let logFormat = ConfigFlag("--log-format", "log.format", .process)
     public static let logLevel = ConfigFlag("--log-level", "log.level", .process)
     public static let quietHandshakeFailures = ConfigFlag("--quiet-handshake-failures", "log.quiet-handshake-failures", .process, .fixed("true"))
+    public static let syslog = ConfigFlag("--syslog", "log.syslog", .process, .fixed("true"))
     public static let cipherSuites = ConfigFlag("--cipher-suites", "tls.cipher-suites")
     public static let groups = ConfigFlag("--groups", "tls.groups")
     public static let noSessionTickets = ConfigFlag("--no-session-tickets", "tls.session-tickets", .listener, .fixed("false"))
@@ -117,7 +118,7 @@ public enum FlagTable {
         verifyCN, verifyOU, verifyDNS, verifyURI, verifyIP, verifyFingerprint, verifySPKI, overrideServerName,
         minTLS, handshakeTimeout, connectTimeout, idleTimeout, closeTimeout, maxConnLifetime, shutdownTimeout,
         maxConcurrentConns,
-        workers, logFormat, logLevel, quietHandshakeFailures, cipherSuites, groups, noSessionTickets,
+        workers, logFormat, logLevel, quietHandshakeFailures, syslog, cipherSuites, groups, noSessionTickets,
         sessionTicketCount, sessionCacheSize, proxyProtocol, maxHandshakes, maxHandshakesPerSource,
         maxHandshakeRatePerSource, status, unsafeStatus,
     ]

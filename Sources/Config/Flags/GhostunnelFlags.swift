@@ -22,8 +22,7 @@ public enum GhostunnelFlags {
 
     /// ghostunnel flags with no equivalent here, and what to use instead. `true`: the flag takes a value.
     public static let refusals: [String: (takesValue: Bool, instead: String)] = [
-        "--syslog": (false, "Portcullis logs to stderr only; under systemd journald collects it (set SyslogIdentifier= in the unit), elsewhere pipe stderr to logger(1)"),
-        "--eventlog": (false, "Portcullis logs to stderr only"),
+        "--eventlog": (false, "the Windows event log does not exist on Linux; use --syslog, or stderr (the default)"),
         "--use-workload-api": (false, "the SPIFFE Workload API is not supported; run spiffe-helper to write --cert/--key/--cacert files (Portcullis reloads them on change or SIGUSR1)"),
         "--use-workload-api-addr": (true, "the SPIFFE Workload API is not supported; run spiffe-helper to write --cert/--key/--cacert files (Portcullis reloads them on change or SIGUSR1)"),
         "--keychain-identity": (true, "keychains are not supported (Linux only); use --cert and --key"),
@@ -36,7 +35,7 @@ public enum GhostunnelFlags {
         "--metrics-url": (true, "metrics are served, not pushed: scrape /metrics (Prometheus) on --status HOST:PORT"),
         "--metrics-prefix": (true, "metric names are fixed (portcullis_*); relabel them in Prometheus if needed"),
         "--metrics-interval": (true, "metrics are served, not pushed: scrape /metrics on --status at the interval you choose"),
-        "--enable-pprof": (false, "there is no profiling endpoint; --status serves /healthz, /readyz, /status and /metrics"),
+        "--enable-pprof": (false, "there is no profiling endpoint (Go's pprof has no equivalent here); --status serves /_status and /_metrics as ghostunnel does, and /healthz, /readyz, /status, /metrics"),
         "--enable-shutdown": (false, "there is no shutdown endpoint; send SIGTERM (systemctl stop) to drain and exit"),
         "--target-status": (true, "readiness checks only the target's TCP port: use --status and GET /readyz"),
         "--skip-resolve": (false, "the --target host is resolved at startup (and on reload), and a failure stops the start; remove the flag and order the unit After=network-online.target"),

@@ -6,7 +6,7 @@ import Yams
 extension ConfigReader {
     static let topKeys = ["log", "status", "workers", "shutdown-timeout", "session-cache-size", "limits", "listeners"]
     static let limitsKeys = ["handshakes", "handshakes-per-source", "handshake-rate-per-source"]
-    static let logKeys = ["format", "level", "quiet-handshake-failures"]
+    static let logKeys = ["format", "level", "quiet-handshake-failures", "syslog"]
     static let statusKeys = ["listen", "unsafe-listen"]
 
     /// Unknown keys that users plausibly write, with where the setting really is.
@@ -40,6 +40,7 @@ extension ConfigReader {
                 } else { ok = false }
             }
             if let quiet = bool(section, "quiet-handshake-failures") { log.quietHandshakeFailures = quiet }
+            if let syslog = bool(section, "syslog") { log.syslog = syslog }
         } else if top["log"] != nil && !isNull(top["log"]!.value) { ok = false }
 
         var status: StatusSettings?
@@ -47,8 +48,8 @@ extension ConfigReader {
         if let section = optionalSection(top, "status", known: Self.statusKeys) {
             let unsafeListen = bool(section, "unsafe-listen") ?? false
             if let (text, node) = string(section, "listen", required: "give the address for health and metrics, e.g. 127.0.0.1:9100") {
-                if let (listen, address) = statusListen(text, unsafe: unsafeListen, node: node, path: section.child("listen")) {
-                    status = StatusSettings(listen: listen, unsafeListen: unsafeListen)
+                if let (listen, address, https) = statusListen(text, unsafe: unsafeListen, node: node, path: section.child("listen")) {
+                    status = StatusSettings(listen: listen, unsafeListen: unsafeListen, https: https)
                     if let address { statusAddress = (address, node) }
                 }
             }
@@ -113,11 +114,11 @@ extension ConfigReader {
     }
 
     /// The status endpoint and, for TCP, the address it binds.
-    func statusListen(_ text: String, unsafe: Bool, node: Node, path: String) -> (TargetAddress, ListenAddress?)? {
+    func statusListen(_ text: String, unsafe: Bool, node: Node, path: String) -> (TargetAddress, ListenAddress?, Bool)? {
         let parsed = validate(node, path) { k throws(ConfigError) in
             try Validate.statusAddress(text, key: k, allowNonLoopback: unsafe, unsafeKey: setting("status.unsafe-listen", file: "status.unsafe-listen: true"))
         }
-        return parsed.map { ($0.endpoint, $0.address) }
+        return parsed.map { ($0.endpoint, $0.address, $0.https) }
     }
 }
 
