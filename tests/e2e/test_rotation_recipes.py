@@ -503,31 +503,45 @@ K8S = REPO_ROOT / "examples" / "kubernetes"
 
 
 class AtomicWriterVolume:
-    """A Secret/ConfigMap volume updated as kubelet's AtomicWriter (pkg/volume/util/atomic_writer.go) does:
-    the payload goes into a new `..<UTC timestamp>.<random>` directory; `..data_tmp` is symlinked to it and
-    renamed over `..data` (the one atomic step); each visible name is a symlink `<name> -> ..data/<name>`,
-    created when missing; names no longer in the payload and the previous timestamped directory are removed."""
+    """A Secret/ConfigMap/projected volume updated as kubelet's AtomicWriter (pkg/volume/util/atomic_writer.go)
+    does: the payload goes into a new `..<UTC timestamp>.<random>` directory; `..data_tmp` is symlinked to it
+    and renamed over `..data` (the one atomic step); each visible path is a symlink into `..data`, created when
+    missing — `tls.crt -> ..data/tls.crt`, or for an item with a subdirectory path (`items: [{key: tls.crt,
+    path: tls/tls.crt}]`) a real directory `tls/` holding `tls.crt -> ../..data/tls/tls.crt`; paths no longer
+    in the payload and the previous timestamped directory are removed."""
 
     def __init__(self, directory: Path):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
 
+    def _visible(self) -> set[str]:
+        found = set()
+        for root, dirs, files in os.walk(self.dir):
+            rel = Path(root).relative_to(self.dir)
+            if rel.parts and rel.parts[0].startswith(".."):
+                continue
+            dirs[:] = [d for d in dirs if not (root == str(self.dir) and d.startswith(".."))]
+            found.update(str(rel / f) for f in files if not (root == str(self.dir) and f.startswith("..")))
+        return found
+
     def write(self, payload: dict[str, bytes], mode: int = 0o644):
         data_link = self.dir / "..data"
-        old_ts = os.readlink(data_link) if data_link.is_symlink() else None
-        visible = {e.name for e in self.dir.iterdir() if not e.name.startswith("..")}
-        to_remove = visible - set(payload)
+        to_remove = self._visible() - set(payload)
         ts_dir = Path(tempfile.mkdtemp(dir=self.dir, prefix=time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime())))
         os.chmod(ts_dir, 0o755)
         for name, content in payload.items():
+            (ts_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (ts_dir / name).write_bytes(content)
             os.chmod(ts_dir / name, mode)
         for name in payload:
-            if not (self.dir / name).is_symlink():
-                os.symlink(f"..data/{name}", self.dir / name)
+            visible = self.dir / name
+            visible.parent.mkdir(parents=True, exist_ok=True)
+            if not visible.is_symlink():
+                os.symlink("../" * (len(Path(name).parts) - 1) + f"..data/{name}", visible)
+        old_ts = os.readlink(data_link) if data_link.is_symlink() else None
         os.symlink(ts_dir.name, self.dir / "..data_tmp")
         os.rename(self.dir / "..data_tmp", data_link)
-        for name in to_remove:
+        for name in sorted(to_remove, reverse=True):
             os.remove(self.dir / name)
         if old_ts:
             shutil.rmtree(self.dir / old_ts)
@@ -740,3 +754,25 @@ def test_k8s_secret_data_swap_reloads_without_signal_in_front_of_valkey(tmp_path
     assert got.stdout.strip() == "yes", got.stdout + got.stderr
     assert status("/readyz") == 200
     assert not p.logs(pred=lambda r: str(r.get("msg", "")).startswith("reload failed"))
+
+
+def test_k8s_projected_volume_with_items_in_a_subdirectory_reloads_on_swap(tmp_path, cert_manager, proxy):
+    """`items: [{key: tls.crt, path: tls/tls.crt}, …]`: the files sit in a real subdirectory `tls/` of the volume,
+    as symlinks `tls/tls.crt -> ../..data/tls/tls.crt`, while the `..data` swap happens one level up — in a
+    directory that holds none of the configured files."""
+    ca, secret, server_leaf, app, stranger = cert_manager
+    vol = AtomicWriterVolume(tmp_path / "volume")
+    first = server_leaf()
+    vol.write({f"tls/{k}": v for k, v in secret(first).items()}, mode=0o400)
+    d = vol.dir / "tls"
+    assert not d.is_symlink() and os.readlink(d / "tls.crt") == "../..data/tls/tls.crt"
+    p = proxy(cert=str(d / "tls.crt"), key=str(d / "tls.key"), cacert=str(d / "ca.crt"),
+              allow=["--allow-dns", "*.valkey-clients.cache.svc.cluster.local"])
+    ctx = client_ctx(app.chain, app.key, ca.root)
+    assert served_serial(p.port, ctx) == first.serial
+    renewed = server_leaf()
+    mark = len(p.records)
+    vol.write({f"tls/{k}": v for k, v in secret(renewed).items()}, mode=0o400)
+    rec = wait_log_after(p, mark, "reloaded", timeout=RELOAD_TIMEOUT)
+    assert rec["reload.trigger"] == "file change", rec
+    assert served_serial(p.port, ctx) == renewed.serial
