@@ -624,7 +624,7 @@ def test_k8s_manifests_parse_and_agree_with_each_other():
         assert set(c) <= known, set(c) - known
 
 
-def _k8s_config(tmp_path, tls_dir: Path, *, tls_port: int, status_port: int, target_port: int) -> str:
+def _k8s_config(tls_dir: Path, *, tls_port: int, status_port: int, target_port: int) -> str:
     """The ConfigMap's portcullis.yaml with what cannot exist on this machine moved: the mount path into the
     test directory, and every address onto loopback test ports (the manifest itself stays as deployed)."""
     config = yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]["portcullis.yaml"]
@@ -658,7 +658,7 @@ def test_k8s_configmap_config_passes_check(tmp_path, cert_manager):
     vol = AtomicWriterVolume(tmp_path / "tls")
     vol.write(secret(server_leaf()), mode=0o400)
     cfg = tmp_path / "portcullis.yaml"
-    cfg.write_text(_k8s_config(tmp_path, vol.dir, tls_port=6380, status_port=9100, target_port=6379))
+    cfg.write_text(_k8s_config(vol.dir, tls_port=6380, status_port=9100, target_port=6379))
     r = run_portcullis_once(["check", "--config", str(cfg)])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "configuration OK: 1 listener(s)" in r.stdout + r.stderr
@@ -683,7 +683,7 @@ def test_k8s_secret_data_swap_reloads_without_signal_in_front_of_valkey(tmp_path
     first = server_leaf()
     tls_vol.write(secret(first), mode=0o400)
     tls_port, status_port = free_port(), free_port()
-    config_text = _k8s_config(tmp_path, tls_vol.dir, tls_port=tls_port, status_port=status_port,
+    config_text = _k8s_config(tls_vol.dir, tls_port=tls_port, status_port=status_port,
                               target_port=redis_server.port)
     cfg_vol.write({"portcullis.yaml": config_text.encode()})
     p = start_run(cfg_vol.dir / "portcullis.yaml")
@@ -695,6 +695,7 @@ def test_k8s_secret_data_swap_reloads_without_signal_in_front_of_valkey(tmp_path
     ping = _redis_cli(tls_port, ca.root, app, "PING")
     assert ping.returncode == 0 and ping.stdout.strip() == "PONG", ping.stdout + ping.stderr
     assert _redis_cli(tls_port, ca.root, stranger, "PING").stdout.strip() != "PONG"
+    p.wait_log("handshake failed", timeout=5, **{"handshake.error": "denied", "tls.peer.subject": "CN=stranger"})
 
     def status(path):
         with socket.create_connection(("127.0.0.1", status_port), timeout=3) as sock:
