@@ -510,8 +510,11 @@ class AtomicWriterVolume:
     path: tls/tls.crt}]`) a real directory `tls/` holding `tls.crt -> ../..data/tls/tls.crt`; paths no longer
     in the payload and the previous timestamped directory are removed."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, *, linked_subdirectories: bool = False):
+        """linked_subdirectories: older kubelets' layout, where a subdirectory is itself a symlink
+        (`tls -> ..data/tls`) instead of a real directory of file links."""
         self.dir = directory
+        self.linked_subdirectories = linked_subdirectories
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _visible(self) -> set[str]:
@@ -526,7 +529,7 @@ class AtomicWriterVolume:
 
     def write(self, payload: dict[str, bytes], mode: int = 0o644):
         data_link = self.dir / "..data"
-        to_remove = self._visible() - set(payload)
+        to_remove = set() if self.linked_subdirectories else self._visible() - set(payload)
         ts_dir = Path(tempfile.mkdtemp(dir=self.dir, prefix=time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime())))
         os.chmod(ts_dir, 0o755)
         for name, content in payload.items():
@@ -534,6 +537,11 @@ class AtomicWriterVolume:
             (ts_dir / name).write_bytes(content)
             os.chmod(ts_dir / name, mode)
         for name in payload:
+            if self.linked_subdirectories:
+                top = Path(name).parts[0]
+                if not (self.dir / top).is_symlink():
+                    os.symlink(f"..data/{top}", self.dir / top)
+                continue
             visible = self.dir / name
             visible.parent.mkdir(parents=True, exist_ok=True)
             if not visible.is_symlink():
@@ -757,23 +765,29 @@ def test_k8s_secret_data_swap_reloads_without_signal_in_front_of_valkey(tmp_path
     assert not p.logs(pred=lambda r: str(r.get("msg", "")).startswith("reload failed"))
 
 
-def test_k8s_projected_volume_with_items_in_a_subdirectory_reloads_on_swap(tmp_path, cert_manager, proxy):
-    """`items: [{key: tls.crt, path: tls/tls.crt}, …]`: the files sit in a real subdirectory `tls/` of the volume,
-    as symlinks `tls/tls.crt -> ../..data/tls/tls.crt`, while the `..data` swap happens one level up — in a
-    directory that holds none of the configured files."""
+@pytest.mark.parametrize("linked", [False, True], ids=["file-links", "linked-directory"])
+def test_k8s_projected_volume_with_items_in_a_subdirectory_reloads_on_swap(tmp_path, cert_manager, proxy, linked):
+    """`items: [{key: tls.crt, path: tls/tls.crt}, …]`: the files sit in a subdirectory `tls/` of the volume —
+    a real directory of links `tls/tls.crt -> ../..data/tls/tls.crt`, or with older kubelets a link
+    `tls -> ..data/tls` — while the `..data` swap happens one level up, in a directory that holds none of the
+    configured files."""
     ca, secret, server_leaf, app, stranger = cert_manager
-    vol = AtomicWriterVolume(tmp_path / "volume")
+    vol = AtomicWriterVolume(tmp_path / "volume", linked_subdirectories=linked)
     first = server_leaf()
     vol.write({f"tls/{k}": v for k, v in secret(first).items()}, mode=0o400)
     d = vol.dir / "tls"
-    assert not d.is_symlink() and os.readlink(d / "tls.crt") == "../..data/tls/tls.crt"
+    if linked:
+        assert os.readlink(d) == "..data/tls"
+    else:
+        assert not d.is_symlink() and os.readlink(d / "tls.crt") == "../..data/tls/tls.crt"
     p = proxy(cert=str(d / "tls.crt"), key=str(d / "tls.key"), cacert=str(d / "ca.crt"),
               allow=["--allow-dns", "*.valkey-clients.cache.svc.cluster.local"])
     ctx = client_ctx(app.chain, app.key, ca.root)
     assert served_serial(p.port, ctx) == first.serial
-    renewed = server_leaf()
-    mark = len(p.records)
-    vol.write({f"tls/{k}": v for k, v in secret(renewed).items()}, mode=0o400)
-    rec = wait_log_after(p, mark, "reloaded", timeout=RELOAD_TIMEOUT)
-    assert rec["reload.trigger"] == "file change", rec
-    assert served_serial(p.port, ctx) == renewed.serial
+    for _ in range(2):  # and again: the watches survive the swap they reported
+        renewed = server_leaf()
+        mark = len(p.records)
+        vol.write({f"tls/{k}": v for k, v in secret(renewed).items()}, mode=0o400)
+        rec = wait_log_after(p, mark, "reloaded", timeout=RELOAD_TIMEOUT)
+        assert rec["reload.trigger"] == "file change", rec
+        assert served_serial(p.port, ctx) == renewed.serial
