@@ -409,15 +409,12 @@ public final class ServerRuntime {
         return nil
     }
 
-    /// Watches the directories of every referenced file; a change there (debounced, so an editor's
-    /// write-rename-chmod sequence is one reload) triggers a reload.
+    /// Watches the directories of every referenced file and of every symbolic link on the way to one
+    /// (`watchedDirectories`); a change there (debounced, so an editor's write-rename-chmod sequence is one
+    /// reload) triggers a reload.
     private func watchFiles() {
         guard let loop = control else { return }
-        var wanted: [String: Set<String>] = [:]
-        for file in configuration.watchedFiles {
-            let (directory, name) = splitPath(file)
-            wanted[directory, default: []].insert(name)
-        }
+        let wanted = watchedDirectories(for: configuration.watchedFiles)
         guard wanted != watchedNames else { return }
         directoryWatchers.forEach { $0.close() }
         directoryWatchers = []
@@ -757,10 +754,4 @@ struct ListenerSockets {
         originals.forEach { $0.close() }
         if removingFile { socketFile?.remove() }
     }
-}
-
-private func splitPath(_ path: String) -> (directory: String, name: String) {
-    guard let slash = path.lastIndex(of: "/") else { return (".", path) }
-    let directory = String(path[..<slash])
-    return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
 }

@@ -15,6 +15,9 @@ struct ClientCommand: ParsableCommand {
         (--override-server-name changes it), or the --verify-* rules when given — and only then reads the \
         application's bytes. When the target is down the local connection is closed at once, so clients that \
         reconnect on their own (ZeroMQ, NSQ) do.
+
+        Signals: SIGHUP or SIGUSR1 — or any change to --cert, --key or --cacert on disk — reloads them; \
+        SIGTERM/SIGINT drain; SIGUSR2 restarts without refusing a connection.
         """
     )
 

@@ -16,7 +16,7 @@ struct RunCommand: ParsableCommand {
         changes; a bad file keeps the running configuration and logs why. Flags of `portcullis server` are not \
         accepted here: the file is the single source of truth.
 
-        Signals: SIGHUP reloads; SIGTERM/SIGINT stop accepting and drain for up to shutdown-timeout; SIGUSR2 \
+        Signals: SIGHUP or SIGUSR1 reloads; SIGTERM/SIGINT stop accepting and drain for up to shutdown-timeout; SIGUSR2 \
         restarts without refusing a connection: a new process of this binary (re-reading the file) takes over \
         the listening sockets, then this one drains and exits. Under systemd: Type=notify, watchdog and socket \
         activation (see examples/systemd).

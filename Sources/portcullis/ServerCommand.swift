@@ -15,7 +15,7 @@ struct ServerCommand: ParsableCommand {
         and the target never sees a connection from it. Globs: '*' matches within one DNS label or URI path \
         segment, '**' across them.
 
-        Signals: SIGHUP — or any change to those files on disk — reloads certificate, key and CA bundle; \
+        Signals: SIGHUP or SIGUSR1 — or any change to those files on disk — reloads certificate, key and CA bundle; \
         SIGTERM/SIGINT stop accepting and drain open \
         connections for up to --shutdown-timeout; SIGUSR2 restarts without refusing a connection (a new \
         process of this binary takes over the listening sockets, then this one drains and exits).
