@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from harness import AcceptingServer, ClientSidecars, Portcullis, echo_roundtrip, free_port, plain_connect, run_portcullis_once, wait_until
+from pki import issue_leaf
 
 PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -236,3 +237,36 @@ def test_client_refuses_server_only_flags_the_usual_way(pki):
                              "--cert", pki["allowed"].cert, "--key", pki["allowed"].key, "--cacert", pki.ca,
                              "--proxy-protocol"])
     assert r.returncode != 0 and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_allow_uri_san_admits_the_spiffe_id_only(proxy, tls):
+    p = proxy(allow=["--allow-uri-san", "spiffe://example.org/ns/prod/sa/worker"])
+    admitted(tls, p.port, cred="spiffe")
+    tls.refused(p.port, "allowed")  # same CA, no such URI SAN
+
+
+def test_client_verify_uri_san(proxy, client_proxy, pki):
+    """--verify-uri-san: the server must carry the URI SAN; a server without it gets no application byte."""
+    uri_server = issue_leaf(pki, "server-uri-ghost", "/O=Portcullis Test/CN=localhost", eku="serverAuth",
+                            san="DNS:localhost,IP:127.0.0.1,URI:spiffe://example.org/ghost")
+    good = proxy(cert=uri_server.cert, key=uri_server.key)
+    c = client_proxy(f"127.0.0.1:{good.port}", extra=["--verify-uri-san", "spiffe://example.org/ghost"])
+    s = plain_connect(c.port)
+    try:
+        assert echo_roundtrip(s, b"ghost") == b"ghost"
+    finally:
+        s.close()
+    plain = proxy()  # pki["server"]: no URI SAN
+    c2 = client_proxy(f"127.0.0.1:{plain.port}", extra=["--verify-uri-san", "spiffe://example.org/ghost"])
+    s = plain_connect(c2.port)
+    try:
+        s.sendall(b"secret")
+        s.settimeout(5)
+        assert s.recv(10) == b""
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+    line = c2.wait_log("handshake failed", timeout=5)
+    assert line["handshake.error"] == "denied", line
+    assert not plain.logs("connection closed"), "the server without the URI SAN relayed a connection"
