@@ -196,3 +196,36 @@ def _watchdog(request):
     faulthandler.dump_traceback_later(240, exit=False)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@pytest.fixture
+def subreaper():
+    """Makes this test process the reaper of orphaned descendants, so a restarted portcullis (the old
+    process's child, orphaned when it exits) can be waited for and reaped here by its pid. Append the pids
+    to the yielded list: each is stopped at the end."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
+    successors: list[int] = []
+    yield successors
+    for pid in successors:
+        harness.stop_and_reap(pid, timeout=10)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+@pytest.fixture
+def recorder():
+    """Makes recording TLS servers (`harness.TLSRecorder`: what a peer did), closed at the end."""
+    made = []
+
+    def make(cert, key, client_ca=None):
+        r = harness.TLSRecorder(cert, key, client_ca)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()

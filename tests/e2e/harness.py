@@ -871,3 +871,23 @@ class TLSRecorder(AcceptingServer):
         self._closed = True
         self.sock.close()
         self.thread.join(2)
+
+
+def stop_and_reap(pid: int, timeout: float) -> int | None:
+    """SIGTERM a descendant we reap (see the `subreaper` fixture), then SIGKILL after `timeout`; returns its
+    exit status (None if it was already reaped)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done == pid:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from harness import ClientSidecars, TLSRecorder, free_port, read_until_closed, recv_exact
+from harness import ClientSidecars, free_port, read_until_closed, recv_exact
 from pki import issue_leaf
 
 SECRET = b"AUTH hunter2\r\nSET plaintext-must-not-leak 1\r\n"
@@ -32,20 +32,6 @@ def client_proxy(request, pki, portcullis_bin):
     problems = s.stop(failed)
     if problems:
         pytest.fail("\n".join(problems))
-
-
-@pytest.fixture
-def recorder():
-    made = []
-
-    def make(cert, key, client_ca=None):
-        r = TLSRecorder(cert, key, client_ca)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from harness import (ConfigFile, Portcullis, TLSRecorder, echo_roundtrip, free_port, plain_connect,
+from harness import (ConfigFile, Portcullis, echo_roundtrip, free_port, plain_connect,
                      read_until_closed, run_portcullis_once, stop_all, wait_until)
 from pki import cert_serial, issue_leaf, pkcs12_keystore
 
@@ -35,20 +35,6 @@ def started(request):
     problems = stop_all(made, failed)
     if problems:
         pytest.fail("\n".join(problems))
-
-
-@pytest.fixture
-def recorder():
-    made = []
-
-    def make(cert, key, client_ca=None):
-        r = TLSRecorder(cert, key, client_ca)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
 
 
 def p12(pki, name: str, out, *, password: str = PASSWORD, legacy: bool = False, chain: str | None = None) -> str:

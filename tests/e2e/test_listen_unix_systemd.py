@@ -5,7 +5,6 @@ real socket activation by /usr/bin/systemd-socket-activate."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -19,11 +18,10 @@ import time
 
 import pytest
 
-from harness import (AcceptingServer, ConfigFile, Portcullis, echo_roundtrip, free_port, listener_config,
+from harness import (AcceptingServer, stop_and_reap, ConfigFile, Portcullis, echo_roundtrip, free_port, listener_config,
                      run_portcullis_once, start_run, stop_all, tls_connect, wait_log_after, wait_until)
 from systemd_helpers import activation_wrapper, listening_socket
 
-PR_SET_CHILD_SUBREAPER = 36
 SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
@@ -301,36 +299,6 @@ def test_sighup_keeps_the_socket_and_a_new_path_rebinds(started, pki, tls, echo_
     p.send_signal(signal.SIGTERM)
     assert p.wait(15) == 0
     assert not os.path.lexists(moved)
-
-
-@pytest.fixture
-def subreaper():
-    """This test process reaps orphaned descendants, so the restarted portcullis can be waited for."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
-    successors: list[int] = []
-    yield successors
-    for pid in successors:
-        stop_and_reap(pid, timeout=10)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-
-
-def stop_and_reap(pid: int, timeout: float) -> int | None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        if done == pid:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def test_sigusr2_restart_keeps_the_unix_socket(started, pki, tls, echo_backend, sockdir, subreaper):

@@ -1,7 +1,6 @@
 """SIGUSR2: the process re-executes itself, hands its listening sockets to the new process, and drains —
 while clients keep connecting, not one of them is refused."""
 
-import ctypes
 import os
 import signal
 import ssl
@@ -10,43 +9,9 @@ import time
 
 import pytest
 
-from harness import ConfigFile, echo_roundtrip, free_port, listener_config, start_run, stop_all, tls_connect, \
+from harness import stop_and_reap, ConfigFile, echo_roundtrip, free_port, listener_config, start_run, stop_all, tls_connect, \
     wait_log_after
 from systemd_helpers import NotifyReceiver
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-@pytest.fixture
-def subreaper():
-    """Makes this test process the reaper of orphaned descendants, so the restarted portcullis (the old
-    process's child, orphaned when it exits) can be waited for and reaped here by its pid."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
-    successors: list[int] = []
-    yield successors
-    for pid in successors:
-        _stop_and_reap(pid, timeout=10)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-
-
-def _stop_and_reap(pid: int, timeout: float) -> int | None:
-    """SIGTERM, then SIGKILL after `timeout`; returns the exit status (None if it was already reaped)."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        if done == pid:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 class ConnectionStream:
@@ -135,7 +100,7 @@ def test_sigusr2_restart_refuses_no_connection(proxy, tls, subreaper):
         assert len(p.logs("restart: new process started")) == 1
         os.kill(child, 0)  # the new process serves on
         assert tls_connect(p.port, tls.ctx()).close() is None
-        assert _stop_and_reap(child, timeout=15) == 0
+        assert stop_and_reap(child, timeout=15) == 0
         subreaper.remove(child)
     finally:
         notify.close()
@@ -192,7 +157,7 @@ def test_sigusr2_restart_of_run_config_hands_over_every_listener(request, pki, t
                 assert echo_roundtrip(s, b"after") == b"after"
         with tls.connect(ports[1], "denied") as s:  # allowed by the file the new process read
             assert echo_roundtrip(s, b"policy from the file") == b"policy from the file"
-        assert _stop_and_reap(child, timeout=15) == 0
+        assert stop_and_reap(child, timeout=15) == 0
         subreaper.remove(child)
     finally:
         failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
@@ -262,7 +227,7 @@ def test_sigusr2_restart_hands_over_the_status_endpoint(proxy, tls, subreaper, k
     assert json.loads(get("/status")[1])["pid"] == child
     with tls.connect(p.port) as s:
         assert echo_roundtrip(s, b"after") == b"after"
-    assert _stop_and_reap(child, timeout=15) == 0
+    assert stop_and_reap(child, timeout=15) == 0
     subreaper.remove(child)
     if kind == "unix":
         assert not os.path.exists(path)  # removed by the process that served it last
@@ -309,5 +274,5 @@ def _restart_as_nobody(d, nobody, proxy, tls, pki, subreaper):
     assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4
     with tls.connect(p.port) as s:
         assert echo_roundtrip(s, b"served by nobody") == b"served by nobody"
-    assert _stop_and_reap(child, timeout=15) == 0
+    assert stop_and_reap(child, timeout=15) == 0
     subreaper.remove(child)
