@@ -31,6 +31,19 @@ def client_proxy(request, pki, portcullis_bin):
         pytest.fail("\n".join(problems))
 
 
+def app_is_closed_unanswered(port):
+    """A plaintext app on a client sidecar whose server was refused: its bytes go nowhere, it is closed."""
+    s = plain_connect(port)
+    try:
+        s.sendall(b"secret")
+        s.settimeout(5)
+        assert s.recv(10) == b""
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+
+
 def admitted(tls, port, cred="allowed"):
     s = tls.connect(port, cred)
     try:
@@ -195,15 +208,7 @@ def test_client_verify_aliases_and_spki_pin(proxy, client_proxy, pki):
         finally:
             s.close()
     wrong = client_proxy(target, extra=["--verify-spki-pin", b64_pin(pki["server2"])])
-    s = plain_connect(wrong.port)
-    try:
-        s.sendall(b"secret")
-        s.settimeout(5)
-        assert s.recv(10) == b""
-    except ConnectionResetError:
-        pass
-    finally:
-        s.close()
+    app_is_closed_unanswered(wrong.port)
 
 
 REFUSED = {
@@ -258,15 +263,7 @@ def test_client_verify_uri_san(proxy, client_proxy, pki):
         s.close()
     plain = proxy()  # pki["server"]: no URI SAN
     c2 = client_proxy(f"127.0.0.1:{plain.port}", extra=["--verify-uri-san", "spiffe://example.org/ghost"])
-    s = plain_connect(c2.port)
-    try:
-        s.sendall(b"secret")
-        s.settimeout(5)
-        assert s.recv(10) == b""
-    except ConnectionResetError:
-        pass
-    finally:
-        s.close()
+    app_is_closed_unanswered(c2.port)
     line = c2.wait_log("handshake failed", timeout=5)
     assert line["handshake.error"] == "denied", line
     assert not plain.logs("connection closed"), "the server without the URI SAN relayed a connection"
