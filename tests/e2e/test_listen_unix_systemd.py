@@ -611,15 +611,18 @@ def test_sigusr2_after_a_path_change_binds_the_new_path(started, pki, tls, echo_
     p.wait_listening()
     config.listener("app")["listen"] = f"unix:{new}"
     config.write()
-    # SIGUSR2 at once, inside the file watcher's 300 ms debounce: the reload it would trigger is then ignored
-    # (a restart is in progress), so the new process is the one that meets the changed path.
+    # SIGUSR2 at once, usually inside the file watcher's 300 ms debounce: the reload it would trigger is then
+    # ignored (a restart is in progress), so the new process is the one that meets the changed path and binds
+    # it. On a slow machine the reload may come first (the old process moves to the new path and hands that
+    # socket over): either way the new path is served and the old one is not.
     mark = len(p.records)
     p.send_signal(signal.SIGUSR2)
     child = int(wait_log_after(p, mark, "restart: new process started", timeout=10)["restart.pid"])
     subreaper.append(child)
     wait_log_after(p, mark, "restart: handing over, draining", timeout=30)
     fresh = wait_log_after(p, mark, "listening", timeout=10, **{"listen.address": f"unix:{new}"})
-    assert fresh["listen.source"] == "bound", fresh  # not the old path's socket handed over under the name
+    # Never the old path's socket handed over under the listener's name.
+    assert fresh["listen.source"] in ("bound", "restart"), fresh
     assert p.wait(30) == 0
     with unix_tls(new, tls.ctx()) as s:
         assert echo_roundtrip(s, b"on the new path") == b"on the new path"
