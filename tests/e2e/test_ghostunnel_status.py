@@ -19,7 +19,6 @@ import pytest
 
 from harness import (Portcullis, binary_path, echo_roundtrip, free_port, run_portcullis_once, wait_log_after,
                      wait_until, with_root_guard)
-from test_restart import subreaper  # noqa: F401  (fixture: reaps the restarted process)
 
 
 def http_get(port: int, path: str, *, tls: ssl.SSLContext | None = None, timeout: float = 10.0):
