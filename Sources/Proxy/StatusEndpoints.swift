@@ -327,7 +327,7 @@ final class StatusService {
     private func ghostunnelMetricsJSON() -> String {
         let totals = shared.metrics.aggregate()
         let snapshot = source?.statusSnapshot
-        var open = 0, accepted: UInt64 = 0, succeeded: UInt64 = 0, failed: UInt64 = 0, timedOut: UInt64 = 0, idle: UInt64 = 0
+        var open = 0, accepted: UInt64 = 0, succeeded: UInt64 = 0, failed: UInt64 = 0, timedOut: UInt64 = 0, closedByTimer: UInt64 = 0
         let modes = Dictionary(snapshot?.listeners.map { ($0.configuration.name, $0.configuration.mode) } ?? [],
                                uniquingKeysWith: { first, _ in first })
         for entry in snapshot?.listeners ?? [] {
@@ -343,12 +343,14 @@ final class StatusService {
                 : handshakes - min(handshakes, events.targetConnectFailures)
             failed += events.failures.reduce(0, +) + events.acceptFailures.reduce(0, +) + events.targetConnectFailures
             timedOut += events.failures[TLSFailure.Kind.timeout.index]
-            idle += events.closed[CloseCategory.idleTimeout.index] + events.closed[CloseCategory.closeTimeout.index]
+            // ghostunnel counts a connection closed by its lifetime cap (--max-conn-lifetime) as a timeout too.
+            closedByTimer += events.closed[CloseCategory.idleTimeout.index] + events.closed[CloseCategory.closeTimeout.index]
+                + events.closed[CloseCategory.maxLifetime.index]
         }
         let now = Int64(time(nil))
         let host = jsonString(StatusService.hostname ?? "")
         let values: [(String, String)] = [
-            ("conn.open", "\(open)"), ("conn.timeout", "\(idle)"), ("accept.total", "\(accepted)"),
+            ("conn.open", "\(open)"), ("conn.timeout", "\(closedByTimer)"), ("accept.total", "\(accepted)"),
             ("accept.success", "\(succeeded)"), ("accept.error", "\(failed)"), ("accept.timeout", "\(timedOut)"),
         ]
         let items = values.map { name, value in

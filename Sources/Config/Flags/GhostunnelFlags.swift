@@ -49,6 +49,7 @@ public enum GhostunnelFlags {
         "--verify-policy": (true, "OPA policies are not supported; write the rules in a configuration file (policy.rules) and use 'portcullis run --config'"),
         "--verify-query": (true, "OPA policies are not supported; write the rules in a configuration file (policy.rules) and use 'portcullis run --config'"),
         "--proxy": (true, "connecting through an HTTP CONNECT or SOCKS5 proxy is not supported; --target must be reachable directly"),
+        "--connect-proxy": (true, "connecting through an HTTP CONNECT or SOCKS5 proxy is not supported; --target must be reachable directly"),
     ]
 
     /// Flags accepted and ignored: they ask for nothing Portcullis does differently.
