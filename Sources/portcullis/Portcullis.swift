@@ -42,7 +42,10 @@ func printError(_ message: String) {
 enum Main {
     static func main() {
         do {
-            var command = try Portcullis.parseAsRoot(try ghostunnelCompatible(Array(CommandLine.arguments.dropFirst())))
+            let name = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+            let arguments = try ghostunnelCompatible(Array(CommandLine.arguments.dropFirst()),
+                                                     asGhostunnel: name == GhostunnelFlags.invocationName)
+            var command = try Portcullis.parseAsRoot(arguments)
             try command.run()
         } catch let exit as ExitCode {
             Glibc.exit(exit.rawValue)
@@ -62,14 +65,16 @@ enum Main {
     }
 }
 
-/// `server` and `client` command lines with ghostunnel's spellings rewritten to ours (`GhostunnelFlags`); a
-/// ghostunnel flag that means nothing here is one line and exit code 2.
-func ghostunnelCompatible(_ arguments: [String]) throws -> [String] {
+/// `server` and `client` command lines with ghostunnel's spellings rewritten to ours (`GhostunnelFlags`), and,
+/// when the binary runs under the name `ghostunnel`, ghostunnel's defaults where ours differ; a ghostunnel
+/// flag that means nothing here is one line and exit code 2.
+func ghostunnelCompatible(_ arguments: [String], asGhostunnel: Bool) throws -> [String] {
     guard let command = arguments.first, let mode = ListenerMode(rawValue: command), command == "server" || command == "client" else {
         return arguments
     }
     do {
-        return [command] + (try GhostunnelFlags.rewrite(Array(arguments.dropFirst()), mode: mode))
+        let ours = try GhostunnelFlags.rewrite(Array(arguments.dropFirst()), mode: mode)
+        return [command] + (asGhostunnel ? GhostunnelFlags.ghostunnelDefaults(ours) : ours)
     } catch {
         throw CommandFailure(message: error.description, code: 2)
     }

@@ -19,6 +19,22 @@ struct GhostunnelFlagsTests {
         #expect(try rewrite("--listen :8443 --allow-cn x") == ["--listen", ":8443", "--allow-cn", "x"])
     }
 
+    /// Invoked as `ghostunnel`: ghostunnel's defaults where ours differ.
+    @Test(arguments: [
+        ("--status 127.0.0.1:6060", ["--status", "https://127.0.0.1:6060", "--close-timeout", "1s"]),
+        ("--status=localhost:6060", ["--status", "https://localhost:6060", "--close-timeout", "1s"]),
+        ("--status http://127.0.0.1:6060", ["--status", "http://127.0.0.1:6060", "--close-timeout", "1s"]),
+        ("--status https://127.0.0.1:6060", ["--status", "https://127.0.0.1:6060", "--close-timeout", "1s"]),
+        ("--status unix:/run/s.sock", ["--status", "unix:/run/s.sock", "--close-timeout", "1s"]),
+        ("--status 127.0.0.1:6060 --disable-authentication", ["--status", "127.0.0.1:6060", "--disable-authentication", "--close-timeout", "1s"]),
+        ("--close-timeout 5s --status :6060", ["--close-timeout", "5s", "--status", "https://:6060"]),
+        ("--close-timeout=0s", ["--close-timeout=0s"]),
+        ("--allow-all -- --status x", ["--allow-all", "--close-timeout", "1s", "--", "--status", "x"]),
+    ])
+    func ghostunnelDefaultsUnderItsName(line: String, expected: [String]) {
+        #expect(GhostunnelFlags.ghostunnelDefaults(line.split(separator: " ").map(String.init)) == expected)
+    }
+
     @Test func spkiPinBecomesHex() throws {
         // base64 of 32 bytes 0x00..0x1f
         let pin = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="

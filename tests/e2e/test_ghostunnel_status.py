@@ -190,6 +190,19 @@ def der(pem_path: str) -> bytes:
                                     + "-----END CERTIFICATE-----\n")
 
 
+def plain_http_answered(port: int) -> bool:
+    """Whether a plain HTTP request gets an HTTP answer (an HTTPS port sends at most an alert, then closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /_status HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        try:
+            while chunk := s.recv(4096):
+                got += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+    return got.startswith(b"HTTP/") or b"ok" in got
+
+
 def test_https_status_serves_the_listener_certificate_and_no_plaintext(proxy, backend, pki):
     sport = free_port()
     p, _ = status_server(proxy, backend, status=f"https://127.0.0.1:{sport}")
@@ -212,15 +225,7 @@ def test_https_status_serves_the_listener_certificate_and_no_plaintext(proxy, ba
         served_certificate(sport, pki.other_ca)
 
     # Plain HTTP on the HTTPS port gets no HTTP answer (OpenSSL may send an alert record, then closes).
-    with socket.create_connection(("127.0.0.1", sport), timeout=5) as s:
-        s.sendall(b"GET /_status HTTP/1.1\r\nHost: x\r\n\r\n")
-        got = b""
-        try:
-            while chunk := s.recv(4096):
-                got += chunk
-        except (ConnectionResetError, socket.timeout):
-            pass
-    assert not got.startswith(b"HTTP/") and b"ok" not in got, got
+    assert not plain_http_answered(sport)
     assert p.alive()
 
 
@@ -404,3 +409,27 @@ def test_syslog_without_a_daemon_stops_the_start_with_one_line(pki, tmp_path):
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(
         "portcullis: --syslog (config key log.syslog): cannot reach the local syslog: connect to '/dev/log'"), r.stderr
+
+
+def test_invoked_as_ghostunnel_a_bare_status_address_is_https(pki, backend, tmp_path):
+    """A user who switches by changing the binary name (`ln -s portcullis ghostunnel`) keeps ghostunnel's
+    meaning of `--status HOST:PORT`: HTTPS with the listener's certificate. As `portcullis` it is plain HTTP
+    (test_status_metrics)."""
+    link = tmp_path / "ghostunnel"
+    link.symlink_to(binary_path())
+    b = backend("echo")
+    port, sport = free_port(), free_port()
+    p = Portcullis(["server", "--listen", f"127.0.0.1:{port}", "--target", b.address,
+                    "--cert", pki["server"].cert, "--key", pki["server"].key, "--cacert", pki.ca,
+                    "--allow-cn", "client-allowed", "--status", f"127.0.0.1:{sport}", "--log-format", "json"],
+                   port=port, wrapper=["bash", "-c", 'shift; exec "$GHOSTUNNEL_LINK" "$@"', "ghostunnel-wrapper"],
+                   env={"GHOSTUNNEL_LINK": str(link)})
+    try:
+        line = p.wait_log("status endpoint listening", timeout=10)
+        assert line["status.address"] == f"https://127.0.0.1:{sport}", line
+        assert served_certificate(sport, pki.ca) == der(pki["server"].cert)
+        ctx = ssl.create_default_context(cafile=pki.ca)
+        wait_until(lambda: http_get(sport, "/_status", tls=ctx)[0] == 200, timeout=10, what="/_status 200 over TLS")
+        assert not plain_http_answered(sport)
+    finally:
+        p.stop()

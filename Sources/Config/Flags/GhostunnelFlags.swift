@@ -141,6 +141,44 @@ public enum GhostunnelFlags {
         return output
     }
 
+    /// The name that makes Portcullis take ghostunnel's defaults where ours differ (`asGhostunnel`): a user who
+    /// switches by changing the binary name (`ln -s portcullis ghostunnel`) keeps what the old unit meant.
+    public static let invocationName = "ghostunnel"
+
+    /// ghostunnel's defaults where ours differ, for a command line already rewritten by `rewrite`: a bare
+    /// `--status HOST:PORT` is served over HTTPS with the listener's certificate (ghostunnel's status port;
+    /// plain HTTP when there is no certificate, `--disable-authentication`), and `--close-timeout` is 1s
+    /// unless given. Ours stay as documented when invoked as `portcullis`.
+    public static func ghostunnelDefaults(_ arguments: [String]) -> [String] {
+        var output: [String] = []
+        var rest: ArraySlice<String> = []  // from a "--" on: not flags
+        var closeTimeoutGiven = false
+        let hasCertificate = !arguments.contains("--disable-authentication")
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            index += 1
+            if argument == "--" { rest = arguments[(index - 1)...]; break }
+            if argument == "--close-timeout" || argument.hasPrefix("--close-timeout=") { closeTimeoutGiven = true }
+            guard hasCertificate, argument == "--status" || argument.hasPrefix("--status=") else {
+                output.append(argument)
+                continue
+            }
+            let value: String
+            if argument == "--status" {
+                guard index < arguments.count else { output.append(argument); continue }
+                value = arguments[index]
+                index += 1
+            } else {
+                value = String(argument.dropFirst("--status=".count))
+            }
+            let bare = !value.contains("://") && !value.hasPrefix("unix:") && !value.hasPrefix("systemd:") && !value.hasPrefix("launchd:")
+            output += ["--status", bare ? "https://" + value : value]
+        }
+        if !closeTimeoutGiven { output += ["--close-timeout", "1s"] }
+        return output + rest
+    }
+
     /// ghostunnel's pin, base64 of the SPKI's SHA-256 (`openssl pkey -pubout -outform der | openssl dgst -sha256
     /// -binary | base64`), as our `sha256:HEX`. Our own form passes through.
     static func spkiPin(_ value: String, flag: String) throws(Refusal) -> String {
