@@ -92,11 +92,12 @@ extension Validate {
 
     /// The status endpoint's address: `HOST:PORT` or `http://HOST:PORT` (plain HTTP), `https://HOST:PORT` (HTTPS
     /// with the listener's certificate), on loopback (anywhere with `allowNonLoopback`; the message names
-    /// `unsafeKey`), or `unix:/absolute/path`. Returns the endpoint, for TCP the address it binds, and whether
-    /// it is served over TLS.
+    /// `unsafeKey`), `unix:/absolute/path`, or `systemd:NAME` (the socket systemd passed under that
+    /// `FileDescriptorName=`, plain or `https://`). Returns the endpoint, the address it occupies (for conflict
+    /// checks), and whether it is served over TLS.
     public static func statusAddress(
         _ value: String, key: String, allowNonLoopback: Bool, unsafeKey: String
-    ) throws(ConfigError) -> (endpoint: TargetAddress, address: ListenAddress?, https: Bool) {
+    ) throws(ConfigError) -> (endpoint: ListenAddress, address: ListenAddress?, https: Bool) {
         var rest = value
         var https = false
         if rest.hasPrefix("https://") {
@@ -105,7 +106,7 @@ extension Validate {
         } else if rest.hasPrefix("http://") {
             rest.removeFirst("http://".count)
         } else if let scheme = rest.range(of: "://") {
-            throw .invalid(key, value, "has scheme '\(rest[..<scheme.lowerBound])': use HOST:PORT or http://HOST:PORT (plain HTTP), https://HOST:PORT (TLS) or unix:/path")
+            throw .invalid(key, value, "has scheme '\(rest[..<scheme.lowerBound])': use HOST:PORT or http://HOST:PORT (plain HTTP), https://HOST:PORT (TLS), unix:/path or systemd:NAME")
         }
         if rest.hasSuffix("/") { rest.removeLast() }
         if rest.hasPrefix("unix:") {
@@ -115,10 +116,13 @@ extension Validate {
             let path = try socketPath(rest, key: key)
             return (.unix(path: path), .unix(path: path), false)
         }
+        if rest.hasPrefix("systemd:") {
+            let address = try listenAddress(rest, key: key)
+            return (address, address, https)
+        }
         do {
             let address = try loopbackListenAddress(rest, key: key, allowNonLoopback: allowNonLoopback, unsafeKey: unsafeKey)
-            guard case .tcp(let host, let port) = address else { preconditionFailure("loopbackListenAddress returned \(address)") }
-            return (.tcp(host: host, port: port), address, https)
+            return (address, address, https)
         } catch {
             // Quote what was written, scheme included.
             throw ConfigError(key: error.key, message: error.message.replacing(singleQuoted(rest), with: singleQuoted(value), maxReplacements: 1))

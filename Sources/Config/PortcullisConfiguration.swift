@@ -119,16 +119,16 @@ public struct LogSettings: Sendable, Equatable {
 
 /// Where the status endpoint (health, metrics) listens.
 public struct StatusSettings: Sendable, Equatable {
-    /// `127.0.0.1:9100`, `[::1]:9100` or `unix:/run/portcullis/status.sock` (IP literals canonical). Loopback
-    /// or a Unix socket unless `unsafeListen`.
-    public var listen: TargetAddress
+    /// `127.0.0.1:9100`, `[::1]:9100`, `unix:/run/portcullis/status.sock` (IP literals canonical) or
+    /// `systemd:NAME` (a socket the service manager passed). Loopback or a Unix socket unless `unsafeListen`.
+    public var listen: ListenAddress
     /// Allows a non-loopback `listen` (key `unsafe-listen`).
     public var unsafeListen: Bool
     /// Served over TLS with the first listener's certificate (`listen: https://HOST:PORT`); no client
     /// certificate is asked for, as in ghostunnel.
     public var https: Bool
 
-    public init(listen: TargetAddress, unsafeListen: Bool = false, https: Bool = false) {
+    public init(listen: ListenAddress, unsafeListen: Bool = false, https: Bool = false) {
         self.listen = listen
         self.unsafeListen = unsafeListen
         self.https = https

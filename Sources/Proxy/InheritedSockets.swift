@@ -31,6 +31,8 @@ struct InheritedSockets {
     static let firstSystemdFD: Int32 = 3
 
     private(set) var entries: [Entry] = []
+    /// The names systemd passed sockets under, taken or not (for error messages).
+    private(set) var passedSystemdNames: [String] = []
     /// Restart handover: the status endpoint's socket and its address (`127.0.0.1:9100`, `unix:/path`).
     private(set) var status: (socket: ListeningSocket, address: String)?
     /// Restart handover: the pipe on which to tell the old process we are accepting.
@@ -78,6 +80,7 @@ struct InheritedSockets {
                 Descriptor.close(item.fd)
             }
         }
+        inherited.passedSystemdNames = inherited.systemdNames
         if let ready, let fd = Int32(ready), fd >= 0 {
             // Ours alone: nothing we start later may inherit it.
             if (try? Descriptor.setCloseOnExec(fd)) != nil { inherited.readyFD = fd }
@@ -155,6 +158,15 @@ struct InheritedSockets {
                 taken.first { !$0.isLocal }?.address)
     }
 
+    /// The status endpoint's `systemd:NAME` sockets: those systemd passed as `NAME`. Nil when there are none.
+    mutating func take(systemdName: String) -> [ListeningSocket]? {
+        let picked = entries.indices.filter { entries[$0].source == .systemd && entries[$0].name == systemdName }
+        guard !picked.isEmpty else { return nil }
+        let taken = picked.map { entries[$0].socket }
+        for index in picked.reversed() { entries.remove(at: index) }
+        return taken
+    }
+
     /// The names systemd passed sockets under that no listener took yet (for an error message).
     var systemdNames: [String] {
         var seen: [String] = []
@@ -167,8 +179,10 @@ struct InheritedSockets {
 
     /// The status socket handed over by the previous process, if it is on `address` (a status address
     /// changed in the file takes effect at the restart: the old socket is then closed, a new one bound).
-    mutating func takeStatus(address: String) -> ListeningSocket? {
-        guard let status, status.address == address else { return nil }
+    /// `address` nil: whatever the previous process served on (a `systemd:NAME` endpoint, whose socket only
+    /// systemd could name).
+    mutating func takeStatus(address: String?) -> ListeningSocket? {
+        guard let status, address == nil || status.address == address else { return nil }
         self.status = nil
         return status.socket
     }

@@ -1,13 +1,13 @@
 import EventLoop
-public import Policy
+import Policy
 import TLS
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Where the status endpoint listens: a TCP address or a Unix socket path, like a target.
-public typealias StatusEndpoint = ListenerConfiguration.Target
+/// Where the status endpoint listens: a TCP address, a Unix socket path, or a socket systemd passed.
+public typealias StatusEndpoint = ListenerConfiguration.Listen
 
 /// Checks that a target accepts TCP (or Unix) connections: connect, then close at once.
 final class TargetProbe: StreamSocketDelegate {
@@ -151,8 +151,11 @@ final class StatusService {
         self.tlsContext = tlsContext
         self.shared = shared
         if let endpoint {
-            if let handedOver = inherited.takeStatus(address: endpoint.description) {
+            let handedOverAddress: String? = if case .systemd = endpoint { nil } else { endpoint.description }
+            if let handedOver = inherited.takeStatus(address: handedOverAddress) {
                 pendingSocket = handedOver
+            } else if case .systemd(let name) = endpoint {
+                pendingSocket = try StatusService.adoptSystemdSocket(named: name, settingName: settingName, inherited: &inherited)
             } else {
                 pendingSocket = try StatusService.bind(endpoint, settingName: settingName)
             }
@@ -165,6 +168,7 @@ final class StatusService {
             switch endpoint {
             case .tcp(let host, let port): return try ListeningSocket.bind(ip: host, port: port, reusePort: false)
             case .unix(let path): return try ListeningSocket.bindUnix(path: path)
+            case .systemd: preconditionFailure("a systemd status socket is adopted, never bound")
             }
         } catch {
             if error.isAddressInUse {
@@ -172,6 +176,22 @@ final class StatusService {
             }
             throw StartupError("\(settingName) '\(endpoint)': cannot listen: \(error.message)")
         }
+    }
+
+    /// The one socket systemd passed under `FileDescriptorName=name` (the unit decides where it listens).
+    static func adoptSystemdSocket(named name: String, settingName: String,
+                                   inherited: inout InheritedSockets) throws(StartupError) -> ListeningSocket {
+        let passed = inherited.passedSystemdNames
+        guard let taken = inherited.take(systemdName: name) else {
+            let what = passed.isEmpty ? "systemd passed no sockets (no LISTEN_FDS for this process)"
+                : "systemd passed no socket named '\(name)' (passed: \(passed.joined(separator: ", ")))"
+            throw StartupError("\(settingName) 'systemd:\(name)': \(what): set FileDescriptorName=\(name) in the .socket unit and start the service through it, or give the status endpoint its own HOST:PORT or unix:/path")
+        }
+        guard taken.count == 1 else {
+            taken.forEach { $0.close() }
+            throw StartupError("\(settingName) 'systemd:\(name)': systemd passed \(taken.count) sockets named '\(name)'; the status endpoint takes one: give it a .socket unit with one ListenStream=")
+        }
+        return taken[0]
     }
 
     /// Starts serving on the control loop.

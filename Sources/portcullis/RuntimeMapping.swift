@@ -21,7 +21,7 @@ extension RuntimeConfiguration {
         version = Portcullis.version
         quietHandshakeFailures = file.log.quietHandshakeFailures
         if let settings = file.status {
-            status = settings.listen
+            status = ListenerConfiguration.Listen(settings.listen)
             statusHTTPS = settings.https
             statusSettingName = configPath.map { "\($0): status.listen" } ?? "--status"
         }
@@ -61,13 +61,7 @@ extension ListenerConfiguration {
             tls.serverName = settings.serverName
             tls.verifyServerName = settings.verifyServerName
         }
-        let listen: Listen
-        switch settings.listen {
-        case .tcp(let host, let port): listen = .tcp(host: host, port: port)
-        case .unix(let path): listen = .unix(path: path)
-        case .systemd(let name): listen = .systemd(name: name)
-        }
-        self.init(listen: listen, target: settings.target, tls: tls, policy: settings.policy)
+        self.init(listen: Listen(settings.listen), target: settings.target, tls: tls, policy: settings.policy)
         allowsNonLoopbackListen = !isClient || settings.unsafeListen
         name = settings.name
         mode = isClient ? .client : .server
@@ -92,6 +86,17 @@ extension ListenerConfiguration {
             names.caBundle = "\(prefix).tls.cacert"
             names.crl = "\(prefix).tls.crl"
             names.tls = "\(prefix).tls"
+        }
+    }
+}
+
+extension ListenerConfiguration.Listen {
+    /// The runtime's form of a validated listen address.
+    init(_ address: ListenAddress) {
+        switch address {
+        case .tcp(let host, let port): self = .tcp(host: host, port: port)
+        case .unix(let path): self = .unix(path: path)
+        case .systemd(let name): self = .systemd(name: name)
         }
     }
 }

@@ -412,7 +412,7 @@ struct ConfigFileTests {
     }
 
     @Test func statusAddressForms() throws {
-        func parse(_ text: String, unsafe: Bool = false) throws(ConfigError) -> (TargetAddress, ListenAddress?, Bool) {
+        func parse(_ text: String, unsafe: Bool = false) throws(ConfigError) -> (ListenAddress, ListenAddress?, Bool) {
             let parsed = try Validate.statusAddress(text, key: "--status", allowNonLoopback: unsafe, unsafeKey: "--unsafe-status")
             return (parsed.endpoint, parsed.address, parsed.https)
         }
@@ -426,6 +426,10 @@ struct ConfigFileTests {
         #expect(v6.0 == .tcp(host: "::1", port: 9100) && v6.2)
         let unix = try parse("unix:/run/portcullis/status.sock")
         #expect(unix.0 == .unix(path: "/run/portcullis/status.sock") && unix.1 == .unix(path: "/run/portcullis/status.sock") && !unix.2)
+        let activated = try parse("systemd:status")
+        #expect(activated.0 == .systemd(name: "status") && activated.1 == .systemd(name: "status") && !activated.2)
+        #expect(try parse("https://systemd:status").2)
+        #expect(throws: ConfigError.self) { try parse("systemd:") }
         #expect(try parse("https://0.0.0.0:9100", unsafe: true).2)
         #expect(throws: ConfigError(key: "--status", message: "--status 'https://0.0.0.0:9100' is not a loopback address (use --unsafe-status to allow it)")) {
             try parse("https://0.0.0.0:9100")
@@ -433,7 +437,7 @@ struct ConfigFileTests {
         #expect(throws: ConfigError(key: "--status", message: "--status 'https://unix:/run/s.sock' is a Unix socket, which takes no scheme: use unix:/path (served as plain HTTP; file permissions guard it)")) {
             try parse("https://unix:/run/s.sock")
         }
-        #expect(throws: ConfigError(key: "--status", message: "--status 'ftp://127.0.0.1:9100' has scheme 'ftp': use HOST:PORT or http://HOST:PORT (plain HTTP), https://HOST:PORT (TLS) or unix:/path")) {
+        #expect(throws: ConfigError(key: "--status", message: "--status 'ftp://127.0.0.1:9100' has scheme 'ftp': use HOST:PORT or http://HOST:PORT (plain HTTP), https://HOST:PORT (TLS), unix:/path or systemd:NAME")) {
             try parse("ftp://127.0.0.1:9100")
         }
         #expect(throws: ConfigError.self) { try parse("https://") }

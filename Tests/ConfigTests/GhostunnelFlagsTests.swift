@@ -26,6 +26,7 @@ struct GhostunnelFlagsTests {
         ("--status http://127.0.0.1:6060", ["--status", "http://127.0.0.1:6060", "--close-timeout", "1s"]),
         ("--status https://127.0.0.1:6060", ["--status", "https://127.0.0.1:6060", "--close-timeout", "1s"]),
         ("--status unix:/run/s.sock", ["--status", "unix:/run/s.sock", "--close-timeout", "1s"]),
+        ("--status systemd:status", ["--status", "https://systemd:status", "--close-timeout", "1s"]),
         ("--status 127.0.0.1:6060 --disable-authentication", ["--status", "127.0.0.1:6060", "--disable-authentication", "--close-timeout", "1s"]),
         ("--close-timeout 5s --status :6060", ["--close-timeout", "5s", "--status", "https://:6060"]),
         ("--close-timeout=0s", ["--close-timeout=0s"]),

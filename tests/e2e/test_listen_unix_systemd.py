@@ -627,3 +627,81 @@ def test_sigusr2_after_a_path_change_binds_the_new_path(started, pki, tls, echo_
     with unix_tls(new, tls.ctx()) as s:
         assert echo_roundtrip(s, b"on the new path") == b"on the new path"
     assert not is_listening(old), "the old path is still served after the restart"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --status systemd:NAME (ghostunnel accepts it too)
+# ----------------------------------------------------------------------------------------------------------
+def http_status(port: int, path: str, ctx: ssl.SSLContext | None = None) -> bytes:
+    """The raw answer to one GET on the status port (over TLS with `ctx`)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s = ctx.wrap_socket(raw, server_hostname="localhost") if ctx else raw
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        got = b""
+        while chunk := s.recv(4096):
+            got += chunk
+        return got
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("scheme", ["", "https://"])
+def test_status_on_a_socket_systemd_passed(started, pki, tls, echo_backend, scheme):
+    web, status = listening_socket(), listening_socket()
+    fds = [web.fileno(), status.fileno()]
+    p = start_server(started, pki, "systemd:web", echo_backend.address, "--status", f"{scheme}systemd:status",
+                     env={"LISTEN_FDS": "2", "LISTEN_FDNAMES": "web:status"},
+                     wrapper=activation_wrapper(fds), pass_fds=tuple(fds))
+    web_port, status_port = web.getsockname()[1], status.getsockname()[1]
+    web.close()
+    status.close()
+    line = p.wait_log("status endpoint listening", timeout=10)
+    assert line["status.address"] == f"{scheme}systemd:status", line
+    ctx = ssl.create_default_context(cafile=pki.ca) if scheme else None
+    answer = http_status(status_port, "/healthz", ctx)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert b'"ok":true' in http_status(status_port, "/_status", ctx).replace(b" ", b"")
+    with tls_connect(web_port, tls.ctx()) as s:
+        assert echo_roundtrip(s, b"beside status") == b"beside status"
+    assert not p.logs("inherited socket matches no listener: closing it")
+
+
+def test_status_systemd_name_not_passed_fails_in_one_line(pki, echo_backend):
+    sock = listening_socket()
+    fds = [sock.fileno()]
+    p = Portcullis(server_args(pki, "systemd:web", echo_backend.address, "--status", "systemd:status"),
+                   env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "web"}, wrapper=activation_wrapper(fds), pass_fds=tuple(fds))
+    sock.close()
+    try:
+        assert p.wait(15) != 0
+    finally:
+        p.stop()
+    errors = [line for line in p.lines if "systemd:status" in line]
+    assert errors and "--status 'systemd:status': systemd passed no socket named 'status'" in errors[0], p.lines
+    assert "FileDescriptorName=status" in errors[0]
+
+
+def test_sigusr2_hands_over_a_systemd_status_socket(started, pki, tls, echo_backend, subreaper):
+    web, status = listening_socket(), listening_socket()
+    fds = [web.fileno(), status.fileno()]
+    p = start_server(started, pki, "systemd:web", echo_backend.address, "--status", "systemd:status",
+                     env={"LISTEN_FDS": "2", "LISTEN_FDNAMES": "web:status"},
+                     wrapper=activation_wrapper(fds), pass_fds=tuple(fds))
+    web_port, status_port = web.getsockname()[1], status.getsockname()[1]
+    web.close()
+    status.close()
+    p.wait_log("status endpoint listening", timeout=10)
+    assert http_status(status_port, "/healthz").startswith(b"HTTP/1.1 200")
+    mark = len(p.records)
+    p.send_signal(signal.SIGUSR2)
+    child = int(wait_log_after(p, mark, "restart: new process started", timeout=10)["restart.pid"])
+    subreaper.append(child)
+    # The successor has no LISTEN_FDS: it serves the status socket the old process handed over.
+    wait_log_after(p, mark, "status endpoint listening", timeout=10)
+    assert p.wait(30) == 0
+    assert http_status(status_port, "/healthz").startswith(b"HTTP/1.1 200")
+    with tls_connect(web_port, tls.ctx()) as s:
+        assert echo_roundtrip(s, b"after the restart") == b"after the restart"
+    subreaper.remove(child)
+    assert stop_and_reap(child, timeout=15) == 0

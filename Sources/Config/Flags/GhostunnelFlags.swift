@@ -172,7 +172,8 @@ public enum GhostunnelFlags {
             } else {
                 value = String(argument.dropFirst("--status=".count))
             }
-            let bare = !value.contains("://") && !value.hasPrefix("unix:") && !value.hasPrefix("systemd:") && !value.hasPrefix("launchd:")
+            // A Unix socket takes no scheme (ghostunnel serves it plain too); HOST:PORT and systemd:NAME do.
+            let bare = !value.contains("://") && !value.hasPrefix("unix:") && !value.hasPrefix("launchd:")
             output += ["--status", bare ? "https://" + value : value]
         }
         if !closeTimeoutGiven { output += ["--close-timeout", "1s"] }

@@ -114,7 +114,7 @@ extension ConfigReader {
     }
 
     /// The status endpoint and, for TCP, the address it binds.
-    func statusListen(_ text: String, unsafe: Bool, node: Node, path: String) -> (TargetAddress, ListenAddress?, Bool)? {
+    func statusListen(_ text: String, unsafe: Bool, node: Node, path: String) -> (ListenAddress, ListenAddress?, Bool)? {
         let parsed = validate(node, path) { k throws(ConfigError) in
             try Validate.statusAddress(text, key: k, allowNonLoopback: unsafe, unsafeKey: setting("status.unsafe-listen", file: "status.unsafe-listen: true"))
         }
