@@ -45,6 +45,11 @@ struct ListenerEventCounts {
     /// Times this worker stopped accepting because the listener reached `max-connections`.
     var acceptPauses: UInt64 = 0
 
+    /// Connections accepted and not yet closed. Read from one worker's counts under its lock, so exact at a
+    /// scrape, unlike the listener's slot count (which briefly holds a slot for an `accept` that may find
+    /// nothing).
+    var open: Int { Int(accepted) - Int(closed.reduce(0, +)) }
+
     mutating func add(_ other: ListenerEventCounts) {
         accepted += other.accepted
         for i in closed.indices { closed[i] += other.closed[i] }

@@ -350,11 +350,9 @@ final class StatusService {
         var open = 0, accepted: UInt64 = 0, succeeded: UInt64 = 0, failed: UInt64 = 0, timedOut: UInt64 = 0, closedByTimer: UInt64 = 0
         let modes = Dictionary(snapshot?.listeners.map { ($0.configuration.name, $0.configuration.mode) } ?? [],
                                uniquingKeysWith: { first, _ in first })
-        for entry in snapshot?.listeners ?? [] {
-            open += entry.record?.counters.active.load(ordering: .relaxed) ?? 0
-        }
         for (name, total) in totals {
             let events = total.events
+            open += max(0, events.open)
             let handshakes = events.handshakesFull + events.handshakesResumed
             accepted += events.accepted
             // Server mode dials the target after the handshake: a failed dial is not an established connection.
@@ -384,11 +382,12 @@ final class StatusService {
             return GaugeSnapshot(listeners: [], configGeneration: 0, startTime: 0, version: "", now: Int64(time(nil)),
                                  sessionCache: TLSContext.sessionCacheStatistics)
         }
+        let totals = shared.metrics.aggregate()
         let listeners = snapshot.listeners.map { entry in
             let tls = entry.record?.generation.tls
             return GaugeSnapshot.Listener(
                 name: entry.configuration.name,
-                active: entry.record?.counters.active.load(ordering: .relaxed) ?? 0,
+                active: max(0, totals[entry.configuration.name]?.events.open ?? 0),
                 pausedWorkers: entry.record?.counters.holdingWorkers ?? 0,
                 certificateNotAfter: tls?.certificateIdentity?.notAfter,
                 crlNextUpdate: tls?.crlNextUpdate)
@@ -453,6 +452,7 @@ final class StatusService {
         guard let snapshot = source?.statusSnapshot else { return "{}" }
         let now = Int64(time(nil))
         let accepting = shared.acceptingWorkers
+        let totals = shared.metrics.aggregate()
         var listeners: [String] = []
         for entry in snapshot.listeners {
             let listener = entry.configuration
@@ -462,7 +462,7 @@ final class StatusService {
                 #""listen":\#(jsonString(entry.record?.listenAddress ?? listener.listenDescription))"#,
                 #""target":\#(jsonString(listener.target.description))"#,
                 #""accepting_workers":\#(accepting[listener.name] ?? 0)"#,
-                #""connections_active":\#(entry.record?.counters.active.load(ordering: .relaxed) ?? 0)"#,
+                #""connections_active":\#(max(0, totals[listener.name]?.events.open ?? 0))"#,
             ]
             if let generation = entry.record?.generation {
                 fields.append(#""generation":\#(generation.number)"#)
