@@ -134,15 +134,24 @@ int pc_unix_dgram_socket(void) {
     return fd < 0 ? -errno : fd;
 }
 
+// Fills `sa` for a Unix socket `address` (a path, or `@name` in the abstract namespace, where no trailing NUL
+// counts) and its length; -ENAMETOOLONG when it is empty or does not fit.
+static int unix_address(const char *address, struct sockaddr_un *sa, socklen_t *length) {
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    size_t n = strlen(address);
+    if (n == 0 || n >= sizeof sa->sun_path) return -ENAMETOOLONG;
+    memcpy(sa->sun_path, address, n);
+    if (address[0] == '@') sa->sun_path[0] = '\0';
+    *length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (address[0] == '@' ? 0 : 1));
+    return 0;
+}
+
 int pc_unix_dgram_send(int fd, const char *address, const void *message, size_t length) {
     struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    size_t n = strlen(address);
-    if (n == 0 || n >= sizeof sa.sun_path) return -ENAMETOOLONG;
-    memcpy(sa.sun_path, address, n);
-    if (address[0] == '@') sa.sun_path[0] = '\0';  // abstract namespace: no trailing NUL counts
-    socklen_t sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (address[0] == '@' ? 0 : 1));
+    socklen_t sl;
+    int bad = unix_address(address, &sa, &sl);
+    if (bad) return bad;
     ssize_t rc;
     do {
         rc = sendto(fd, message, length, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sa, sl);
@@ -152,14 +161,12 @@ int pc_unix_dgram_send(int fd, const char *address, const void *message, size_t 
 
 int pc_unix_dgram_connect(int fd, const char *path) {
     struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof sa.sun_path) return -ENAMETOOLONG;
-    memcpy(sa.sun_path, path, n);
+    socklen_t sl;
+    int bad = unix_address(path, &sa, &sl);
+    if (bad) return bad;
     int rc;
     do {
-        rc = connect(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1));
+        rc = connect(fd, (struct sockaddr *)&sa, sl);
     } while (rc != 0 && errno == EINTR);
     return rc != 0 ? -errno : 0;
 }

@@ -229,3 +229,15 @@ def recorder():
     yield make
     for r in made:
         r.close()
+
+
+@pytest.fixture
+def client_proxy(request, pki, portcullis_bin):
+    """Starts client-mode sidecars (`harness.ClientSidecars.start`), stopped by PID at the end (a crash fails
+    the test)."""
+    s = harness.ClientSidecars(pki)
+    yield s.start
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    problems = s.stop(failed)
+    if problems:
+        pytest.fail("\n".join(problems))

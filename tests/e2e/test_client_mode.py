@@ -18,20 +18,10 @@ import time
 
 import pytest
 
-from harness import ClientSidecars, free_port, read_until_closed, recv_exact
+from harness import free_port, read_until_closed, recv_exact
 from pki import issue_leaf
 
 SECRET = b"AUTH hunter2\r\nSET plaintext-must-not-leak 1\r\n"
-
-
-@pytest.fixture
-def client_proxy(request, pki, portcullis_bin):
-    s = ClientSidecars(pki)
-    yield s.start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    problems = s.stop(failed)
-    if problems:
-        pytest.fail("\n".join(problems))
 
 
 @pytest.fixture(scope="module")

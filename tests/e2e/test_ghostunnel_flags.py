@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from harness import AcceptingServer, ClientSidecars, Portcullis, echo_roundtrip, free_port, plain_connect, run_portcullis_once, wait_until
+from harness import AcceptingServer, Portcullis, echo_roundtrip, free_port, plain_connect, run_portcullis_once, wait_until
 from pki import issue_leaf
 
 PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -19,16 +19,6 @@ PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 def b64_pin(cred) -> str:
     """ghostunnel's pin form: base64 of the SPKI's SHA-256."""
     return base64.b64encode(bytes.fromhex(cred.spki.removeprefix("sha256:"))).decode()
-
-
-@pytest.fixture
-def client_proxy(request, pki, portcullis_bin):
-    s = ClientSidecars(pki)
-    yield s.start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    problems = s.stop(failed)
-    if problems:
-        pytest.fail("\n".join(problems))
 
 
 def app_is_closed_unanswered(port):

@@ -15,17 +15,7 @@ import sys
 
 import pytest
 
-from harness import ClientSidecars, free_port, wait_until
-
-
-@pytest.fixture
-def client_proxy(request, pki, portcullis_bin):
-    s = ClientSidecars(pki)
-    yield s.start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    problems = s.stop(failed)
-    if problems:
-        pytest.fail("\n".join(problems))
+from harness import free_port, wait_until
 
 
 class HTTPServer:

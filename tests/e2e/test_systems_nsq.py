@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from harness import ClientSidecars, free_port, load_example_module, wait_until
+from harness import free_port, load_example_module, wait_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nsqd") is None,
@@ -25,16 +25,6 @@ pytestmark = pytest.mark.skipif(
            "(pynsq); put an nsqd 1.x binary on PATH to run these tests")
 
 check = load_example_module("nsq")
-
-
-@pytest.fixture
-def client_proxy(request, pki, portcullis_bin):
-    s = ClientSidecars(pki)
-    yield s.start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    problems = s.stop(failed)
-    if problems:
-        pytest.fail("\n".join(problems))
 
 
 class Nsqd:

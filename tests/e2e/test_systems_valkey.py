@@ -14,19 +14,9 @@ import subprocess
 
 import pytest
 
-from harness import ClientSidecars, load_example_module
+from harness import load_example_module
 
 check = load_example_module("valkey")
-
-
-@pytest.fixture
-def client_proxy(request, pki, portcullis_bin):
-    s = ClientSidecars(pki)
-    yield s.start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    problems = s.stop(failed)
-    if problems:
-        pytest.fail("\n".join(problems))
 
 
 @pytest.fixture

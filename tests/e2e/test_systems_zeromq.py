@@ -12,20 +12,10 @@ import signal
 
 import pytest
 
-from harness import ClientSidecars, free_port, load_example_module, wait_until
+from harness import free_port, load_example_module, wait_until
 
 check = load_example_module("zeromq")
 SERVER_FLAGS = ["--shutdown-timeout", "1s"]  # ZMTP connections never end on their own: keep drains short
-
-
-@pytest.fixture
-def client_proxy(request, pki, portcullis_bin):
-    s = ClientSidecars(pki)
-    yield s.start
-    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    problems = s.stop(failed)
-    if problems:
-        pytest.fail("\n".join(problems))
 
 
 @pytest.fixture
