@@ -30,7 +30,7 @@ struct SharedOptions: ParsableArguments {
     var connectTimeout: String?
     @Option(name: .customLong("idle-timeout"), help: "Close connections idle this long in both directions (default 0 = never).")
     var idleTimeout: String?
-    @Option(name: .customLong("close-timeout"), help: "After one side closes, how long the other may keep sending (default 60s).")
+    @Option(name: .customLong("close-timeout"), help: "After one side closes, how long the other may keep sending (default 60s; 1s when started as 'ghostunnel', as in ghostunnel).")
     var closeTimeout: String?
     @Option(name: .customLong("max-conn-lifetime"),
             help: "Close each connection this long after its accept, however busy (close_notify and FIN both ways; default 0 = never).")
@@ -57,7 +57,7 @@ struct SharedOptions: ParsableArguments {
     var quietHandshakeFailures = false
     @Flag(help: "Send log lines to the local syslog (/dev/log, ident portcullis, facility daemon) instead of stderr.")
     var syslog = false
-    @Option(help: "Serve /healthz, /readyz, /status, /metrics and ghostunnel's /_status, /_metrics here: HOST:PORT or http://HOST:PORT (plain HTTP) or https://HOST:PORT (TLS with the listener's certificate) on loopback, or unix:/path.")
+    @Option(help: "Serve /healthz, /readyz, /status, /metrics and ghostunnel's /_status, /_metrics here: HOST:PORT or http://HOST:PORT (plain HTTP) or https://HOST:PORT (TLS with the listener's certificate) on loopback, unix:/path, or systemd:NAME (a socket systemd passed). Started as 'ghostunnel', a bare HOST:PORT is HTTPS, as in ghostunnel.")
     var status: String?
     @Option(name: .customLong("timed-reload"),
             help: "Also reload certificate, key and CA bundle every this long, as SIGHUP does (e.g. 1h; default: only on SIGHUP/SIGUSR1 or a file change).")
